@@ -1,0 +1,30 @@
+# The commands the README names. `make test` is what CI runs.
+.PHONY: setup wasm build test lint bench demo clean
+
+CARGO ?= cargo
+
+setup:
+	@scripts/setup.sh
+
+wasm: setup
+	@scripts/build-wasm.sh
+
+build: wasm
+	$(CARGO) build --release --workspace --exclude linnet-filter --exclude linnet-noop-filter
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: wasm lint
+	$(CARGO) test --workspace --exclude linnet-noop-filter --no-fail-fast
+
+bench: wasm
+	$(CARGO) bench -p linnet-core --bench decision
+	scripts/bench-envoy.sh
+
+demo: wasm
+	scripts/demo.sh
+
+clean:
+	rm -rf target dist

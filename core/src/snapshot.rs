@@ -1,0 +1,239 @@
+//! The compiled, immutable form of a configuration: what the request path reads.
+
+use crate::weight::Bp;
+use rustc_hash::FxHashSet;
+
+/// Everything the filter needs to route, built once and shared by every request.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases with every change the sidecar makes; 0 for the plugin's own configuration.
+    pub version: u64,
+    pub kill_switch: bool,
+    pub routing_header: String,
+    pub mirror_header: String,
+    pub rollouts: Vec<Rollout>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub name: String,
+    pub matcher: Matcher,
+    pub weight: Bp,
+    pub salt: Box<[u8]>,
+    /// Key sources in order; the first one present and non-empty is the user's key.
+    pub stickiness: Vec<Source>,
+    pub anonymous: Anonymous,
+    pub cohorts: Cohorts,
+    pub override_: Option<Override>,
+    pub kill_switch: bool,
+    pub mirror: Option<Mirror>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A lower-case header name.
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anonymous {
+    Stable,
+    Random { cookie: String, max_age_s: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub header: String,
+    pub token_header: String,
+    pub token: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub cluster: String,
+    pub bp: Bp,
+}
+
+/// Exact-match key lists. A key may not be on both.
+#[derive(Debug, Clone, Default)]
+pub struct Cohorts {
+    canary: FxHashSet<Box<[u8]>>,
+    stable: FxHashSet<Box<[u8]>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    authority: Option<Authority>,
+    path_prefix: Option<Box<[u8]>>,
+}
+
+#[derive(Debug, Clone)]
+enum Authority {
+    /// Lower-case host, no port.
+    Exact(Box<[u8]>),
+    /// `*.example.com` keeps `.example.com`: any non-empty label in front matches.
+    Suffix(Box<[u8]>),
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The first rollout whose match accepts this request, with its index, if any.
+    pub fn find(&self, authority: &[u8], path: &[u8]) -> Option<(usize, &Rollout)> {
+        self.rollouts
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matcher.matches(authority, path))
+    }
+
+    pub fn rollout(&self, name: &str) -> Option<&Rollout> {
+        self.rollouts.iter().find(|r| r.name == name)
+    }
+}
+
+// === impl Rollout ===
+
+impl Rollout {
+    /// Whether this rollout reads `header` as a key, override or token source.
+    pub(crate) fn reads_header(&self, header: &str) -> bool {
+        self.stickiness
+            .iter()
+            .any(|s| matches!(s, Source::Header(h) if h == header))
+            || self
+                .override_
+                .as_ref()
+                .is_some_and(|o| o.header == header || o.token_header == header)
+    }
+}
+
+// === impl Cohorts ===
+
+impl Cohorts {
+    /// Builds the lists; `Err` carries a key found on both.
+    pub fn new(canary: &[String], stable: &[String]) -> Result<Self, String> {
+        let canary: FxHashSet<Box<[u8]>> = canary.iter().map(|k| k.as_bytes().into()).collect();
+        let stable: FxHashSet<Box<[u8]>> = stable.iter().map(|k| k.as_bytes().into()).collect();
+        if let Some(both) = canary.iter().find(|k| stable.contains(*k)) {
+            return Err(String::from_utf8_lossy(both).into_owned());
+        }
+        Ok(Self { canary, stable })
+    }
+
+    pub fn is_canary(&self, key: &[u8]) -> bool {
+        !self.canary.is_empty() && self.canary.contains(key)
+    }
+
+    pub fn is_stable(&self, key: &[u8]) -> bool {
+        !self.stable.is_empty() && self.stable.contains(key)
+    }
+
+    pub fn len(&self) -> (usize, usize) {
+        (self.canary.len(), self.stable.len())
+    }
+}
+
+// === impl Matcher ===
+
+impl Matcher {
+    /// `Err((field, message))` for a pattern that can never match as written.
+    pub fn new(
+        authority: Option<&str>,
+        path_prefix: Option<&str>,
+    ) -> Result<Self, (&'static str, String)> {
+        let authority = match authority {
+            None | Some("*") => None,
+            Some(a) => {
+                let lower = a.to_ascii_lowercase();
+                if lower.is_empty() || lower.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+                    return Err(("authority", format!("{a:?} is not a host name")));
+                }
+                if let Some(suffix) = lower.strip_prefix('*') {
+                    if !suffix.starts_with('.') || suffix.len() < 2 || suffix.contains('*') {
+                        return Err((
+                            "authority",
+                            format!("{a:?}: a wildcard must be a leading '*.' label"),
+                        ));
+                    }
+                    Some(Authority::Suffix(suffix.as_bytes().into()))
+                } else if lower.contains('*') {
+                    return Err((
+                        "authority",
+                        format!("{a:?}: a wildcard must be a leading '*.' label"),
+                    ));
+                } else {
+                    Some(Authority::Exact(lower.as_bytes().into()))
+                }
+            }
+        };
+        let path_prefix = match path_prefix {
+            None => None,
+            Some(p) if p.starts_with('/') => Some(p.as_bytes().into()),
+            Some(p) => return Err(("path_prefix", format!("{p:?} must start with '/'"))),
+        };
+        Ok(Self {
+            authority,
+            path_prefix,
+        })
+    }
+
+    pub fn matches(&self, authority: &[u8], path: &[u8]) -> bool {
+        if let Some(prefix) = &self.path_prefix {
+            if !path.starts_with(prefix) {
+                return false;
+            }
+        }
+        match &self.authority {
+            None => true,
+            Some(pattern) => {
+                let host = strip_port(authority);
+                match pattern {
+                    Authority::Exact(h) => host.eq_ignore_ascii_case(h),
+                    Authority::Suffix(s) => {
+                        host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(authority: &[u8]) -> &[u8] {
+    if authority.first() == Some(&b'[') {
+        return match authority.iter().position(|&b| b == b']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(i) if authority[i + 1..].iter().all(u8::is_ascii_digit) => &authority[..i],
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_matching() {
+        let m = Matcher::new(Some("Shop.Example"), Some("/api")).unwrap();
+        assert!(m.matches(b"shop.example", b"/api/cart"));
+        assert!(m.matches(b"SHOP.example:10000", b"/api"));
+        assert!(!m.matches(b"shop.example", b"/web"));
+        assert!(!m.matches(b"other.example", b"/api"));
+        let w = Matcher::new(Some("*.example"), None).unwrap();
+        assert!(w.matches(b"a.example", b"/"));
+        assert!(w.matches(b"a.b.example:1", b"/"));
+        assert!(!w.matches(b".example", b"/"));
+        assert!(!w.matches(b"example", b"/"));
+        let any = Matcher::new(None, None).unwrap();
+        assert!(any.matches(b"", b""));
+        assert!(Matcher::new(Some("a*.b"), None).is_err());
+        assert!(Matcher::new(Some("*"), None).unwrap().matches(b"x", b"/"));
+        assert!(Matcher::new(None, Some("api")).is_err());
+        assert_eq!(strip_port(b"[::1]:10000"), b"[::1]");
+        assert_eq!(strip_port(b"host:abc"), b"host:abc");
+    }
+}

