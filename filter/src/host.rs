@@ -1,11 +1,9 @@
 //! `linnet_core::Request` answered from Envoy's request header map.
 
+use crate::abi::{self, Map};
 use linnet_core::murmur3::murmur3_x86_32;
 use linnet_core::Request;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
 use std::cell::Cell;
-use std::time::UNIX_EPOCH;
 
 thread_local! {
     /// Distinguishes keys minted in the same nanosecond on the same VM.
@@ -14,23 +12,16 @@ thread_local! {
 
 /// Raw bytes of a request header; a host error reads as absent.
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    abi::header(Map::RequestHeaders, name).ok().flatten()
 }
 
 pub fn response_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+    abi::header(Map::ResponseHeaders, name).ok().flatten()
 }
 
 /// Nanoseconds since the epoch by the host's clock, 0 if the host cannot say.
 pub fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    abi::now_ns().unwrap_or(0)
 }
 
 pub struct EnvoyRequest {

@@ -1,13 +1,13 @@
 //! One HTTP stream: strip Linnet's headers, decide, write the routing header, count.
 
+use crate::abi::{self, Map};
 use crate::host::{self, EnvoyRequest};
 use crate::root::Active;
 use linnet_core::decide::MintedCookie;
 use linnet_core::metrics::class_index;
 use linnet_core::Variant;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel, MapType, Status};
+use proxy_wasm::types::Action;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -30,11 +30,11 @@ struct Routed {
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+    let _ = abi::set_header(Map::RequestHeaders, name, value);
 }
 
 fn remove_request_header(name: &str) {
-    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    let _ = abi::remove_header(Map::RequestHeaders, name);
 }
 
 /// Removes a client-sent copy of one of Linnet's headers; true if there was one.
@@ -49,15 +49,12 @@ fn strip(name: &str) -> bool {
 
 /// Asks Envoy to pick the route again now that the routing header changed.
 fn clear_route_cache() {
-    match hostcalls::call_foreign_function("clear_route_cache", None) {
-        Ok(_) => {}
-        Err(status) => {
-            if !NO_CLEAR_ROUTE_CACHE.with(|c| c.replace(true)) {
-                let _ = hostcalls::log(
-                    LogLevel::Warn,
-                    &format!("linnet: clear_route_cache unavailable ({status:?}); relying on the host to re-route"),
-                );
-            }
+    if let Err(status) = abi::call_foreign("clear_route_cache") {
+        if !NO_CLEAR_ROUTE_CACHE.with(|c| c.replace(true)) {
+            abi::log(
+                abi::WARN,
+                &format!("linnet: clear_route_cache unavailable (host status {status}); relying on the host to re-route"),
+            );
         }
     }
 }
@@ -140,11 +137,7 @@ impl Http {
         metrics.response(routed.variant, class, elapsed_ms);
         if let Some(mint) = &routed.mint {
             let value = set_cookie_value(mint);
-            let _: Result<(), Status> = hostcalls::add_map_value_bytes(
-                MapType::HttpResponseHeaders,
-                "set-cookie",
-                value.as_bytes(),
-            );
+            let _ = abi::add_header(Map::ResponseHeaders, "set-cookie", value.as_bytes());
         }
     }
 }

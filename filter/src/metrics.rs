@@ -1,9 +1,8 @@
 //! The filter's metrics, defined once per configuration; requests only increment cached ids.
 
+use crate::abi::{self, MetricKind};
 use linnet_core::metrics::{self as names, CLASSES};
 use linnet_core::{Reason, Snapshot, Variant};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
 
 /// Metric ids for one rollout, indexed by `Variant as usize`.
 pub struct RolloutMetrics {
@@ -19,9 +18,9 @@ pub struct Metrics {
     stripped: u32,
 }
 
-fn define(kind: MetricType, name: &str) -> Result<u32, String> {
-    hostcalls::define_metric(kind, name)
-        .map_err(|s: Status| format!("cannot define metric {name}: {s:?}"))
+fn define(kind: MetricKind, name: &str) -> Result<u32, String> {
+    abi::define_metric(kind, name)
+        .map_err(|status| format!("cannot define metric {name}: host status {status}"))
 }
 
 fn vi(v: Variant) -> usize {
@@ -37,7 +36,7 @@ fn ri(r: Reason) -> usize {
 
 fn bump(id: u32) {
     // A failed increment loses one sample; it must not fail the request.
-    let _ = hostcalls::increment_metric(id, 1);
+    let _ = abi::increment_metric(id, 1);
 }
 
 // === impl Metrics ===
@@ -50,32 +49,32 @@ impl Metrics {
                 requests: [[0; Reason::ALL.len()]; 2],
                 responses: [[0; CLASSES.len()]; 2],
                 response_time: [0; 2],
-                mirrored: define(MetricType::Counter, &names::mirrored(&r.name))?,
-                override_rejected: define(MetricType::Counter, &names::override_rejected(&r.name))?,
+                mirrored: define(MetricKind::Counter, &names::mirrored(&r.name))?,
+                override_rejected: define(MetricKind::Counter, &names::override_rejected(&r.name))?,
             };
             for v in Variant::ALL {
                 for reason in Reason::ALL {
                     m.requests[vi(v)][ri(reason)] =
-                        define(MetricType::Counter, &names::requests(&r.name, v, reason))?;
+                        define(MetricKind::Counter, &names::requests(&r.name, v, reason))?;
                 }
                 for (c, class) in CLASSES.iter().enumerate() {
                     m.responses[vi(v)][c] =
-                        define(MetricType::Counter, &names::responses(&r.name, v, class))?;
+                        define(MetricKind::Counter, &names::responses(&r.name, v, class))?;
                 }
                 m.response_time[vi(v)] =
-                    define(MetricType::Histogram, &names::response_time(&r.name, v))?;
+                    define(MetricKind::Histogram, &names::response_time(&r.name, v))?;
             }
             rollouts.push(m);
         }
         Ok(Metrics {
             rollouts,
-            stripped: define(MetricType::Counter, names::STRIPPED_HEADERS)?,
+            stripped: define(MetricKind::Counter, names::STRIPPED_HEADERS)?,
         })
     }
 
     pub fn stripped(&self, n: u32) {
         if n > 0 {
-            let _ = hostcalls::increment_metric(self.stripped, i64::from(n));
+            let _ = abi::increment_metric(self.stripped, i64::from(n));
         }
     }
 }
@@ -91,7 +90,7 @@ impl RolloutMetrics {
         if let Some(id) = class.and_then(|c| self.responses[vi(v)].get(c)) {
             bump(*id);
         }
-        let _ = hostcalls::record_metric(self.response_time[vi(v)], elapsed_ms);
+        let _ = abi::record_metric(self.response_time[vi(v)], elapsed_ms);
     }
 
     pub fn mirrored(&self) {

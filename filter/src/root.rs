@@ -1,11 +1,11 @@
 //! The root context: parses and compiles the plugin configuration once, in `on_configure`.
 
+use crate::abi;
 use crate::http::Http;
 use crate::metrics::Metrics;
 use linnet_core::{PluginConfig, Snapshot};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::ContextType;
 use std::rc::Rc;
 
 /// A compiled configuration and the metric ids that go with it, shared by every request.
@@ -17,10 +17,6 @@ pub struct Active {
 #[derive(Default)]
 pub struct Root {
     active: Option<Rc<Active>>,
-}
-
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
 }
 
 // === impl Active ===
@@ -40,10 +36,16 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = match abi::plugin_configuration() {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                abi::log(
+                    abi::ERROR,
+                    &format!("linnet: cannot read the plugin configuration: host status {status}"),
+                );
+                return false;
+            }
+        };
         // An absent configuration means no rollouts: the filter passes traffic through.
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -52,8 +54,8 @@ impl RootContext for Root {
         };
         match Active::from_config(bytes) {
             Ok(active) => {
-                log(
-                    LogLevel::Info,
+                abi::log(
+                    abi::INFO,
                     &format!(
                         "linnet: configured {} rollout(s)",
                         active.snapshot.rollouts.len()
@@ -63,8 +65,8 @@ impl RootContext for Root {
                 true
             }
             Err(e) => {
-                log(
-                    LogLevel::Error,
+                abi::log(
+                    abi::ERROR,
                     &format!("linnet: invalid plugin configuration: {e}"),
                 );
                 false

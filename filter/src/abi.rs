@@ -1,0 +1,210 @@
+//! The host calls the filter makes, declared against the proxy-wasm 0.2.1 ABI directly.
+//!
+//! The SDK's `hostcalls` wrappers `panic!` on any status they do not expect (and read the
+//! status into an enum that lacks some values hosts return, such as `Unimplemented`). A
+//! panic traps the VM and fails every later request, so the calls on Linnet's paths go
+//! through these wrappers instead: every status other than `Ok` becomes an `Err(status)`.
+#![allow(unsafe_code)]
+
+use std::ptr::{null, null_mut};
+
+/// A proxy-wasm status code other than `Ok` (1 NotFound, 2 BadArgument, 12 Unimplemented…).
+pub type Status = u32;
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+/// `MapType` values of the ABI.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+/// Log levels of the ABI.
+pub const INFO: u32 = 2;
+pub const WARN: u32 = 3;
+pub const ERROR: u32 = 4;
+pub const CRITICAL: u32 = 5;
+
+/// `BufferType::PluginConfiguration`.
+const PLUGIN_CONFIGURATION: u32 = 7;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    Counter = 0,
+    Histogram = 2,
+}
+
+// The SDK declares the same imports with its own enum types; the ABI is the same u32.
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+}
+
+fn status(code: u32) -> Result<(), Status> {
+    if code == OK {
+        Ok(())
+    } else {
+        Err(code)
+    }
+}
+
+/// Takes ownership of bytes the host returned. The host allocates them through the guest's
+/// `proxy_on_memory_allocate` export (the SDK's, backed by the global allocator), so they are
+/// freed as an ordinary `Vec`.
+fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null pointer from the host points at `size` bytes allocated for us with
+    // the global allocator, and nothing else refers to them.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+pub fn log(level: u32, message: &str) {
+    // SAFETY: pointer and length describe a live `&str`.
+    let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// Nanoseconds since the epoch by the host's clock.
+pub fn now_ns() -> Result<u64, Status> {
+    let mut t = 0u64;
+    // SAFETY: `t` is a valid place for the host to write a u64.
+    status(unsafe { proxy_get_current_time_nanoseconds(&mut t) })?;
+    Ok(t)
+}
+
+pub fn plugin_configuration() -> Result<Option<Vec<u8>>, Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-pointers are valid locals.
+    match unsafe {
+        proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size)
+    } {
+        OK => Ok(take(data, size)),
+        NOT_FOUND => Ok(None),
+        code => Err(code),
+    }
+}
+
+/// The first value of a header, as raw bytes (Envoy passes non-UTF-8 bytes through).
+pub fn header(map: Map, name: &str) -> Result<Option<Vec<u8>>, Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: the key describes a live `&str`; out-pointers are valid locals.
+    match unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    } {
+        OK => Ok(take(data, size)),
+        NOT_FOUND => Ok(None),
+        code => Err(code),
+    }
+}
+
+pub fn set_header(map: Map, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: key and value describe live slices.
+    status(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn add_header(map: Map, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: key and value describe live slices.
+    status(unsafe {
+        proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn remove_header(map: Map, name: &str) -> Result<(), Status> {
+    // SAFETY: the key describes a live `&str`.
+    status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// Calls a host foreign function with no arguments; its result, if any, is dropped.
+pub fn call_foreign(name: &str) -> Result<(), Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: the name describes a live `&str`; a null argument pointer with size 0 is an
+    // empty argument; out-pointers are valid locals.
+    let code = unsafe {
+        proxy_call_foreign_function(name.as_ptr(), name.len(), null(), 0, &mut data, &mut size)
+    };
+    drop(take(data, size));
+    status(code)
+}
+
+pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    // SAFETY: the name describes a live `&str`; `id` is a valid place for a u32.
+    status(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+    // SAFETY: plain values.
+    status(unsafe { proxy_increment_metric(id, offset) })
+}
+
+pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: plain values.
+    status(unsafe { proxy_record_metric(id, value) })
+}
