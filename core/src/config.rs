@@ -5,7 +5,7 @@
 
 use crate::snapshot::{Anonymous, Cohorts, Matcher, Mirror, Override, Rollout, Snapshot, Source};
 use crate::weight::Bp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const DEFAULT_ROUTING_HEADER: &str = "x-linnet-variant";
@@ -16,21 +16,84 @@ pub const DEFAULT_ANONYMOUS_COOKIE: &str = "linnet_uid";
 pub const DEFAULT_ANONYMOUS_MAX_AGE_S: u64 = 60 * 60 * 24 * 365;
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_header: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_header: Option<String>,
     /// Sends every rollout's traffic to stable and stops mirroring.
     #[serde(default)]
     pub kill_switch: bool,
     #[serde(default)]
     pub rollouts: Vec<RolloutConfig>,
+    /// Where to long-poll live snapshots from. Absent: the rollouts above are all there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How the filter reaches the sidecar (through an Envoy cluster) for live snapshots.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// The Envoy cluster that points at the sidecar's admin API.
+    pub cluster: String,
+    #[serde(default = "default_sidecar_authority")]
+    pub authority: String,
+    #[serde(default = "default_snapshot_path")]
+    pub path: String,
+    /// Sent as `Authorization: Bearer <token>`; the sidecar's poll token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// How long the sidecar may hold a poll open when nothing changed.
+    #[serde(default = "default_poll_timeout_ms")]
+    pub poll_timeout_ms: u64,
+    /// A snapshot older than this (no successful poll) is stale.
+    #[serde(default = "default_stale_after_s")]
+    pub stale_after_s: u64,
+    /// What a stale snapshot means for routing: keep it (fail static), or send all to stable.
+    #[serde(default)]
+    pub on_stale: OnStale,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStale {
+    #[default]
+    Keep,
+    Stable,
+}
+
+/// What the sidecar serves at its snapshot endpoint: the live part of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotDoc {
+    /// Increases with every change; a poller sends the version it has.
+    pub version: u64,
+    #[serde(default)]
+    pub kill_switch: bool,
+    #[serde(default)]
+    pub rollouts: Vec<RolloutConfig>,
+}
+
+fn default_sidecar_authority() -> String {
+    "linnet-sidecar".into()
+}
+
+fn default_snapshot_path() -> String {
+    "/v1/snapshot".into()
+}
+
+fn default_poll_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_stale_after_s() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutConfig {
     pub name: String,
@@ -56,7 +119,7 @@ pub struct RolloutConfig {
     pub mirror: Option<MirrorConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Host to match, without port; `*.example.com` matches any subdomain. Absent: any host.
@@ -67,7 +130,7 @@ pub struct MatchConfig {
 }
 
 /// Where a user's sticky key is read from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SourceConfig {
     Header(String),
@@ -75,7 +138,7 @@ pub enum SourceConfig {
 }
 
 /// What happens to a request that carries no sticky key.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, tag = "policy", rename_all = "snake_case")]
 pub enum AnonymousConfig {
     /// Anonymous requests go to stable.
@@ -90,7 +153,7 @@ pub enum AnonymousConfig {
     },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CohortsConfig {
     #[serde(default)]
@@ -100,7 +163,7 @@ pub struct CohortsConfig {
 }
 
 /// An override header that picks the variant, honoured only when configured.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideConfig {
     #[serde(default)]
@@ -112,7 +175,7 @@ pub struct OverrideConfig {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
     /// The Envoy cluster that receives the copies (the canary's shadow cluster).
@@ -159,16 +222,23 @@ impl ConfigError {
 impl PluginConfig {
     /// Parses JSON, naming the field of the first error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            // serde_json appends " at line L column C"; keep it, it helps in a big file.
-            ConfigError::new(field, e.into_inner().to_string())
-        })
+        parse_json(bytes)
+    }
+
+    /// The configuration with a live snapshot's rollouts and kill switch in place of its own.
+    pub fn with_snapshot(&self, doc: &SnapshotDoc) -> PluginConfig {
+        PluginConfig {
+            kill_switch: doc.kill_switch,
+            rollouts: doc.rollouts.clone(),
+            ..self.clone()
+        }
     }
 
     /// Validates every field and builds the immutable snapshot the request path reads.
     pub fn compile(&self, version: u64) -> Result<Snapshot, ConfigError> {
+        if let Some(sc) = &self.sidecar {
+            sc.validate()?;
+        }
         let routing_header = header_name(
             "routing_header",
             self.routing_header.as_deref(),
@@ -211,6 +281,47 @@ impl PluginConfig {
             mirror_header,
             rollouts,
         })
+    }
+}
+
+// === impl SidecarConfig ===
+
+impl SidecarConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.is_empty() {
+            return Err(ConfigError::new(
+                "sidecar.cluster",
+                "must name the Envoy cluster of the sidecar",
+            ));
+        }
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new(
+                "sidecar.path",
+                format!("{:?} must start with '/'", self.path),
+            ));
+        }
+        if !(100..=300_000).contains(&self.poll_timeout_ms) {
+            return Err(ConfigError::new(
+                "sidecar.poll_timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        if self.stale_after_s == 0 {
+            return Err(ConfigError::new(
+                "sidecar.stale_after_s",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// === impl SnapshotDoc ===
+
+impl SnapshotDoc {
+    /// Parses a snapshot body, naming the field of the first error.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        parse_json(bytes)
     }
 }
 
@@ -332,6 +443,14 @@ impl RolloutConfig {
             mirror,
         })
     }
+}
+
+/// Parses JSON into `T`, naming the field of the first error. serde_json's message ends with
+/// " at line L column C", which is kept: it helps in a big file.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| ConfigError::new(e.path().to_string(), e.into_inner().to_string()))
 }
 
 /// Rollout names become metric name segments and URL path segments: keep them plain.

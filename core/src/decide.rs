@@ -172,11 +172,8 @@ impl Rollout {
 
     /// The variant for a user key, ignoring overrides and the kill switch.
     pub fn variant_for_key(&self, key: &[u8]) -> (Variant, Reason, Option<u16>) {
-        if self.cohorts.is_canary(key) {
-            return (Variant::Canary, Reason::Cohort, None);
-        }
-        if self.cohorts.is_stable(key) {
-            return (Variant::Stable, Reason::Cohort, None);
+        if let Some(v) = self.cohorts.get(key) {
+            return (v, Reason::Cohort, None);
         }
         let b = bucket(&self.salt, key);
         let v = if b < self.weight.get() {

@@ -10,7 +10,7 @@ pub mod murmur3;
 pub mod snapshot;
 pub mod weight;
 
-pub use config::{ConfigError, PluginConfig};
+pub use config::{ConfigError, PluginConfig, SnapshotDoc};
 pub use decide::{bucket, Decision, MintedCookie, Reason, Request, Variant};
 pub use snapshot::{Rollout, Snapshot};
 pub use weight::Bp;

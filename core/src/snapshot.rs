@@ -1,7 +1,8 @@
 //! The compiled, immutable form of a configuration: what the request path reads.
 
+use crate::decide::Variant;
 use crate::weight::Bp;
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 /// Everything the filter needs to route, built once and shared by every request.
 #[derive(Debug, Clone)]
@@ -55,11 +56,10 @@ pub struct Mirror {
     pub bp: Bp,
 }
 
-/// Exact-match key lists. A key may not be on both.
+/// Exact-match key lists, held as one map so a key costs one lookup. A key may not be on both.
 #[derive(Debug, Clone, Default)]
 pub struct Cohorts {
-    canary: FxHashSet<Box<[u8]>>,
-    stable: FxHashSet<Box<[u8]>>,
+    members: FxHashMap<Box<[u8]>, Variant>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -112,24 +112,33 @@ impl Rollout {
 impl Cohorts {
     /// Builds the lists; `Err` carries a key found on both.
     pub fn new(canary: &[String], stable: &[String]) -> Result<Self, String> {
-        let canary: FxHashSet<Box<[u8]>> = canary.iter().map(|k| k.as_bytes().into()).collect();
-        let stable: FxHashSet<Box<[u8]>> = stable.iter().map(|k| k.as_bytes().into()).collect();
-        if let Some(both) = canary.iter().find(|k| stable.contains(*k)) {
-            return Err(String::from_utf8_lossy(both).into_owned());
+        let mut members = FxHashMap::default();
+        for k in canary {
+            members.insert(k.as_bytes().into(), Variant::Canary);
         }
-        Ok(Self { canary, stable })
+        for k in stable {
+            if members.insert(k.as_bytes().into(), Variant::Stable) == Some(Variant::Canary) {
+                return Err(k.clone());
+            }
+        }
+        Ok(Self { members })
     }
 
-    pub fn is_canary(&self, key: &[u8]) -> bool {
-        !self.canary.is_empty() && self.canary.contains(key)
+    /// The variant a key is pinned to, if it is on a list.
+    pub fn get(&self, key: &[u8]) -> Option<Variant> {
+        if self.members.is_empty() {
+            return None;
+        }
+        self.members.get(key).copied()
     }
 
-    pub fn is_stable(&self, key: &[u8]) -> bool {
-        !self.stable.is_empty() && self.stable.contains(key)
+    /// Number of keys on the lists.
+    pub fn len(&self) -> usize {
+        self.members.len()
     }
 
-    pub fn len(&self) -> (usize, usize) {
-        (self.canary.len(), self.stable.len())
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 }
 
