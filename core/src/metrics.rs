@@ -14,6 +14,14 @@ pub const RESPONSE_TIME: &str = "linnet_response_time_ms";
 pub const MIRRORED: &str = "linnet_mirrored_total";
 pub const OVERRIDE_REJECTED: &str = "linnet_override_rejected_total";
 pub const STRIPPED_HEADERS: &str = "linnet_stripped_headers_total";
+/// Version of the snapshot a VM routes by (0: the plugin configuration's own rollouts).
+pub const SNAPSHOT_VERSION: &str = "linnet_snapshot_version";
+/// Seconds since the process last heard from the sidecar.
+pub const SNAPSHOT_AGE: &str = "linnet_snapshot_age_seconds";
+/// Polls that failed (sidecar down, slow, or an error status).
+pub const SNAPSHOT_ERRORS: &str = "linnet_snapshot_poll_errors_total";
+/// Snapshots refused as invalid; the last good one stayed.
+pub const SNAPSHOT_REJECTED: &str = "linnet_snapshot_rejected_total";
 
 /// Response classes counted per variant.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

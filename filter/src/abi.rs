@@ -14,13 +14,24 @@ pub type Status = u32;
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 
-/// `MapType` values of the ABI.
+/// Header maps (`MapType` values of the ABI).
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum Map {
-    RequestHeaders = 0,
-    ResponseHeaders = 2,
+    Request = 0,
+    Response = 2,
+    HttpCallResponse = 6,
 }
+
+/// `BufferType` values of the ABI.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Buffer {
+    HttpCallResponseBody = 4,
+    PluginConfiguration = 7,
+}
+
+const CAS_MISMATCH: u32 = 8;
 
 /// Log levels of the ABI.
 pub const INFO: u32 = 2;
@@ -28,14 +39,20 @@ pub const WARN: u32 = 3;
 pub const ERROR: u32 = 4;
 pub const CRITICAL: u32 = 5;
 
-/// `BufferType::PluginConfiguration`.
-const PLUGIN_CONFIGURATION: u32 = 7;
-
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum MetricKind {
     Counter = 0,
+    Gauge = 1,
     Histogram = 2,
+}
+
+/// What a shared-data write can run into besides success.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// Someone wrote the key since it was read: read again and retry.
+    CasMismatch,
+    Host(Status),
 }
 
 // The SDK declares the same imports with its own enum types; the ABI is the same u32.
@@ -81,6 +98,21 @@ extern "C" {
         results_data: *mut *mut u8,
         results_size: *mut usize,
     ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -124,12 +156,11 @@ pub fn now_ns() -> Result<u64, Status> {
     Ok(t)
 }
 
-pub fn plugin_configuration() -> Result<Option<Vec<u8>>, Status> {
+/// The whole content of a host buffer (plugin configuration, an HTTP call's response body).
+pub fn buffer(buffer: Buffer) -> Result<Option<Vec<u8>>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: out-pointers are valid locals.
-    match unsafe {
-        proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size)
-    } {
+    match unsafe { proxy_get_buffer_bytes(buffer as u32, 0, usize::MAX, &mut data, &mut size) } {
         OK => Ok(take(data, size)),
         NOT_FOUND => Ok(None),
         code => Err(code),
@@ -190,6 +221,35 @@ pub fn call_foreign(name: &str) -> Result<(), Status> {
     };
     drop(take(data, size));
     status(code)
+}
+
+pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
+    // SAFETY: a plain value.
+    status(unsafe { proxy_set_tick_period_milliseconds(period) })
+}
+
+/// A shared-data value and its CAS token; `(None, 0)` when the key does not exist.
+pub fn shared_get(key: &str) -> Result<(Option<Vec<u8>>, u32), Status> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    // SAFETY: the key describes a live `&str`; out-pointers are valid locals.
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok((take(data, size), cas)),
+        NOT_FOUND => Ok((None, 0)),
+        code => Err(code),
+    }
+}
+
+/// Writes a shared-data value if its CAS token is still `cas` (0: unconditionally).
+pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+    // SAFETY: key and value describe live slices.
+    match unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    } {
+        OK => Ok(()),
+        CAS_MISMATCH => Err(SetError::CasMismatch),
+        code => Err(SetError::Host(code)),
+    }
 }
 
 pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, Status> {

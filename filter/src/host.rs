@@ -12,11 +12,11 @@ thread_local! {
 
 /// Raw bytes of a request header; a host error reads as absent.
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    abi::header(Map::RequestHeaders, name).ok().flatten()
+    abi::header(Map::Request, name).ok().flatten()
 }
 
 pub fn response_header(name: &str) -> Option<Vec<u8>> {
-    abi::header(Map::ResponseHeaders, name).ok().flatten()
+    abi::header(Map::Response, name).ok().flatten()
 }
 
 /// Nanoseconds since the epoch by the host's clock, 0 if the host cannot say.

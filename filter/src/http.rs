@@ -30,11 +30,11 @@ struct Routed {
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
-    let _ = abi::set_header(Map::RequestHeaders, name, value);
+    let _ = abi::set_header(Map::Request, name, value);
 }
 
 fn remove_request_header(name: &str) {
-    let _ = abi::remove_header(Map::RequestHeaders, name);
+    let _ = abi::remove_header(Map::Request, name);
 }
 
 /// Removes a client-sent copy of one of Linnet's headers; true if there was one.
@@ -93,10 +93,14 @@ impl Http {
         let req = EnvoyRequest {
             now_ns: host::now_ns(),
         };
-        let Some((i, decision)) = snap.decide(&authority, &path, &req) else {
+        let Some((i, rollout)) = snap.find(&authority, &path) else {
             return;
         };
-        let (rollout, metrics) = (&snap.rollouts[i], &active.metrics.rollouts[i]);
+        let Some(metrics) = active.metrics.rollouts.get(i) else {
+            return;
+        };
+        // A stale snapshot under `on_stale: stable` routes like the kill switch.
+        let decision = rollout.decide(snap.kill_switch || active.stale.get(), &req);
 
         // The override and its token are for Linnet, not for the upstream.
         if let Some(o) = &rollout.override_ {
@@ -137,7 +141,7 @@ impl Http {
         metrics.response(routed.variant, class, elapsed_ms);
         if let Some(mint) = &routed.mint {
             let value = set_cookie_value(mint);
-            let _ = abi::add_header(Map::ResponseHeaders, "set-cookie", value.as_bytes());
+            let _ = abi::add_header(Map::Response, "set-cookie", value.as_bytes());
         }
     }
 }

@@ -1,42 +1,265 @@
-//! The root context: parses and compiles the plugin configuration once, in `on_configure`.
+//! The root context: compiles the plugin configuration once in `on_configure`, and, when a
+//! sidecar is configured, keeps the live snapshot current (see `sync`).
 
-use crate::abi;
+use crate::abi::{self, Buffer, Map, MetricKind};
 use crate::http::Http;
 use crate::metrics::Metrics;
-use linnet_core::{PluginConfig, Snapshot};
+use crate::sync::Keys;
+use linnet_core::config::{OnStale, SidecarConfig};
+use linnet_core::murmur3::murmur3_x86_32;
+use linnet_core::{PluginConfig, Snapshot, SnapshotDoc};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
+
+/// How often every VM looks for a new snapshot in shared data.
+const SYNC_PERIOD_MS: u32 = 50;
+/// Wait after a failed or rejected poll before the next one.
+const RETRY_NS: u64 = 1_000_000_000;
+/// Extra time the HTTP call gets over the sidecar's hold time.
+const POLL_GRACE_MS: u64 = 5_000;
 
 /// A compiled configuration and the metric ids that go with it, shared by every request.
 pub struct Active {
     pub snapshot: Snapshot,
     pub metrics: Metrics,
+    /// The snapshot is stale and `on_stale: stable` asks for all traffic on stable.
+    pub stale: Cell<bool>,
 }
 
 #[derive(Default)]
 pub struct Root {
+    base: PluginConfig,
     active: Option<Rc<Active>>,
+    poller: Option<Poller>,
+}
+
+/// The state of the config path for this VM.
+struct Poller {
+    config: SidecarConfig,
+    keys: Keys,
+    /// This VM's lease identity.
+    me: u64,
+    started_ns: u64,
+    in_flight: bool,
+    next_poll_ns: u64,
+    version_gauge: u32,
+    age_gauge: u32,
+    errors: u32,
+    rejected: u32,
 }
 
 // === impl Active ===
 
 impl Active {
-    fn from_config(bytes: &[u8]) -> Result<Active, String> {
-        let config = PluginConfig::from_json(bytes).map_err(|e| e.to_string())?;
-        let snapshot = config.compile(0).map_err(|e| e.to_string())?;
+    fn compile(config: &PluginConfig, version: u64) -> Result<Active, String> {
+        let snapshot = config.compile(version).map_err(|e| e.to_string())?;
         let metrics = Metrics::define(&snapshot)?;
-        Ok(Active { snapshot, metrics })
+        Ok(Active {
+            snapshot,
+            metrics,
+            stale: Cell::new(false),
+        })
     }
 }
 
 // === impl Root ===
 
-impl Context for Root {}
+impl Root {
+    fn configure(&mut self, bytes: &[u8]) -> Result<(), String> {
+        // An absent configuration means no rollouts: the filter passes traffic through.
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            bytes
+        };
+        let base = PluginConfig::from_json(bytes).map_err(|e| e.to_string())?;
+        let mut active = Active::compile(&base, 0)?;
+        let now = crate::host::now_ns();
+        self.poller = match &base.sidecar {
+            None => None,
+            Some(sc) => {
+                let poller = Poller::new(sc.clone(), now)?;
+                // A reloaded VM starts from the snapshot its process already has.
+                if let Some(restored) = poller
+                    .keys
+                    .stored_snapshot()
+                    .and_then(|(_, body)| Self::load(&base, &body).ok())
+                {
+                    active = restored;
+                }
+                abi::set_tick_period_ms(SYNC_PERIOD_MS)
+                    .map_err(|s| format!("cannot set the tick period: host status {s}"))?;
+                Some(poller)
+            }
+        };
+        abi::log(
+            abi::INFO,
+            &format!(
+                "linnet: configured {} rollout(s), snapshot version {}",
+                active.snapshot.rollouts.len(),
+                active.snapshot.version
+            ),
+        );
+        self.base = base;
+        self.active = Some(Rc::new(active));
+        Ok(())
+    }
+
+    /// Compiles a snapshot body from the sidecar on top of the plugin configuration.
+    fn load(base: &PluginConfig, body: &[u8]) -> Result<Active, String> {
+        let doc = SnapshotDoc::from_json(body).map_err(|e| e.to_string())?;
+        Active::compile(&base.with_snapshot(&doc), doc.version)
+    }
+
+    fn version(&self) -> u64 {
+        self.active.as_ref().map_or(0, |a| a.snapshot.version)
+    }
+
+    /// Swaps in a newer snapshot that another VM stored.
+    fn sync_from_shared(&mut self) {
+        let Some(p) = &self.poller else { return };
+        if p.keys.stored_version() <= self.version() {
+            return;
+        }
+        let Some((_, body)) = p.keys.stored_snapshot() else {
+            return;
+        };
+        match Self::load(&self.base, &body) {
+            Ok(active) if active.snapshot.version > self.version() => {
+                self.active = Some(Rc::new(active))
+            }
+            Ok(_) => {}
+            // The storing VM validated it with the same base: only a reconfigured base can
+            // disagree, and then the last good snapshot stays.
+            Err(e) => abi::log(
+                abi::WARN,
+                &format!("linnet: stored snapshot does not apply here: {e}"),
+            ),
+        }
+    }
+
+    fn update_staleness(&self, now: u64) {
+        let (Some(p), Some(active)) = (&self.poller, &self.active) else {
+            return;
+        };
+        let since = p.keys.last_contact().unwrap_or(p.started_ns);
+        let age_s = now.saturating_sub(since) / 1_000_000_000;
+        let _ = abi::record_metric(p.age_gauge, age_s);
+        let _ = abi::record_metric(p.version_gauge, active.snapshot.version);
+        let stale = p.config.on_stale == OnStale::Stable && age_s >= p.config.stale_after_s;
+        if active.stale.replace(stale) != stale {
+            abi::log(
+                abi::WARN,
+                &format!("linnet: snapshot stale={stale} (last contact {age_s}s ago)"),
+            );
+        }
+    }
+
+    fn poll(&mut self, now: u64) {
+        let version = self.version();
+        let Some(p) = &mut self.poller else { return };
+        if !p.keys.hold_lease(p.me, now) || p.in_flight || now < p.next_poll_ns {
+            return;
+        }
+        let path = format!(
+            "{}?version={version}&timeout_ms={}",
+            p.config.path, p.config.poll_timeout_ms
+        );
+        let poller_id = format!("{:016x}", p.me);
+        let bearer = p.config.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", p.config.authority.as_str()),
+            ("x-linnet-poller", poller_id.as_str()),
+        ];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
+        let timeout = Duration::from_millis(p.config.poll_timeout_ms + POLL_GRACE_MS);
+        // The SDK's call, not `abi`: its dispatcher must register the token to route the
+        // response back here. Envoy answers it with Ok, BadArgument or InternalFailure, which
+        // the SDK maps without panicking.
+        match hostcalls::dispatch_http_call(&p.config.cluster, headers, None, vec![], timeout) {
+            Ok(_) => p.in_flight = true,
+            Err(status) => {
+                let _ = abi::increment_metric(p.errors, 1);
+                p.next_poll_ns = now.saturating_add(RETRY_NS);
+                abi::log(
+                    abi::WARN,
+                    &format!(
+                        "linnet: cannot poll cluster {:?}: {status:?}",
+                        p.config.cluster
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_poll_response(&mut self, now: u64) {
+        let Some(p) = &mut self.poller else { return };
+        p.in_flight = false;
+        let status = abi::header(Map::HttpCallResponse, ":status").ok().flatten();
+        match status.as_deref() {
+            Some(b"200") => {
+                let body = abi::buffer(Buffer::HttpCallResponseBody)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                match Self::load(&self.base, &body) {
+                    Ok(active) => {
+                        let version = active.snapshot.version;
+                        p.keys.publish(version, &body);
+                        p.keys.touch_contact(now);
+                        if version != self.version() {
+                            abi::log(abi::INFO, &format!("linnet: snapshot version {version}"));
+                        }
+                        self.active = Some(Rc::new(active));
+                    }
+                    Err(e) => {
+                        let _ = abi::increment_metric(p.rejected, 1);
+                        p.next_poll_ns = now.saturating_add(RETRY_NS);
+                        abi::log(
+                            abi::ERROR,
+                            &format!("linnet: rejected snapshot, keeping the last good one: {e}"),
+                        );
+                    }
+                }
+            }
+            Some(b"304") => p.keys.touch_contact(now),
+            other => {
+                let _ = abi::increment_metric(p.errors, 1);
+                p.next_poll_ns = now.saturating_add(RETRY_NS);
+                let status = other.map(String::from_utf8_lossy);
+                abi::log(abi::WARN, &format!("linnet: snapshot poll failed (status {status:?}); keeping the last good one"));
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        let now = crate::host::now_ns();
+        self.on_poll_response(now);
+        self.update_staleness(now);
+        // Ask again at once: the sidecar holds the call until something changes.
+        self.poll(now);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match abi::plugin_configuration() {
+        let bytes = match abi::buffer(Buffer::PluginConfiguration) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(status) => {
                 abi::log(
@@ -46,24 +269,8 @@ impl RootContext for Root {
                 return false;
             }
         };
-        // An absent configuration means no rollouts: the filter passes traffic through.
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        match Active::from_config(bytes) {
-            Ok(active) => {
-                abi::log(
-                    abi::INFO,
-                    &format!(
-                        "linnet: configured {} rollout(s)",
-                        active.snapshot.rollouts.len()
-                    ),
-                );
-                self.active = Some(Rc::new(active));
-                true
-            }
+        match self.configure(&bytes) {
+            Ok(()) => true,
             Err(e) => {
                 abi::log(
                     abi::ERROR,
@@ -74,6 +281,13 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        let now = crate::host::now_ns();
+        self.sync_from_shared();
+        self.update_staleness(now);
+        self.poll(now);
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
@@ -81,5 +295,31 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`, so a context without configuration passes traffic through.
         Some(Box::new(Http::new(self.active.clone())))
+    }
+}
+
+// === impl Poller ===
+
+impl Poller {
+    fn new(config: SidecarConfig, now: u64) -> Result<Poller, String> {
+        let define = |kind, name: &str| {
+            abi::define_metric(kind, name)
+                .map_err(|s| format!("cannot define metric {name}: host status {s}"))
+        };
+        // VMs of one process start at different nanoseconds; the hash spreads the bits.
+        let t = now.to_le_bytes();
+        let me = (u64::from(murmur3_x86_32(&[&t], 1)) << 32) | u64::from(murmur3_x86_32(&[&t], 2));
+        Ok(Poller {
+            keys: Keys::new(&config.cluster, &config.path),
+            me,
+            started_ns: now,
+            in_flight: false,
+            next_poll_ns: 0,
+            version_gauge: define(MetricKind::Gauge, linnet_core::metrics::SNAPSHOT_VERSION)?,
+            age_gauge: define(MetricKind::Gauge, linnet_core::metrics::SNAPSHOT_AGE)?,
+            errors: define(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_ERRORS)?,
+            rejected: define(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_REJECTED)?,
+            config,
+        })
     }
 }
