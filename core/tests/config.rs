@@ -155,6 +155,32 @@ fn every_error_names_its_field() {
         (r#"{"rollouts":{}}"#, "rollouts", "invalid type"),
         (r#"{"rollouts":[{"name":"a"}]"#, "", "EOF"),
         (r#"{"killswitch":true}"#, "", "unknown field `killswitch`"),
+        (r#"{"sidecar":{}}"#, "sidecar", "missing field `cluster`"),
+        (
+            r#"{"sidecar":{"cluster":""}}"#,
+            "sidecar.cluster",
+            "must name",
+        ),
+        (
+            r#"{"sidecar":{"cluster":"s","path":"v1"}}"#,
+            "sidecar.path",
+            "start with '/'",
+        ),
+        (
+            r#"{"sidecar":{"cluster":"s","poll_timeout_ms":5}}"#,
+            "sidecar.poll_timeout_ms",
+            "between",
+        ),
+        (
+            r#"{"sidecar":{"cluster":"s","on_stale":"maybe"}}"#,
+            "sidecar.on_stale",
+            "unknown variant `maybe`",
+        ),
+        (
+            r#"{"sidecar":{"cluster":"s","stale_after_s":0}}"#,
+            "sidecar.stale_after_s",
+            "at least 1",
+        ),
     ];
     for (json, field, words) in cases {
         let e = err(json);
@@ -340,4 +366,42 @@ fn first_matching_rollout_wins() {
     assert_eq!(name(b"shop.local", b"/"), Some("web".into()));
     assert_eq!(name(b"eu.shop.local", b"/api"), Some("any-sub".into()));
     assert_eq!(name(b"other.local", b"/"), None);
+}
+
+#[test]
+fn snapshot_doc_replaces_rollouts_and_kill_switch_only() {
+    use linnet_core::SnapshotDoc;
+    let base = PluginConfig::from_json(
+        br#"{"routing_header":"x-route","rollouts":[{"name":"a","weight":5}],"sidecar":{"cluster":"linnet"}}"#,
+    )
+    .unwrap();
+    let doc = SnapshotDoc::from_json(
+        br#"{"version":7,"kill_switch":true,"rollouts":[{"name":"b","weight":40}]}"#,
+    )
+    .unwrap();
+    let s = base.with_snapshot(&doc).compile(doc.version).unwrap();
+    assert_eq!(
+        (s.version, s.kill_switch, s.routing_header.as_str()),
+        (7, true, "x-route")
+    );
+    assert_eq!(s.rollouts.len(), 1);
+    assert_eq!(
+        (s.rollouts[0].name.as_str(), s.rollouts[0].weight.get()),
+        ("b", 4000)
+    );
+    // A snapshot is held to the same rules as the plugin configuration, field by field.
+    let bad =
+        SnapshotDoc::from_json(br#"{"version":8,"rollouts":[{"name":"b","weight":400}]}"#).unwrap();
+    let e = base.with_snapshot(&bad).compile(8).unwrap_err().to_string();
+    assert!(e.starts_with("rollouts[0].weight"), "{e}");
+    for (body, field) in [
+        (&br#"{"rollouts":[]}"#[..], "missing field `version`"),
+        (br#"{"version":-1}"#, "version"),
+        (br#"{"version":1,"sidecar":{}}"#, "unknown field `sidecar`"),
+        (b"<html>", "expected value"),
+        (b"", "EOF"),
+    ] {
+        let e = SnapshotDoc::from_json(body).unwrap_err().to_string();
+        assert!(e.contains(field), "{e:?} should mention {field:?}");
+    }
 }
