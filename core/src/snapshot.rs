@@ -195,7 +195,7 @@ impl Matcher {
         match &self.authority {
             None => true,
             Some(pattern) => {
-                let host = strip_port(authority);
+                let host = host_of(authority);
                 match pattern {
                     Authority::Exact(h) => host.eq_ignore_ascii_case(h),
                     Authority::Suffix(s) => {
@@ -205,6 +205,12 @@ impl Matcher {
             }
         }
     }
+}
+
+/// The host of an authority: no port, no trailing dot (`Example.com.:80` → `Example.com`).
+fn host_of(authority: &[u8]) -> &[u8] {
+    let host = strip_port(authority);
+    host.strip_suffix(b".").unwrap_or(host)
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
@@ -230,6 +236,7 @@ mod tests {
         let m = Matcher::new(Some("Shop.Example"), Some("/api")).unwrap();
         assert!(m.matches(b"shop.example", b"/api/cart"));
         assert!(m.matches(b"SHOP.example:10000", b"/api"));
+        assert!(m.matches(b"shop.example.:10000", b"/api"));
         assert!(!m.matches(b"shop.example", b"/web"));
         assert!(!m.matches(b"other.example", b"/api"));
         let w = Matcher::new(Some("*.example"), None).unwrap();

@@ -1,0 +1,121 @@
+//! What every conversation needs: a configured VM and one request/response round trip.
+
+use linnet_wasm_tests::{wasm_path, Action, LogLevel, Vm};
+
+pub const AUTHORITY: &str = "checkout.local";
+pub const VARIANT: &str = "x-linnet-variant";
+pub const MIRROR: &str = "x-linnet-mirror";
+
+/// A started VM that accepted `config`.
+pub fn vm(config: &str) -> Vm {
+    let mut vm = Vm::load(&wasm_path().unwrap()).unwrap();
+    assert!(vm.start_vm("").unwrap());
+    assert!(
+        vm.configure(config).unwrap(),
+        "config rejected: {:?}",
+        vm.logs()
+    );
+    vm
+}
+
+/// The one-rollout configuration most tests start from: `checkout` on `checkout.local`,
+/// sticky on `x-user-id`, with `extra` JSON fields added to (or replacing the match and
+/// stickiness of) the rollout.
+pub fn checkout(weight: &str, extra: &str) -> String {
+    let mut fields = vec![
+        r#""name":"checkout""#.to_owned(),
+        format!(r#""weight":{weight}"#),
+    ];
+    if !extra.contains(r#""match""#) {
+        fields.push(format!(
+            r#""match":{{"authority":"{AUTHORITY}","path_prefix":"/"}}"#
+        ));
+    }
+    if !extra.contains(r#""stickiness""#) {
+        fields.push(r#""stickiness":[{"header":"x-user-id"}]"#.to_owned());
+    }
+    if !extra.is_empty() {
+        fields.push(extra.to_owned());
+    }
+    format!(r#"{{"rollouts":[{{{}}}]}}"#, fields.join(","))
+}
+
+/// What one request looked like after the filter.
+#[derive(Debug)]
+pub struct Seen {
+    pub variant: Option<String>,
+    pub mirror: Option<String>,
+    pub request: Vec<(Vec<u8>, Vec<u8>)>,
+    pub set_cookies: Vec<String>,
+}
+
+/// Request headers in, response `status` back, stream done; asserts both callbacks continue.
+pub fn round_trip_raw(vm: &mut Vm, headers: &[(&str, &[u8])], status: &str) -> Seen {
+    let mut req = vm.http().unwrap();
+    assert_eq!(req.request_headers(headers).unwrap(), Action::Continue);
+    let variant = req.request_header_str(VARIANT);
+    let mirror = req.request_header_str(MIRROR);
+    let request = req.request_header_map();
+    assert_eq!(
+        req.response_headers(&[(":status", status)]).unwrap(),
+        Action::Continue
+    );
+    let set_cookies = req
+        .response_header_values("set-cookie")
+        .into_iter()
+        .map(|v| String::from_utf8(v).unwrap())
+        .collect();
+    req.done().unwrap();
+    Seen {
+        variant,
+        mirror,
+        request,
+        set_cookies,
+    }
+}
+
+pub fn round_trip(vm: &mut Vm, headers: &[(&str, &str)]) -> Seen {
+    let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    round_trip_raw(vm, &raw, "200")
+}
+
+/// A request for `user` on the checkout authority.
+pub fn user(vm: &mut Vm, user: &str) -> Seen {
+    round_trip(
+        vm,
+        &[
+            (":authority", AUTHORITY),
+            (":path", "/"),
+            ("x-user-id", user),
+        ],
+    )
+}
+
+/// What linnet-core says the bucket decision for `key` is.
+pub fn expected(salt: &str, key: &[u8], weight_bp: u16) -> &'static str {
+    if linnet_core::bucket(salt.as_bytes(), key) < weight_bp {
+        "canary"
+    } else {
+        "stable"
+    }
+}
+
+/// The first keys `user-0`, `user-1`, … whose bucket (salt `checkout`) is canary at
+/// `weight_bp` (`canary = true`) or stable.
+pub fn keys(canary: bool, weight_bp: u16, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .filter(|k| (expected("checkout", k.as_bytes(), weight_bp) == "canary") == canary)
+        .take(n)
+        .collect()
+}
+
+/// No trap, nothing at critical level: the filter is alive.
+pub fn assert_healthy(vm: &Vm) {
+    assert!(vm.trapped().is_none(), "trapped: {:?}", vm.trapped());
+    assert!(
+        vm.logs_at(LogLevel::Critical).is_empty(),
+        "critical logs: {:?}",
+        vm.logs()
+    );
+}
