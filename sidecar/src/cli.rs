@@ -1,0 +1,531 @@
+//! The `linnet` command line: every flag and environment variable is read here, in one place,
+//! and each invalid value is reported by its name.
+
+use crate::api::ApiConfig;
+use crate::auth::Auth;
+use crate::client::Client;
+use crate::clock::SystemClock;
+use crate::server::{Server, ServerOptions};
+use crate::spec::{self, Format, RolloutSpec};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hyper::Method;
+use linnet_core::{PluginConfig, SnapshotDoc, Variant};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "linnet",
+    version,
+    about = "Canary rollouts at the proxy: the Linnet sidecar and its CLI"
+)]
+pub struct Cli {
+    /// The sidecar's admin API, for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "LINNET_SERVER",
+        default_value = "http://127.0.0.1:9911"
+    )]
+    pub server: String,
+    /// Admin token: sent by client commands; required by `serve` for mutating calls.
+    #[arg(long, global = true, env = "LINNET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar: admin API, rollout controller and snapshot long-poll.
+    Serve(ServeArgs),
+    /// Create, inspect and control rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+    /// Show a rollout (or all), optionally redrawn live until it ends.
+    Status(StatusArgs),
+    /// Send all traffic (or one rollout's) to stable, or release it again.
+    KillSwitch {
+        state: OnOff,
+        #[arg(long)]
+        rollout: Option<String>,
+    },
+    /// Check a rollout spec offline; no server needed.
+    Validate { spec_file: PathBuf },
+    /// Which variant a user key gets, and why, from the live snapshot.
+    Whereis { rollout: String, key: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "LINNET_LISTEN", default_value = "127.0.0.1:9911")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "LINNET_DB", default_value = "linnet.db")]
+    pub db: PathBuf,
+    /// The filters' token for snapshot polls; unset: polls need no token.
+    #[arg(long, env = "LINNET_POLL_TOKEN", hide_env_values = true)]
+    pub poll_token: Option<String>,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, env = "LINNET_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// Interval of heartbeat comments on event streams.
+    #[arg(long, env = "LINNET_SSE_HEARTBEAT", default_value = "15s", value_parser = duration)]
+    pub sse_heartbeat: Duration,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "LINNET_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Create a rollout from a spec file (YAML, or JSON by the .json extension).
+    Create {
+        spec_file: PathBuf,
+    },
+    List,
+    Status(StatusArgs),
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Advance to the next step, or with --full straight to 100%.
+    Promote {
+        name: String,
+        #[arg(long)]
+        full: bool,
+    },
+    Abort {
+        name: String,
+    },
+    /// Start a rolled back, aborted or timed out rollout again from step 0.
+    Retry {
+        name: String,
+    },
+    /// Set the weight by hand (pauses automatic stepping).
+    Weight {
+        name: String,
+        percent: f64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The rollout; all rollouts when absent.
+    pub name: Option<String>,
+    /// Redraw until the rollout ends, Ctrl-C, or --for elapses.
+    #[arg(long)]
+    pub watch: bool,
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub interval: Duration,
+    #[arg(long = "for", default_value = "1h", value_parser = duration)]
+    pub watch_for: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    spec::parse_duration(s)
+}
+
+/// Runs a command; `Err` is the message to print.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(args) => serve(args, cli.token).await,
+        Command::Validate { spec_file } => validate(&spec_file),
+        command => {
+            let client = Client::new(&cli.server, cli.token)?;
+            run_client(&client, command).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), String> {
+    let loopback = args.listen.ip().is_loopback();
+    if !loopback && token.is_none() {
+        return Err(format!(
+            "--token (or LINNET_TOKEN) is required when --listen {} is not a loopback address",
+            args.listen
+        ));
+    }
+    if token.as_deref() == Some("") || args.poll_token.as_deref() == Some("") {
+        return Err("--token and --poll-token must not be empty".into());
+    }
+    let server = Server::start(ServerOptions {
+        listen: args.listen,
+        db: args.db,
+        api: ApiConfig {
+            auth: Auth {
+                admin: token,
+                poll: args.poll_token,
+                open_reads: loopback,
+            },
+            max_body_bytes: args.max_body_bytes,
+            heartbeat: args.sse_heartbeat,
+        },
+        clock: Arc::new(SystemClock),
+        drain_timeout: args.drain_timeout,
+    })
+    .await?;
+    crate::signal::terminate().await;
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn validate(path: &PathBuf) -> Result<(), String> {
+    let (spec, plan) = read_spec(path)?;
+    println!(
+        "{}: rollout {:?} is valid: {} step(s), weights {}",
+        path.display(),
+        spec.name,
+        plan.steps.len(),
+        plan.steps
+            .iter()
+            .map(|s| format!("{}%", s.weight))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    );
+    Ok(())
+}
+
+fn read_spec(path: &PathBuf) -> Result<(RolloutSpec, spec::Plan), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let format = Format::from_path(&path.to_string_lossy());
+    RolloutSpec::parse(&bytes, format).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn run_client(c: &Client, command: Command) -> Result<(), String> {
+    let control = |name: &str, action: &str| format!("/v1/rollouts/{name}/{action}");
+    match command {
+        Command::Serve(_) | Command::Validate { .. } => Ok(()),
+        Command::Rollout(RolloutCmd::Create { spec_file }) => {
+            // Validate locally first: the same rules, and an error names the file.
+            read_spec(&spec_file)?;
+            let bytes =
+                std::fs::read(&spec_file).map_err(|e| format!("{}: {e}", spec_file.display()))?;
+            let ct = match Format::from_path(&spec_file.to_string_lossy()) {
+                Format::Json => "application/json",
+                Format::Yaml => "application/yaml",
+            };
+            let (status, body) = c
+                .send(Method::POST, "/v1/rollouts", Some((Bytes::from(bytes), ct)))
+                .await?;
+            let v = crate::client::parse_answer(status, &body)?;
+            print!("{}", render_status(&v));
+            Ok(())
+        }
+        Command::Rollout(RolloutCmd::List) => {
+            status(
+                c,
+                StatusArgs {
+                    name: None,
+                    watch: false,
+                    interval: Duration::ZERO,
+                    watch_for: Duration::ZERO,
+                },
+            )
+            .await
+        }
+        Command::Rollout(RolloutCmd::Status(args)) | Command::Status(args) => status(c, args).await,
+        Command::Rollout(RolloutCmd::Pause { name }) => {
+            show(c.json(Method::POST, &control(&name, "pause"), None).await?)
+        }
+        Command::Rollout(RolloutCmd::Resume { name }) => show(
+            c.json(Method::POST, &control(&name, "resume"), None)
+                .await?,
+        ),
+        Command::Rollout(RolloutCmd::Abort { name }) => {
+            show(c.json(Method::POST, &control(&name, "abort"), None).await?)
+        }
+        Command::Rollout(RolloutCmd::Retry { name }) => {
+            show(c.json(Method::POST, &control(&name, "retry"), None).await?)
+        }
+        Command::Rollout(RolloutCmd::Promote { name, full }) => show(
+            c.json(
+                Method::POST,
+                &control(&name, "promote"),
+                Some(json!({ "full": full })),
+            )
+            .await?,
+        ),
+        Command::Rollout(RolloutCmd::Weight { name, percent }) => {
+            spec::percent("percent", percent).map_err(|e| e.to_string())?;
+            show(
+                c.json(
+                    Method::PUT,
+                    &control(&name, "weight"),
+                    Some(json!({ "weight": percent })),
+                )
+                .await?,
+            )
+        }
+        Command::KillSwitch { state, rollout } => {
+            let on = matches!(state, OnOff::On);
+            let path = match &rollout {
+                Some(name) => control(name, "kill-switch"),
+                None => "/v1/kill-switch".into(),
+            };
+            let v = c
+                .json(Method::POST, &path, Some(json!({ "on": on })))
+                .await?;
+            let now = if rollout.is_some() {
+                v["kill_switch"].as_bool()
+            } else {
+                v["on"].as_bool()
+            };
+            let target = rollout.map_or("global".to_owned(), |r| format!("rollout {r}"));
+            println!(
+                "kill switch ({target}): {}",
+                if now == Some(true) { "on" } else { "off" }
+            );
+            Ok(())
+        }
+        Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
+    }
+}
+
+fn show(v: Value) -> Result<(), String> {
+    print!("{}", render_status(&v));
+    Ok(())
+}
+
+async fn status(c: &Client, args: StatusArgs) -> Result<(), String> {
+    let path = match &args.name {
+        Some(n) => format!("/v1/rollouts/{n}"),
+        None => "/v1/rollouts".into(),
+    };
+    let render = |v: &Value| match &args.name {
+        Some(_) => render_status(v),
+        None => render_list(v),
+    };
+    if !args.watch {
+        print!("{}", render(&c.json(Method::GET, &path, None).await?));
+        return Ok(());
+    }
+    let until = tokio::time::Instant::now() + args.watch_for;
+    let interval = args.interval.max(Duration::from_millis(100));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let v = c.json(Method::GET, &path, None).await?;
+        // Clear the screen and draw from the top, so the view updates in place.
+        print!("\x1b[2J\x1b[H{}", render(&v));
+        let done = match &args.name {
+            Some(_) => is_terminal(&v),
+            None => v["rollouts"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(is_terminal)),
+        };
+        if done || tokio::time::Instant::now() >= until {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut ctrl_c => return Ok(()),
+        }
+    }
+}
+
+fn is_terminal(v: &Value) -> bool {
+    matches!(
+        v["state"].as_str(),
+        Some("promoted" | "rolled_back" | "aborted" | "timed_out")
+    )
+}
+
+fn ms(v: &Value) -> String {
+    v.as_i64().map_or("-".into(), |ms| {
+        humantime::format_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+            .to_string()
+    })
+}
+
+/// A rollout status, for people.
+pub fn render_status(v: &Value) -> String {
+    let mut out = format!(
+        "rollout {}\n  state:    {}\n  step:     {} (of steps 0..{}){}\n  weight:   {}%\n",
+        v["name"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        v["step"],
+        v["steps"].as_u64().map_or(0, |n| n.saturating_sub(1)),
+        if v["at_gate"] == true {
+            " (waiting for promote)"
+        } else {
+            ""
+        },
+        v["weight"],
+    );
+    if let Some(c) = v["mirror"]["cluster"].as_str() {
+        out += &format!("  mirror:   {}% to {c}\n", v["mirror"]["percent"]);
+    }
+    if v["kill_switch"] == true {
+        out += "  kill switch: ON (all traffic to stable)\n";
+    }
+    if !v["remaining_pause_ms"].is_null() {
+        out += &format!("  pause left: {}\n", ms(&v["remaining_pause_ms"]));
+    }
+    if !v["deadline_remaining_ms"].is_null() {
+        out += &format!("  deadline in: {}\n", ms(&v["deadline_remaining_ms"]));
+    }
+    if let Some(ts) = v["transitions"].as_array().filter(|t| !t.is_empty()) {
+        out += "  recent transitions:\n";
+        for t in ts {
+            out += &format!(
+                "    {} → {} step {} weight {}%: {}\n",
+                t["from"].as_str().unwrap_or("?"),
+                t["to"].as_str().unwrap_or("?"),
+                t["step"],
+                t["weight"],
+                t["reason"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    out
+}
+
+fn render_list(v: &Value) -> String {
+    let mut out = format!(
+        "{:<24} {:<12} {:>6} {:>8} {:>8}\n",
+        "NAME", "STATE", "STEP", "WEIGHT", "MIRROR"
+    );
+    for r in v["rollouts"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:<24} {:<12} {:>6} {:>7}% {:>8}\n",
+            r["name"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?"),
+            format!(
+                "{}/{}",
+                r["step"],
+                r["steps"].as_u64().map_or(0, |n| n.saturating_sub(1))
+            ),
+            r["weight"],
+            r["mirror"]["percent"]
+                .as_f64()
+                .map_or("-".into(), |p| format!("{p}%")),
+        );
+    }
+    out
+}
+
+async fn whereis(c: &Client, rollout: &str, key: &str) -> Result<(), String> {
+    let (status, body) = c.send(Method::GET, "/v1/snapshot", None).await?;
+    if !status.is_success() {
+        crate::client::parse_answer(status, &body)?;
+    }
+    let doc = SnapshotDoc::from_json(&body).map_err(|e| format!("the server's snapshot: {e}"))?;
+    print!("{}", explain(&doc, rollout, key)?);
+    Ok(())
+}
+
+/// Which variant `key` gets in `rollout`, decided by linnet-core exactly as the filter does
+/// for a request carrying that key.
+pub fn explain(doc: &SnapshotDoc, rollout: &str, key: &str) -> Result<String, String> {
+    let snapshot = PluginConfig::default()
+        .with_snapshot(doc)
+        .compile(doc.version)
+        .map_err(|e| format!("the server's snapshot does not compile: {e}"))?;
+    let r = snapshot.rollout(rollout).ok_or_else(|| {
+        format!(
+            "no rollout named {rollout:?} in snapshot version {}",
+            doc.version
+        )
+    })?;
+    let (variant, reason, bucket) = if doc.kill_switch || r.kill_switch {
+        (Variant::Stable, linnet_core::Reason::KillSwitch, None)
+    } else {
+        r.variant_for_key(key.as_bytes())
+    };
+    let mut out = format!(
+        "rollout {rollout}, key {key:?}: {}\n  reason: {}\n  weight: {}% ({} of 10000 buckets)\n",
+        variant.as_str(),
+        reason.as_str(),
+        r.weight.as_percent(),
+        r.weight.get()
+    );
+    if let Some(b) = bucket {
+        let cmp = if variant == Variant::Canary {
+            "<"
+        } else {
+            ">="
+        };
+        out += &format!("  bucket: {b} {cmp} {}\n", r.weight.get());
+    }
+    out += &format!("  snapshot version: {}\n", doc.version);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = Cli::try_parse_from(["linnet", "serve", "--listen", "nowhere"]).unwrap_err();
+        assert!(e.to_string().contains("--listen"), "{e}");
+        let e = Cli::try_parse_from(["linnet", "serve", "--drain-timeout", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("--drain-timeout"), "{e}");
+        let e = Cli::try_parse_from(["linnet", "rollout", "weight", "a", "lots"]).unwrap_err();
+        assert!(e.to_string().contains("PERCENT"), "{e}");
+        let ok = Cli::try_parse_from([
+            "linnet",
+            "rollout",
+            "promote",
+            "a",
+            "--full",
+            "--server",
+            "http://x:1",
+        ])
+        .unwrap();
+        assert_eq!(ok.server, "http://x:1");
+    }
+
+    #[test]
+    fn explains_a_decision() {
+        let (spec, _) = RolloutSpec::parse(
+            b"name: a\nsteps: [{weight: 50}]\ncohorts: {canary: [vip]}",
+            Format::Yaml,
+        )
+        .unwrap();
+        let mut doc = SnapshotDoc {
+            version: 7,
+            kill_switch: false,
+            rollouts: vec![spec.rollout_config(50.0, None, false)],
+        };
+        let out = explain(&doc, "a", "vip").unwrap();
+        assert!(
+            out.contains("canary") && out.contains("reason: cohort"),
+            "{out}"
+        );
+        let out = explain(&doc, "a", "alice").unwrap();
+        assert!(
+            out.contains("reason: bucket") && out.contains("bucket: "),
+            "{out}"
+        );
+        let b = linnet_core::bucket(b"a", b"alice");
+        let expect = if b < 5000 { "canary" } else { "stable" };
+        assert!(out.contains(expect), "{out}");
+        doc.kill_switch = true;
+        assert!(explain(&doc, "a", "vip")
+            .unwrap()
+            .contains("reason: kill_switch"));
+        assert!(explain(&doc, "b", "vip")
+            .unwrap_err()
+            .contains("no rollout"));
+    }
+}

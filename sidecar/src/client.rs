@@ -1,0 +1,119 @@
+//! The CLI's HTTP client for the admin API: plain HTTP/1.1, a token if given, a timeout.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::time::Duration;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    headers: Vec<(String, String)>,
+    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+}
+
+// === impl Client ===
+
+impl Client {
+    /// `server` is `http://host:port`; `Err` names `--server`.
+    pub fn new(server: &str, token: Option<String>) -> Result<Client, String> {
+        let base = server.trim_end_matches('/').to_owned();
+        let uri: hyper::Uri = base
+            .parse()
+            .map_err(|e| format!("--server {server:?}: not a URL: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(format!(
+                "--server {server:?}: use http://host:port (TLS belongs to a proxy in front)"
+            ));
+        }
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        Ok(Client {
+            base,
+            token,
+            headers: Vec::new(),
+            http,
+        })
+    }
+
+    /// Adds a header to every request (e.g. `x-linnet-poller`).
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends a request; returns the status and the body, whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let url = format!("{}{path}", self.base);
+        let mut b = Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            b = b.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in &self.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let body = match body {
+            Some((bytes, ct)) => {
+                b = b.header(CONTENT_TYPE, ct);
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        let req = b.body(Full::new(body)).map_err(|e| format!("{url}: {e}"))?;
+        let call = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("{url}: no answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    /// Sends and parses JSON; a 4xx or 5xx becomes `Err` with the server's message.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let body = body.map(|v| (Bytes::from(v.to_string()), "application/json"));
+        let (status, bytes) = self.send(method, path, body).await?;
+        parse_answer(status, &bytes)
+    }
+}
+
+/// The JSON of a 2xx, or the `error` message of anything else.
+pub fn parse_answer(status: StatusCode, bytes: &[u8]) -> Result<Value, String> {
+    let value: Option<Value> = serde_json::from_slice(bytes).ok();
+    if status.is_success() {
+        return value
+            .ok_or_else(|| format!("the server answered {status} with a body that is not JSON"));
+    }
+    let msg = value
+        .as_ref()
+        .and_then(|v| v["error"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    Err(format!("{status}: {msg}"))
+}

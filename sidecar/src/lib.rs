@@ -1,0 +1,16 @@
+//! Linnet's sidecar: runs rollouts step by step and serves live snapshots to the filters.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod controller;
+pub mod machine;
+pub mod metrics;
+pub mod server;
+pub mod signal;
+pub mod spec;
+pub mod sse;
+pub mod store;

@@ -1,0 +1,565 @@
+//! The rollout state machine: pure functions from (plan, runtime, control, now) to the next
+//! runtime, with no I/O, so every transition is tested without a store or a clock.
+
+use crate::clock::Millis;
+use crate::spec::{Pause, Plan};
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Created; the first step has not been entered yet.
+    Pending,
+    /// The current step mirrors while no user is on the canary.
+    Shadowing,
+    Progressing,
+    /// Automatic stepping is stopped (by an operator, or by a manual weight).
+    Paused,
+    Promoted,
+    RolledBack,
+    Aborted,
+    TimedOut,
+}
+
+/// Where a rollout is. Times are absolute, so a restart resumes with the pause it had left.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Runtime {
+    pub state: State,
+    /// Index of the current step.
+    pub step: usize,
+    /// Canary share in percent, as served to the filters.
+    pub weight: f64,
+    /// Mirror share in percent, when mirroring.
+    pub mirror: Option<f64>,
+    pub kill_switch: bool,
+    pub step_started_ms: Millis,
+    /// When the current step's pause ends. `None`: a manual gate, paused, or terminal.
+    pub step_ends_ms: Option<Millis>,
+    /// While paused: what was left of the step's pause (`None`: a manual gate).
+    pub paused_remaining_ms: Option<Millis>,
+    pub deadline_ms: Option<Millis>,
+}
+
+/// An operator's command, or the controller's own tick.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    Pause,
+    Resume,
+    Promote {
+        full: bool,
+    },
+    Abort,
+    Retry,
+    SetWeight(f64),
+    KillSwitch(bool),
+    /// Analysis found the canary bad (the analysis issue calls this).
+    RollBack(String),
+    /// Time passed: start, advance a step, or time out.
+    Tick,
+}
+
+/// What a transition did, for the audit log and the event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// A control that the rollout's state does not allow (HTTP 409).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Illegal(pub String);
+
+// === impl State ===
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Pending,
+        State::Shadowing,
+        State::Progressing,
+        State::Paused,
+        State::Promoted,
+        State::RolledBack,
+        State::Aborted,
+        State::TimedOut,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Shadowing => "shadowing",
+            State::Progressing => "progressing",
+            State::Paused => "paused",
+            State::Promoted => "promoted",
+            State::RolledBack => "rolled_back",
+            State::Aborted => "aborted",
+            State::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            State::Promoted | State::RolledBack | State::Aborted | State::TimedOut
+        )
+    }
+
+    /// Running on its own: its timers move it.
+    const fn is_running(self) -> bool {
+        matches!(self, State::Shadowing | State::Progressing)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Illegal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl Runtime ===
+
+impl Runtime {
+    /// A new rollout, before its first step.
+    pub fn new(plan: &Plan, now: Millis) -> Runtime {
+        Runtime {
+            state: State::Pending,
+            step: 0,
+            weight: 0.0,
+            mirror: None,
+            kill_switch: false,
+            step_started_ms: now,
+            step_ends_ms: None,
+            paused_remaining_ms: None,
+            deadline_ms: deadline(plan, now),
+        }
+    }
+
+    /// The pause left in the current step, if it has a timed one.
+    pub fn remaining_ms(&self, now: Millis) -> Option<Millis> {
+        match self.state {
+            State::Paused => self.paused_remaining_ms,
+            _ => self.step_ends_ms.map(|end| (end - now).max(0)),
+        }
+    }
+
+    /// Waiting at a manual gate for a promote.
+    pub fn at_gate(&self, plan: &Plan) -> bool {
+        !self.state.is_terminal()
+            && self.state != State::Pending
+            && plan
+                .steps
+                .get(self.step)
+                .is_some_and(|s| s.pause == Pause::UntilPromoted)
+    }
+
+    /// The earliest time a tick could change this rollout.
+    pub fn next_wake(&self) -> Option<Millis> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        if self.state == State::Pending {
+            return Some(Millis::MIN);
+        }
+        let step_end = if self.state.is_running() {
+            self.step_ends_ms
+        } else {
+            None
+        };
+        match (step_end, self.deadline_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies a control. `Ok(None)`: nothing to do (a tick with nothing due, or a kill switch
+    /// already in that position).
+    pub fn apply(
+        &self,
+        plan: &Plan,
+        control: &Control,
+        now: Millis,
+    ) -> Result<Option<(Runtime, Outcome)>, Illegal> {
+        let state = self.state;
+        let out = |kind: &'static str, reason: String| Outcome { kind, reason };
+        match control {
+            Control::Tick => Ok(self.tick(plan, now)),
+            Control::Pause => {
+                if state == State::Paused {
+                    return Err(Illegal(
+                        "cannot pause: the rollout is already paused".into(),
+                    ));
+                }
+                self.require_live("pause")?;
+                Ok(Some((
+                    self.paused(plan, now),
+                    out("paused", "paused by operator".into()),
+                )))
+            }
+            Control::Resume => {
+                if state != State::Paused {
+                    return Err(Illegal(format!(
+                        "cannot resume: the rollout is {state}, and only a paused rollout can resume"
+                    )));
+                }
+                let ends = self.paused_remaining_ms.map(|r| now + r);
+                let mut rt = self.enter_step(plan, self.step, now);
+                rt.step_ends_ms = ends;
+                Ok(Some((rt, out("resumed", "resumed by operator".into()))))
+            }
+            Control::Promote { full } => {
+                self.require_live("promote")?;
+                let next = self.step + 1;
+                if *full || next >= plan.steps.len() {
+                    let why = if *full {
+                        "full promotion by operator"
+                    } else {
+                        "promoted past the last step by operator"
+                    };
+                    Ok(Some((
+                        self.finished(State::Promoted),
+                        out("promoted", why.into()),
+                    )))
+                } else {
+                    let reason = format!("promoted to step {next} by operator");
+                    Ok(Some((
+                        self.enter_step(plan, next, now),
+                        out("step", reason),
+                    )))
+                }
+            }
+            Control::Abort => {
+                self.require_live("abort")?;
+                Ok(Some((
+                    self.finished(State::Aborted),
+                    out("aborted", "aborted by operator".into()),
+                )))
+            }
+            Control::RollBack(why) => {
+                self.require_live("roll back")?;
+                Ok(Some((
+                    self.finished(State::RolledBack),
+                    out("rolled_back", why.clone()),
+                )))
+            }
+            Control::Retry => {
+                if !matches!(state, State::RolledBack | State::Aborted | State::TimedOut) {
+                    return Err(Illegal(format!(
+                        "cannot retry: the rollout is {state}; only rolled_back, aborted or timed_out rollouts can be retried"
+                    )));
+                }
+                let mut rt = self.enter_step(plan, 0, now);
+                rt.deadline_ms = deadline(plan, now);
+                Ok(Some((
+                    rt,
+                    out("retried", "retried from step 0 by operator".into()),
+                )))
+            }
+            Control::SetWeight(w) => {
+                self.require_live("set the weight of")?;
+                let mut rt = self.paused(plan, now);
+                rt.weight = *w;
+                let reason = format!("weight set to {w} by operator; automatic stepping paused");
+                Ok(Some((rt, out("weight", reason))))
+            }
+            Control::KillSwitch(on) => {
+                if self.kill_switch == *on {
+                    return Ok(None);
+                }
+                let rt = Runtime {
+                    kill_switch: *on,
+                    ..self.clone()
+                };
+                let reason = format!("kill switch {} by operator", if *on { "on" } else { "off" });
+                Ok(Some((rt, out("kill_switch", reason))))
+            }
+        }
+    }
+
+    fn tick(&self, plan: &Plan, now: Millis) -> Option<(Runtime, Outcome)> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        if self.deadline_ms.is_some_and(|d| d <= now) {
+            let rt = self.finished(State::TimedOut);
+            return Some((
+                rt,
+                Outcome {
+                    kind: "timed_out",
+                    reason: "the deadline passed".into(),
+                },
+            ));
+        }
+        if self.state == State::Pending {
+            let rt = self.enter_step(plan, 0, now);
+            return Some((
+                rt,
+                Outcome {
+                    kind: "started",
+                    reason: "entered step 0".into(),
+                },
+            ));
+        }
+        let due = self.state.is_running() && self.step_ends_ms.is_some_and(|end| end <= now);
+        if !due || !may_advance(plan, self, now) {
+            return None;
+        }
+        let next = self.step + 1;
+        if next >= plan.steps.len() {
+            let rt = self.finished(State::Promoted);
+            return Some((
+                rt,
+                Outcome {
+                    kind: "promoted",
+                    reason: "the last step's pause elapsed".into(),
+                },
+            ));
+        }
+        let rt = self.enter_step(plan, next, now);
+        let reason = format!("step {} pause elapsed; entered step {next}", self.step);
+        Some((
+            rt,
+            Outcome {
+                kind: "step",
+                reason,
+            },
+        ))
+    }
+
+    fn require_live(&self, what: &str) -> Result<(), Illegal> {
+        if self.state.is_terminal() {
+            Err(Illegal(format!(
+                "cannot {what} the rollout: it is {}",
+                self.state
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Step `i` starts now, with its weight, mirror and pause.
+    fn enter_step(&self, plan: &Plan, i: usize, now: Millis) -> Runtime {
+        let Some(step) = plan.steps.get(i) else {
+            return self.finished(State::Promoted);
+        };
+        let mirror = step.mirror.filter(|m| *m > 0.0);
+        let state = if mirror.is_some() && step.weight == 0.0 {
+            State::Shadowing
+        } else {
+            State::Progressing
+        };
+        Runtime {
+            state,
+            step: i,
+            weight: step.weight,
+            mirror,
+            step_started_ms: now,
+            step_ends_ms: match step.pause {
+                Pause::For(d) => Some(now.saturating_add(millis(d))),
+                Pause::UntilPromoted => None,
+            },
+            paused_remaining_ms: None,
+            ..self.clone()
+        }
+    }
+
+    fn paused(&self, plan: &Plan, now: Millis) -> Runtime {
+        let remaining = match self.state {
+            State::Paused => self.paused_remaining_ms,
+            State::Pending => match plan.steps.first().map(|s| s.pause) {
+                Some(Pause::For(d)) => Some(millis(d)),
+                _ => None,
+            },
+            _ => self.step_ends_ms.map(|end| (end - now).max(0)),
+        };
+        Runtime {
+            state: State::Paused,
+            step_ends_ms: None,
+            paused_remaining_ms: remaining,
+            ..self.clone()
+        }
+    }
+
+    fn finished(&self, state: State) -> Runtime {
+        Runtime {
+            state,
+            weight: if state == State::Promoted { 100.0 } else { 0.0 },
+            mirror: None,
+            step_ends_ms: None,
+            paused_remaining_ms: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether a step whose pause has elapsed may advance. Analysis gating (guardrails over the
+/// window, K consecutive passes) plugs in here; until then, an elapsed pause is enough.
+pub fn may_advance(_plan: &Plan, _rt: &Runtime, _now: Millis) -> bool {
+    true
+}
+
+fn deadline(plan: &Plan, now: Millis) -> Option<Millis> {
+    plan.deadline.map(|d| now.saturating_add(millis(d)))
+}
+
+fn millis(d: std::time::Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Format, RolloutSpec};
+
+    fn plan() -> Plan {
+        let yaml = "name: a\nmirror_cluster: shadow\ndeadline: 1h\nsteps:\n- {mirror: 50, pause: 10s}\n- {weight: 10, pause: 20s}\n- {weight: 50, pause: until promoted}\n- {weight: 100}\n";
+        RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap().1
+    }
+
+    fn step(rt: &Runtime, plan: &Plan, c: Control, now: Millis) -> Runtime {
+        rt.apply(plan, &c, now).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn walks_the_schedule() {
+        let p = plan();
+        let rt = Runtime::new(&p, 0);
+        assert_eq!(rt.state, State::Pending);
+        assert_eq!(rt.deadline_ms, Some(3_600_000));
+        let rt = step(&rt, &p, Control::Tick, 0);
+        assert_eq!(
+            (rt.state, rt.step, rt.weight, rt.mirror),
+            (State::Shadowing, 0, 0.0, Some(50.0))
+        );
+        assert!(rt.apply(&p, &Control::Tick, 9_999).unwrap().is_none());
+        let rt = step(&rt, &p, Control::Tick, 10_000);
+        assert_eq!(
+            (rt.state, rt.step, rt.weight, rt.mirror),
+            (State::Progressing, 1, 10.0, None)
+        );
+        let rt = step(&rt, &p, Control::Tick, 30_000);
+        assert_eq!((rt.step, rt.weight), (2, 50.0));
+        assert!(rt.at_gate(&p));
+        assert_eq!(rt.next_wake(), Some(3_600_000));
+        assert!(rt.apply(&p, &Control::Tick, 3_000_000).unwrap().is_none());
+        let rt = step(&rt, &p, Control::Promote { full: false }, 3_000_000);
+        assert_eq!((rt.step, rt.weight), (3, 100.0));
+        let rt = step(&rt, &p, Control::Tick, 3_000_000);
+        assert_eq!(
+            (rt.state, rt.weight, rt.mirror),
+            (State::Promoted, 100.0, None)
+        );
+    }
+
+    #[test]
+    fn pause_keeps_the_remaining_time() {
+        let p = plan();
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let rt = step(&rt, &p, Control::Pause, 4_000);
+        assert_eq!(
+            (rt.state, rt.remaining_ms(99_999)),
+            (State::Paused, Some(6_000))
+        );
+        assert!(rt.apply(&p, &Control::Tick, 50_000).unwrap().is_none());
+        let rt = step(&rt, &p, Control::Resume, 50_000);
+        assert_eq!(
+            (rt.state, rt.step_ends_ms),
+            (State::Shadowing, Some(56_000))
+        );
+    }
+
+    #[test]
+    fn manual_weight_pauses_and_resume_restores_the_step() {
+        let p = plan();
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let rt = step(&rt, &p, Control::Tick, 10_000);
+        let rt = step(&rt, &p, Control::SetWeight(37.5), 15_000);
+        assert_eq!(
+            (rt.state, rt.weight, rt.paused_remaining_ms),
+            (State::Paused, 37.5, Some(15_000))
+        );
+        let rt = step(&rt, &p, Control::Resume, 20_000);
+        assert_eq!(
+            (rt.state, rt.weight, rt.step_ends_ms),
+            (State::Progressing, 10.0, Some(35_000))
+        );
+    }
+
+    #[test]
+    fn illegal_controls_name_the_state() {
+        let p = plan();
+        let live = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let aborted = step(&live, &p, Control::Abort, 1);
+        assert_eq!(
+            (aborted.state, aborted.weight, aborted.mirror),
+            (State::Aborted, 0.0, None)
+        );
+        for c in [
+            Control::Pause,
+            Control::Promote { full: true },
+            Control::Promote { full: false },
+            Control::Abort,
+            Control::SetWeight(1.0),
+        ] {
+            let e = aborted.apply(&p, &c, 2).unwrap_err();
+            assert!(e.0.contains("aborted"), "{e}");
+        }
+        assert!(live
+            .apply(&p, &Control::Resume, 2)
+            .unwrap_err()
+            .0
+            .contains("shadowing"));
+        assert!(live
+            .apply(&p, &Control::Retry, 2)
+            .unwrap_err()
+            .0
+            .contains("shadowing"));
+        let paused = step(&live, &p, Control::Pause, 2);
+        assert!(paused
+            .apply(&p, &Control::Pause, 3)
+            .unwrap_err()
+            .0
+            .contains("already paused"));
+        let rolled = step(&live, &p, Control::RollBack("p99".into()), 2);
+        assert!(rolled
+            .apply(&p, &Control::Promote { full: false }, 3)
+            .unwrap_err()
+            .0
+            .contains("rolled_back"));
+        let retried = step(&rolled, &p, Control::Retry, 100);
+        assert_eq!(
+            (retried.state, retried.step, retried.deadline_ms),
+            (State::Shadowing, 0, Some(3_600_100))
+        );
+    }
+
+    #[test]
+    fn deadline_times_out_even_when_paused() {
+        let p = plan();
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let rt = step(&rt, &p, Control::Pause, 1);
+        let rt = step(&rt, &p, Control::Tick, 3_600_000);
+        assert_eq!((rt.state, rt.weight), (State::TimedOut, 0.0));
+    }
+
+    #[test]
+    fn kill_switch_is_idempotent() {
+        let p = plan();
+        let rt = Runtime::new(&p, 0);
+        assert!(rt
+            .apply(&p, &Control::KillSwitch(false), 0)
+            .unwrap()
+            .is_none());
+        let on = step(&rt, &p, Control::KillSwitch(true), 0);
+        assert!(on.kill_switch);
+    }
+}

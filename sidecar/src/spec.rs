@@ -1,0 +1,402 @@
+//! The rollout spec users write (YAML or JSON), and its validation into a [`Plan`].
+//!
+//! Every error names its field as a path (`steps[2].pause`). The routing rules are checked by
+//! compiling each step's [`RolloutConfig`] through linnet-core, so there is one set of rules.
+
+use linnet_core::config::{
+    validate_name, AnonymousConfig, CohortsConfig, MatchConfig, MirrorConfig, OverrideConfig,
+    RolloutConfig, SourceConfig,
+};
+use linnet_core::{Bp, ConfigError, PluginConfig};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A rollout as the user wrote it. Stored verbatim, so a restart rebuilds the same plan.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    #[serde(default)]
+    pub stickiness: Vec<Sticky>,
+    #[serde(default)]
+    pub anonymous: AnonymousConfig,
+    #[serde(default)]
+    pub cohorts: CohortsConfig,
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_: Option<OverrideConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// The shadow cluster that receives mirrored copies; needed when any step mirrors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_cluster: Option<String>,
+    pub steps: Vec<StepSpec>,
+    /// How long the whole rollout may take; past it the rollout times out to weight 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Canary share in percent. Absent: the previous step's weight (0 for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Share of stable traffic copied to the shadow cluster, in percent. Absent: no mirroring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<f64>,
+    /// `30s`, `5m`, `1h`, `500ms`, or `until promoted`. Absent: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<String>,
+}
+
+/// A sticky key source, `{header: x-user-id}` or `{cookie: uid}`: linnet-core's
+/// [`SourceConfig`], read as a one-key map by hand because serde_yaml only reads externally
+/// tagged enums from YAML tags (`!header x`), which nobody writes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Sticky(pub SourceConfig);
+
+/// The validated schedule of a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub deadline: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub weight: f64,
+    /// Mirror percent, when this step mirrors.
+    pub mirror: Option<f64>,
+    pub pause: Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    For(Duration),
+    /// A manual gate: the step lasts until someone promotes.
+    UntilPromoted,
+}
+
+/// The format of a spec body or file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+pub const UNTIL_PROMOTED: &str = "until promoted";
+
+// === impl Format ===
+
+impl Format {
+    /// From a Content-Type; `None` for a type that is neither JSON nor YAML.
+    pub fn from_content_type(ct: Option<&str>) -> Option<Format> {
+        let Some(ct) = ct else {
+            return Some(Format::Json);
+        };
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "" | "application/json" => Some(Format::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+                Some(Format::Yaml)
+            }
+            _ => None,
+        }
+    }
+
+    /// From a file name: `.json` is JSON, anything else YAML (YAML reads most JSON too).
+    pub fn from_path(path: &str) -> Format {
+        if path.to_ascii_lowercase().ends_with(".json") {
+            Format::Json
+        } else {
+            Format::Yaml
+        }
+    }
+}
+
+// === impl Sticky ===
+
+impl<'de> Deserialize<'de> for Sticky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct OneOf {
+            #[serde(default)]
+            header: Option<String>,
+            #[serde(default)]
+            cookie: Option<String>,
+        }
+        match OneOf::deserialize(d)? {
+            OneOf {
+                header: Some(h),
+                cookie: None,
+            } => Ok(Sticky(SourceConfig::Header(h))),
+            OneOf {
+                header: None,
+                cookie: Some(c),
+            } => Ok(Sticky(SourceConfig::Cookie(c))),
+            _ => Err(serde::de::Error::custom(
+                "give exactly one of `header` or `cookie`",
+            )),
+        }
+    }
+}
+
+// === impl RolloutSpec ===
+
+impl RolloutSpec {
+    /// Parses and validates, naming the field of the first error.
+    pub fn parse(bytes: &[u8], format: Format) -> Result<(RolloutSpec, Plan), ConfigError> {
+        let spec: RolloutSpec = match format {
+            Format::Json => linnet_core::config::parse_json(bytes)?,
+            Format::Yaml => {
+                let de = serde_yaml::Deserializer::from_slice(bytes);
+                serde_path_to_error::deserialize(de)
+                    .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))?
+            }
+        };
+        let plan = spec.validate()?;
+        Ok((spec, plan))
+    }
+
+    /// Checks every field and builds the schedule.
+    pub fn validate(&self) -> Result<Plan, ConfigError> {
+        validate_name("name", &self.name)?;
+        if self.steps.is_empty() {
+            return Err(err("steps", "needs at least one step"));
+        }
+        let mut steps = Vec::with_capacity(self.steps.len());
+        let mut previous = 0.0_f64;
+        for (i, s) in self.steps.iter().enumerate() {
+            let at = format!("steps[{i}]");
+            if s.weight.is_none() && s.mirror.is_none() {
+                return Err(err(&at, "needs a weight, a mirror percent, or both"));
+            }
+            let weight = match s.weight {
+                None => previous,
+                Some(w) => {
+                    percent(&format!("{at}.weight"), w)?;
+                    if w < previous {
+                        return Err(err(
+                            format!("{at}.weight"),
+                            format!("{w} is lower than the previous step's {previous}: weights must not decrease, because raising the weight only adds users and lowering it would move canary users back to stable"),
+                        ));
+                    }
+                    w
+                }
+            };
+            if let Some(m) = s.mirror {
+                percent(&format!("{at}.mirror"), m)?;
+                if self.mirror_cluster.is_none() {
+                    return Err(err(
+                        "mirror_cluster",
+                        format!("is needed because {at} mirrors"),
+                    ));
+                }
+            }
+            let pause = parse_pause(&format!("{at}.pause"), s.pause.as_deref())?;
+            let step = Step {
+                weight,
+                mirror: s.mirror,
+                pause,
+            };
+            self.check_with_core(&step)?;
+            steps.push(step);
+            previous = weight;
+        }
+        let deadline = match &self.deadline {
+            None => None,
+            Some(d) => match parse_duration(d) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => return Err(err("deadline", "must be longer than 0")),
+                Err(e) => return Err(err("deadline", e)),
+            },
+        };
+        Ok(Plan { steps, deadline })
+    }
+
+    /// What the filter gets for this rollout at a weight, mirror share and kill switch.
+    pub fn rollout_config(
+        &self,
+        weight: f64,
+        mirror: Option<f64>,
+        kill_switch: bool,
+    ) -> RolloutConfig {
+        RolloutConfig {
+            name: self.name.clone(),
+            matcher: self.matcher.clone(),
+            weight,
+            salt: self.salt.clone(),
+            stickiness: self.stickiness.iter().map(|s| s.0.clone()).collect(),
+            anonymous: self.anonymous.clone(),
+            cohorts: self.cohorts.clone(),
+            override_: self.override_.clone(),
+            kill_switch,
+            mirror: match (mirror, &self.mirror_cluster) {
+                (Some(percent), Some(cluster)) if percent > 0.0 => Some(MirrorConfig {
+                    cluster: cluster.clone(),
+                    percent,
+                }),
+                _ => None,
+            },
+        }
+    }
+
+    /// Compiles the step's rollout through linnet-core and maps its field paths onto the spec's.
+    fn check_with_core(&self, step: &Step) -> Result<(), ConfigError> {
+        let rc = self.rollout_config(step.weight, step.mirror, false);
+        let config = PluginConfig {
+            rollouts: vec![rc],
+            ..PluginConfig::default()
+        };
+        config.compile(0).map(drop).map_err(|e| {
+            let field = e.field.strip_prefix("rollouts[0]").unwrap_or(&e.field);
+            let field = field.strip_prefix('.').unwrap_or(field);
+            let field = match field {
+                "mirror.cluster" => "mirror_cluster",
+                "" => "spec",
+                f => f,
+            };
+            err(field, e.message)
+        })
+    }
+}
+
+/// `Err` names the field.
+pub fn percent(field: &str, value: f64) -> Result<Bp, ConfigError> {
+    Bp::from_percent(value).map_err(|m| err(field, m))
+}
+
+fn parse_pause(field: &str, pause: Option<&str>) -> Result<Pause, ConfigError> {
+    match pause.map(str::trim) {
+        None => Ok(Pause::For(Duration::ZERO)),
+        Some(p) if p.eq_ignore_ascii_case(UNTIL_PROMOTED) => Ok(Pause::UntilPromoted),
+        Some(p) => parse_duration(p).map(Pause::For).map_err(|m| err(field, m)),
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, `1h 30m`; a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!(
+            "{s:?} is not a duration ({e}); use e.g. 500ms, 30s, 5m, 1h or \"{UNTIL_PROMOTED}\""
+        )
+    })
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+name: checkout
+match: {authority: shop.example, path_prefix: /api}
+stickiness: [{header: x-user-id}, {cookie: uid}]
+mirror_cluster: checkout-shadow
+steps:
+  - {weight: 5, pause: 30s}
+  - {mirror: 100, pause: 1m}
+  - {weight: 50, pause: until promoted}
+  - {weight: 100}
+deadline: 1h
+"#;
+
+    fn yaml_err(s: &str) -> ConfigError {
+        RolloutSpec::parse(s.as_bytes(), Format::Yaml).unwrap_err()
+    }
+
+    #[test]
+    fn parses_the_example() {
+        let (spec, plan) = RolloutSpec::parse(YAML.as_bytes(), Format::Yaml).unwrap();
+        assert_eq!(spec.name, "checkout");
+        assert_eq!(plan.steps.len(), 4);
+        assert_eq!(plan.steps[1].weight, 5.0);
+        assert_eq!(plan.steps[1].mirror, Some(100.0));
+        assert_eq!(plan.steps[0].pause, Pause::For(Duration::from_secs(30)));
+        assert_eq!(plan.steps[2].pause, Pause::UntilPromoted);
+        assert_eq!(plan.steps[3].pause, Pause::For(Duration::ZERO));
+        assert_eq!(plan.deadline, Some(Duration::from_secs(3600)));
+        // JSON round trip gives the same plan.
+        let json = serde_json::to_vec(&spec).unwrap();
+        let (spec2, plan2) = RolloutSpec::parse(&json, Format::Json).unwrap();
+        assert_eq!(spec, spec2);
+        assert_eq!(plan, plan2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = yaml_err("name: a\nsteps: [{weight: 5, colour: red}]");
+        assert!(e.field.starts_with("steps[0]"), "{e}");
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = yaml_err("name: a\nsteps: [{weight: .nan}]");
+        assert_eq!(e.field, "steps[0].weight");
+        assert!(e.message.contains("not a number"));
+        let e = yaml_err("name: a\nsteps: [{weight: 101}]");
+        assert_eq!(e.field, "steps[0].weight");
+        let e = yaml_err("name: a\nsteps: [{weight: 50}, {weight: 20}]");
+        assert_eq!(e.field, "steps[1].weight");
+        assert!(e.message.contains("must not decrease"));
+        let e = yaml_err("name: a\nsteps: [{weight: 5, pause: soon}]");
+        assert_eq!(e.field, "steps[0].pause");
+        let e = yaml_err("name: a\nsteps: []");
+        assert_eq!(e.field, "steps");
+        let e = yaml_err("name: Bad Name\nsteps: [{weight: 1}]");
+        assert_eq!(e.field, "name");
+        let e = yaml_err("name: a\nsteps: [{mirror: 10}]");
+        assert_eq!(e.field, "mirror_cluster");
+        let e = yaml_err("name: a\nmatch: {path_prefix: api}\nsteps: [{weight: 1}]");
+        assert_eq!(e.field, "match.path_prefix");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\ndeadline: forever");
+        assert_eq!(e.field, "deadline");
+        let e = yaml_err("name: a\nsteps: [{pause: 1s}]");
+        assert_eq!(e.field, "steps[0]");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\ncohorts: {canary: [u], stable: [u]}");
+        assert_eq!(e.field, "cohorts");
+        let e = RolloutSpec::parse(
+            br#"{"name": "a", "steps": [{"weight": 1}], "x": 1}"#,
+            Format::Json,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn rollout_config_carries_mirror_only_when_mirroring() {
+        let (spec, _) = RolloutSpec::parse(YAML.as_bytes(), Format::Yaml).unwrap();
+        let rc = spec.rollout_config(5.0, Some(100.0), true);
+        assert_eq!(rc.mirror.unwrap().cluster, "checkout-shadow");
+        assert!(rc.kill_switch);
+        assert!(spec.rollout_config(5.0, None, false).mirror.is_none());
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Format::from_content_type(None), Some(Format::Json));
+        assert_eq!(
+            Format::from_content_type(Some("application/yaml; charset=utf-8")),
+            Some(Format::Yaml)
+        );
+        assert_eq!(Format::from_content_type(Some("text/plain")), None);
+        assert_eq!(Format::from_path("x.JSON"), Format::Json);
+        assert_eq!(Format::from_path("x.yml"), Format::Yaml);
+    }
+}

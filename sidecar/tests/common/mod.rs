@@ -1,0 +1,176 @@
+//! Shared test helpers: a controller and API on a temp-dir SQLite file, called without a socket.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use linnet_sidecar::api::{ApiConfig, App};
+use linnet_sidecar::auth::Auth;
+use linnet_sidecar::clock::{Clock, TokioClock};
+use linnet_sidecar::controller::Controller;
+use linnet_sidecar::metrics::Metrics;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const ADMIN: &str = "admin-token";
+pub const POLL: &str = "poll-token";
+/// 2026-01-01, so timestamps look like timestamps.
+pub const EPOCH_MS: i64 = 1_767_225_600_000;
+
+pub struct Harness {
+    pub app: App,
+    pub ctl: Controller,
+    pub clock: Arc<TokioClock>,
+    pub db: PathBuf,
+    shutdown: watch::Sender<bool>,
+    driver: JoinHandle<()>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn api_config() -> ApiConfig {
+    ApiConfig {
+        auth: Auth {
+            admin: Some(ADMIN.into()),
+            poll: Some(POLL.into()),
+            open_reads: true,
+        },
+        max_body_bytes: 1 << 20,
+        heartbeat: Duration::from_secs(15),
+    }
+}
+
+impl Harness {
+    /// A sidecar on `db`, its clock reading `epoch_ms` now.
+    pub fn open(db: &Path, epoch_ms: i64) -> Harness {
+        Self::open_with(db, epoch_ms, api_config())
+    }
+
+    pub fn open_with(db: &Path, epoch_ms: i64, config: ApiConfig) -> Harness {
+        let clock = Arc::new(TokioClock::starting_at(epoch_ms));
+        let ctl = Controller::open(db, clock.clone(), Arc::new(Metrics::new())).unwrap();
+        let (shutdown, rx) = watch::channel(false);
+        let driver = ctl.spawn_driver(rx.clone());
+        let app = App::new(ctl.clone(), config, rx);
+        Harness {
+            app,
+            ctl,
+            clock,
+            db: db.to_owned(),
+            shutdown,
+            driver,
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Stops the timers and ends streams; the store closes when the last handle drops.
+    pub async fn close(self) -> i64 {
+        let now = self.now_ms();
+        self.shutdown.send_replace(true);
+        self.driver.await.unwrap();
+        now
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self
+            .app
+            .handle(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, "", &[]).await
+    }
+
+    /// An admin POST with a JSON body.
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.request(
+            Method::POST,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+        )
+        .await
+    }
+
+    pub async fn create_yaml(&self, yaml: &str) -> Reply {
+        self.request(
+            Method::POST,
+            "/v1/rollouts",
+            yaml,
+            &[
+                ("authorization", &format!("Bearer {ADMIN}")),
+                ("content-type", "application/yaml"),
+            ],
+        )
+        .await
+    }
+
+    pub async fn status(&self, name: &str) -> Value {
+        let r = self.get(&format!("/v1/rollouts/{name}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        r.json()
+    }
+
+    /// (version, rollouts, events): unchanged by any refused request.
+    pub async fn fingerprint(&self) -> (u64, usize, u64) {
+        self.ctl.fingerprint().await.unwrap()
+    }
+}
+
+/// A rollout: 5% for 30s, mirror for 1m, 50% until promoted, then 100%.
+pub const CHECKOUT: &str = r#"
+name: checkout
+match: {authority: shop.example}
+stickiness: [{header: x-user-id}]
+mirror_cluster: checkout-shadow
+steps:
+  - {weight: 5, pause: 30s}
+  - {mirror: 100, pause: 1m}
+  - {weight: 50, pause: until promoted}
+  - {weight: 100}
+"#;
+
+pub async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
