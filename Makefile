@@ -24,7 +24,8 @@ bench: wasm
 	scripts/bench-envoy.sh
 
 demo: wasm
-	scripts/demo.sh
+	$(CARGO) build -p linnet-sidecar -p linnet-e2e --bins
+	target/debug/demo
 
 clean:
 	rm -rf target dist

@@ -1,0 +1,154 @@
+//! A harness for testing Linnet's filter in a real Envoy: Envoy started from the shipped
+//! configs on free ports, in-process upstreams that record what they receive, and a small
+//! HTTP/1.1 client that can send any header bytes. Everything stays on 127.0.0.1.
+#![forbid(unsafe_code)]
+
+pub mod envoy;
+pub mod http;
+pub mod sidecar;
+pub mod upstream;
+
+use envoy::{Envoy, EnvoyConfig};
+use http::{Client, Request, Response};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use upstream::Upstream;
+
+/// A harness error: a message meant to be read by whoever runs the tests.
+pub struct Error(String);
+
+impl Error {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+        move |e| Error(format!("{what}: {e}"))
+    }
+}
+
+// Debug prints the message as is, so `unwrap()` in a test shows a readable log tail.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The repository root (the workspace that holds `envoy/`, `dist/` and `.venv/`).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The Envoy binary: `$LINNET_ENVOY`, else the project's `.venv/bin/envoy`.
+pub fn envoy_bin() -> Result<PathBuf, Error> {
+    let path = match std::env::var_os("LINNET_ENVOY") {
+        Some(p) => PathBuf::from(p),
+        None => repo_root().join(".venv/bin/envoy"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::new(format!(
+            "no Envoy at {}: run `make setup` first",
+            path.display()
+        )))
+    }
+}
+
+/// A built `.wasm` in `dist/`, e.g. `linnet.wasm`.
+pub fn wasm(name: &str) -> Result<PathBuf, Error> {
+    let path = repo_root().join("dist").join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::new(format!(
+            "no {}: run `make wasm` first",
+            path.display()
+        )))
+    }
+}
+
+/// Which upstream answered a request, from its `x-served-by` header.
+pub fn served_by(resp: &Response) -> Option<String> {
+    resp.header_str("x-served-by")
+}
+
+/// The demo topology under test: Envoy from `envoy/demo.yaml` with the test's plugin
+/// configuration, a stable upstream, and a canary upstream that also receives the shadow
+/// cluster's copies (as in the demo, the shadow cluster is the canary's address).
+pub struct Stack {
+    pub envoy: Envoy,
+    pub stable: Upstream,
+    pub canary: Upstream,
+    pub config: EnvoyConfig,
+    client: Client,
+}
+
+impl Stack {
+    /// Starts the upstreams and Envoy with this plugin configuration.
+    pub fn start(plugin_config: &serde_json::Value) -> Result<Self, Error> {
+        wasm("linnet.wasm")?;
+        let stable = Upstream::start("stable")?;
+        let canary = Upstream::start("canary")?;
+        let mut config = EnvoyConfig::demo(stable.port(), canary.port())?;
+        config.plugin_config(&plugin_config.to_string());
+        let envoy = Envoy::start(&config)?;
+        let client = envoy.client();
+        Ok(Self {
+            envoy,
+            stable,
+            canary,
+            config,
+            client,
+        })
+    }
+
+    /// Stops Envoy and starts a new one, with a new plugin configuration if given; the
+    /// upstreams (and what they recorded) stay.
+    pub fn restart(&mut self, plugin_config: Option<&serde_json::Value>) -> Result<(), Error> {
+        if let Some(pc) = plugin_config {
+            self.config.plugin_config(&pc.to_string());
+        }
+        // The old Envoy is killed as it is replaced.
+        self.envoy = Envoy::start(&self.config)?;
+        self.client = self.envoy.client();
+        Ok(())
+    }
+
+    /// Sends a request on the stack's keep-alive connection.
+    pub fn send(&mut self, req: &Request) -> Result<Response, Error> {
+        self.client.send(req)
+    }
+
+    /// A GET for `checkout.local` with these headers; returns the upstream that answered.
+    pub fn variant_of(&mut self, headers: &[(&str, &[u8])]) -> Result<String, Error> {
+        let mut req = Request::get("/").host("checkout.local");
+        for (n, v) in headers {
+            req = req.header(n, v);
+        }
+        let resp = self.send(&req)?;
+        if resp.status != 200 {
+            return Err(Error::new(format!(
+                "status {} for {headers:?}: {}",
+                resp.status,
+                resp.body_str()
+            )));
+        }
+        served_by(&resp).ok_or_else(|| Error::new("response without x-served-by"))
+    }
+
+    /// The variant a user (by `x-user-id`) is routed to.
+    pub fn user(&mut self, id: &str) -> Result<String, Error> {
+        self.variant_of(&[("x-user-id", id.as_bytes())])
+    }
+}

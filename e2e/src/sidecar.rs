@@ -1,0 +1,160 @@
+//! The `linnet` sidecar as a child process on loopback: started on a fixed free port with its
+//! own database, killed with SIGKILL (or on drop), restarted on the same port and database.
+
+use crate::http::admin_get;
+use crate::{repo_root, Error};
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const POLL_TOKEN: &str = "e2e-poll-token";
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Sidecar {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+/// The `linnet` binary: `$LINNET_BIN`, else the workspace's debug then release build.
+pub fn linnet_bin() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os("LINNET_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    ["target/debug/linnet", "target/release/linnet"]
+        .iter()
+        .map(|p| repo_root().join(p))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::new("no linnet binary: run `cargo build -p linnet-sidecar` (or `make build`)")
+        })
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16, Error> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(Error::io("bind a free port"))?;
+    Ok(l.local_addr().map_err(Error::io("free port"))?.port())
+}
+
+// === impl Sidecar ===
+
+impl Sidecar {
+    /// Starts a sidecar with a fresh database under `dir`.
+    pub fn start(dir: &Path) -> Result<Self, Error> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut s = Sidecar {
+            child: None,
+            addr,
+            dir: dir.to_path_buf(),
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<(), Error> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("sidecar.log"))
+            .map_err(Error::io("open sidecar.log"))?;
+        let err = log.try_clone().map_err(Error::io("sidecar log"))?;
+        let child = Command::new(linnet_bin()?)
+            .args(["serve", "--listen", &self.addr.to_string()])
+            .arg("--db")
+            .arg(self.dir.join("linnet.db"))
+            .args([
+                "--token",
+                ADMIN_TOKEN,
+                "--poll-token",
+                POLL_TOKEN,
+                "--drain-timeout",
+                "1s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(Error::io("spawn linnet serve"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !matches!(admin_get(self.addr, "/readyz"), Ok((200, _))) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(Error::new(format!(
+                    "linnet serve exited ({status}):\n{}",
+                    self.log()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(format!(
+                    "linnet serve not ready:\n{}",
+                    self.log()
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no drain, no goodbye, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and database.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Runs the `linnet` CLI against this sidecar with the admin token.
+    pub fn cli(&self, args: &[&str]) -> Result<String, Error> {
+        let out: Output = Command::new(linnet_bin()?)
+            .args([
+                "--server",
+                &format!("http://{}", self.addr),
+                "--token",
+                ADMIN_TOKEN,
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(Error::io("run linnet"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(Error::new(format!(
+                "linnet {args:?} failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+
+    /// A GET on the admin API; anything but 200 is an error.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, Error> {
+        match admin_get(self.addr, path)? {
+            (200, body) => {
+                serde_json::from_str(&body).map_err(|e| Error::new(format!("{path}: {e}: {body}")))
+            }
+            (status, body) => Err(Error::new(format!("GET {path}: {status} {body}"))),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("sidecar.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
