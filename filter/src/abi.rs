@@ -75,6 +75,11 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -174,6 +179,17 @@ pub fn header(map: Map, name: &str) -> Result<Option<Vec<u8>>, Status> {
     match unsafe {
         proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
     } {
+        OK => Ok(take(data, size)),
+        NOT_FOUND => Ok(None),
+        code => Err(code),
+    }
+}
+
+/// A whole header map in the ABI's serialization (see `host::Headers`), in one call.
+pub fn header_pairs(map: Map) -> Result<Option<Vec<u8>>, Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-pointers are valid locals.
+    match unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) } {
         OK => Ok(take(data, size)),
         NOT_FOUND => Ok(None),
         code => Err(code),

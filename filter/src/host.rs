@@ -1,18 +1,22 @@
-//! `linnet_core::Request` answered from Envoy's request header map.
+//! `linnet_core::Request` answered from Envoy's request header map, read in one host call.
 
 use crate::abi::{self, Map};
 use linnet_core::murmur3::murmur3_x86_32;
 use linnet_core::Request;
 use std::cell::Cell;
+use std::ops::Range;
 
 thread_local! {
     /// Distinguishes keys minted in the same nanosecond on the same VM.
     static MINTED: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Raw bytes of a request header; a host error reads as absent.
-pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    abi::header(Map::Request, name).ok().flatten()
+/// A header map copied out of the host once. Every host call costs a crossing (and a call
+/// back into the guest's allocator for its answer), so one copy beats a lookup per header.
+#[derive(Default)]
+pub struct Headers {
+    raw: Vec<u8>,
+    pairs: Vec<(Range<usize>, Range<usize>)>,
 }
 
 pub fn response_header(name: &str) -> Option<Vec<u8>> {
@@ -24,13 +28,59 @@ pub fn now_ns() -> u64 {
     abi::now_ns().unwrap_or(0)
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(b)).ok()
+}
+
+// === impl Headers ===
+
+impl Headers {
+    /// The request headers; empty if the host has none or sends a map that does not parse.
+    pub fn request() -> Headers {
+        let raw = abi::header_pairs(Map::Request)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Self::parse(raw).unwrap_or_default()
+    }
+
+    /// The ABI's serialization: a u32 count, then a (u32 key length, u32 value length) per
+    /// pair, then each key and each value followed by a NUL byte. All little-endian.
+    fn parse(raw: Vec<u8>) -> Option<Headers> {
+        let n = u32_at(&raw, 0)?;
+        let mut pairs = Vec::with_capacity(n.min(raw.len() / 8));
+        let mut at = 4usize.checked_add(n.checked_mul(8)?)?;
+        for i in 0..n {
+            let (k, v) = (u32_at(&raw, 4 + i * 8)?, u32_at(&raw, 8 + i * 8)?);
+            let key = at..at.checked_add(k)?;
+            let value = key.end.checked_add(1)?..key.end.checked_add(1 + v)?;
+            at = value.end.checked_add(1)?;
+            if at > raw.len() {
+                return None;
+            }
+            pairs.push((key, value));
+        }
+        Some(Headers { raw, pairs })
+    }
+
+    /// The first value of a header (Envoy keeps names lower-case; compared without case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| self.raw[k.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.raw[v.clone()])
+    }
+}
+
 pub struct EnvoyRequest {
+    pub headers: Headers,
     pub now_ns: u64,
 }
 
 impl Request for EnvoyRequest {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        request_header(name)
+        self.headers.get(name).map(<[u8]>::to_vec)
     }
 
     /// wasm32-unknown-unknown has no OS randomness; Envoy gives every request a random
@@ -41,13 +91,69 @@ impl Request for EnvoyRequest {
             c.set(n);
             n
         });
-        let id = request_header(linnet_core::decide::REQUEST_ID_HEADER).unwrap_or_default();
+        let id = self
+            .headers
+            .get(linnet_core::decide::REQUEST_ID_HEADER)
+            .unwrap_or_default();
         let (t, n) = (self.now_ns.to_le_bytes(), n.to_le_bytes());
         let mut out = [0u8; 16];
         for (seed, chunk) in (0u32..).zip(out.chunks_exact_mut(4)) {
-            let h = murmur3_x86_32(&[&t, &n, &id], 0x9e37_79b9_u32.wrapping_mul(seed + 1));
+            let h = murmur3_x86_32(&[&t, &n, id], 0x9e37_79b9_u32.wrapping_mul(seed + 1));
             chunk.copy_from_slice(&h.to_le_bytes());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Headers;
+
+    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k);
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn parses_the_abi_serialization() {
+        let raw = serialize(&[
+            (b":path", b"/"),
+            (b"x-user-id", b"\xff\x00u"),
+            (b"x-user-id", b"second"),
+            (b"empty", b""),
+        ]);
+        let h = Headers::parse(raw).unwrap();
+        assert_eq!(h.get(":path"), Some(&b"/"[..]));
+        assert_eq!(h.get("X-User-Id"), Some(&b"\xff\x00u"[..]));
+        assert_eq!(h.get("empty"), Some(&b""[..]));
+        assert_eq!(h.get("missing"), None);
+    }
+
+    #[test]
+    fn refuses_truncated_or_lying_maps() {
+        let raw = serialize(&[(b"a", b"b")]);
+        for cut in 0..raw.len() {
+            assert!(
+                Headers::parse(raw[..cut].to_vec()).is_none(),
+                "cut at {cut}"
+            );
+        }
+        let mut huge = raw.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Headers::parse(huge).is_none());
+        let mut long = raw;
+        long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Headers::parse(long).is_none());
+        assert_eq!(Headers::parse(serialize(&[])).unwrap().get("a"), None);
     }
 }

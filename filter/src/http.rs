@@ -1,7 +1,7 @@
 //! One HTTP stream: strip Linnet's headers, decide, write the routing header, count.
 
 use crate::abi::{self, Map};
-use crate::host::{self, EnvoyRequest};
+use crate::host::{self, EnvoyRequest, Headers};
 use crate::root::Active;
 use linnet_core::decide::MintedCookie;
 use linnet_core::metrics::class_index;
@@ -35,16 +35,6 @@ fn set_request_header(name: &str, value: &[u8]) {
 
 fn remove_request_header(name: &str) {
     let _ = abi::remove_header(Map::Request, name);
-}
-
-/// Removes a client-sent copy of one of Linnet's headers; true if there was one.
-fn strip(name: &str) -> bool {
-    if host::request_header(name).is_some() {
-        remove_request_header(name);
-        true
-    } else {
-        false
-    }
 }
 
 /// Asks Envoy to pick the route again now that the routing header changed.
@@ -82,31 +72,40 @@ impl Http {
         };
         let snap = &active.snapshot;
 
+        let headers = Headers::request();
         // A client never picks its variant or a mirror target by sending Linnet's headers,
         // whether or not its request belongs to a rollout.
-        let stripped =
-            u32::from(strip(&snap.routing_header)) + u32::from(strip(&snap.mirror_header));
+        let mut stripped = 0;
+        for name in [&snap.routing_header, &snap.mirror_header] {
+            if headers.get(name).is_some() {
+                remove_request_header(name);
+                stripped += 1;
+            }
+        }
         active.metrics.stripped(stripped);
 
-        let authority = host::request_header(":authority").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        let req = EnvoyRequest {
-            now_ns: host::now_ns(),
-        };
-        let Some((i, rollout)) = snap.find(&authority, &path) else {
+        let authority = headers.get(":authority").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let Some((i, rollout)) = snap.find(authority, path) else {
             return;
         };
         let Some(metrics) = active.metrics.rollouts.get(i) else {
             return;
         };
-        // A stale snapshot under `on_stale: stable` routes like the kill switch.
-        let decision = rollout.decide(snap.kill_switch || active.stale.get(), &req);
-
         // The override and its token are for Linnet, not for the upstream.
         if let Some(o) = &rollout.override_ {
-            remove_request_header(&o.header);
-            remove_request_header(&o.token_header);
+            for name in [&o.header, &o.token_header] {
+                if headers.get(name).is_some() {
+                    remove_request_header(name);
+                }
+            }
         }
+        let req = EnvoyRequest {
+            headers,
+            now_ns: host::now_ns(),
+        };
+        // A stale snapshot under `on_stale: stable` routes like the kill switch.
+        let decision = rollout.decide(snap.kill_switch || active.stale.get(), &req);
         if decision.override_rejected {
             metrics.override_rejected();
         }
