@@ -21,7 +21,9 @@ test: wasm lint
 
 bench: wasm
 	$(CARGO) bench -p linnet-core --bench decision
+	$(CARGO) build --release -p linnet-sidecar
 	scripts/bench-envoy.sh
+	scripts/bench-sidecar.sh
 
 demo: wasm
 	$(CARGO) build -p linnet-sidecar -p linnet-e2e --bins
