@@ -3,14 +3,15 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use linnet_core::{PluginConfig, Request};
+use std::borrow::Cow;
 
 struct Req {
     user: Vec<u8>,
 }
 
 impl Request for Req {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        (name == "x-user-id").then(|| self.user.clone())
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        (name == "x-user-id").then_some(Cow::Borrowed(&self.user[..]))
     }
     fn entropy(&self) -> [u8; 16] {
         [7; 16]
@@ -34,25 +35,34 @@ fn config() -> PluginConfig {
 
 fn bench(c: &mut Criterion) {
     let snapshot = config().compile(1).unwrap();
-    let req = Req {
-        user: b"4f1c2d0e-9b1a-4a7e-8c55-0c7a3f1e9d21".to_vec(),
-    };
-    c.bench_function("decide: match + 1000-entry cohorts + bucket", |b| {
-        b.iter(|| {
-            let (_, d) = snapshot
-                .decide(
-                    black_box(b"checkout.local:10000"),
-                    black_box(b"/cart"),
-                    black_box(&req),
-                )
-                .unwrap();
-            black_box(d)
-        })
-    });
-    let rollout = &snapshot.rollouts[0];
-    c.bench_function("bucket only", |b| {
-        b.iter(|| linnet_core::bucket(black_box(&rollout.salt), black_box(&req.user)))
-    });
+    // A short account id and a UUID: the hash's cost grows with the key.
+    for (label, user) in [
+        ("short key", &b"user-48213"[..]),
+        ("uuid key", b"4f1c2d0e-9b1a-4a7e-8c55-0c7a3f1e9d21"),
+    ] {
+        let req = Req {
+            user: user.to_vec(),
+        };
+        c.bench_function(
+            &format!("decide, {label}: match + 1000-entry cohorts + bucket"),
+            |b| {
+                b.iter(|| {
+                    let (_, d) = snapshot
+                        .decide(
+                            black_box(b"checkout.local:10000"),
+                            black_box(b"/cart"),
+                            black_box(&req),
+                        )
+                        .unwrap();
+                    black_box(d)
+                })
+            },
+        );
+        let rollout = &snapshot.rollouts[0];
+        c.bench_function(&format!("bucket only, {label}"), |b| {
+            b.iter(|| linnet_core::bucket(black_box(&rollout.salt), black_box(&req.user)))
+        });
+    }
 }
 
 criterion_group!(benches, bench);

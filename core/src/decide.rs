@@ -3,12 +3,14 @@
 use crate::murmur3::murmur3_x86_32;
 use crate::snapshot::{Anonymous, Rollout, Snapshot, Source};
 use crate::weight::FULL;
+use std::borrow::Cow;
 
 /// What the decision needs from a request. The filter answers from Envoy's header map; tests
 /// and the CLI answer from plain maps.
 pub trait Request {
     /// The value of a request header (lower-case name), raw bytes, first value only.
-    fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Borrowed where the caller already holds the headers, so a lookup costs no allocation.
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>>;
     /// 16 unpredictable bytes, used to mint keys for anonymous users and to sample mirroring
     /// when a request has no `x-request-id`. Called only when needed.
     fn entropy(&self) -> [u8; 16];
@@ -150,8 +152,8 @@ fn hex(bytes: &[u8; 16]) -> String {
 
 impl Rollout {
     /// The user's sticky key: the first source present with a non-empty value.
-    pub fn key<R: Request + ?Sized>(&self, req: &R) -> Option<Vec<u8>> {
-        let mut cookies: Option<Option<Vec<u8>>> = None;
+    pub fn key<'r, R: Request + ?Sized>(&self, req: &'r R) -> Option<Cow<'r, [u8]>> {
+        let mut cookies: Option<Option<Cow<'r, [u8]>>> = None;
         for source in &self.stickiness {
             match source {
                 Source::Header(h) => {
@@ -161,8 +163,18 @@ impl Rollout {
                 }
                 Source::Cookie(c) => {
                     let header = cookies.get_or_insert_with(|| req.header("cookie"));
-                    if let Some(v) = header.as_deref().and_then(|h| cookie(h, c)) {
-                        return Some(v.to_vec());
+                    match header {
+                        Some(Cow::Borrowed(h)) => {
+                            if let Some(v) = cookie(h, c) {
+                                return Some(Cow::Borrowed(v));
+                            }
+                        }
+                        Some(Cow::Owned(h)) => {
+                            if let Some(v) = cookie(h, c) {
+                                return Some(Cow::Owned(v.to_vec()));
+                            }
+                        }
+                        None => {}
                     }
                 }
             }

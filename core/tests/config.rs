@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should stop loudly
 
 use linnet_core::{PluginConfig, Reason, Request, Variant};
+use std::borrow::Cow;
 
 fn err(json: &str) -> String {
     match PluginConfig::from_json(json.as_bytes()).and_then(|c| c.compile(0)) {
@@ -21,11 +22,12 @@ fn snapshot(json: &str) -> linnet_core::Snapshot {
 struct Req(Vec<(&'static str, &'static [u8])>);
 
 impl Request for Req {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        // Owned on purpose: the decision must work for hosts that cannot lend their headers.
         self.0
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_vec())
+            .map(|(_, v)| Cow::Owned(v.to_vec()))
     }
     fn entropy(&self) -> [u8; 16] {
         [0x5a; 16]

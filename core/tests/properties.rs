@@ -3,13 +3,14 @@
 
 use linnet_core::{PluginConfig, Reason, Request, Rollout, Variant};
 use proptest::prelude::*;
+use std::borrow::Cow;
 
 struct User(Option<Vec<u8>>);
 
 impl Request for User {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         if name == "x-user-id" {
-            self.0.clone()
+            self.0.as_deref().map(Cow::Borrowed)
         } else {
             None
         }

@@ -3,6 +3,7 @@
 use crate::abi::{self, Map};
 use linnet_core::murmur3::murmur3_x86_32;
 use linnet_core::Request;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -79,8 +80,8 @@ pub struct EnvoyRequest {
 }
 
 impl Request for EnvoyRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.headers.get(name).map(<[u8]>::to_vec)
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        self.headers.get(name).map(Cow::Borrowed)
     }
 
     /// wasm32-unknown-unknown has no OS randomness; Envoy gives every request a random

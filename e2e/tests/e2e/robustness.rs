@@ -13,11 +13,11 @@ use serde_json::json;
 struct Headers<'a>(&'a [(&'a str, Vec<u8>)]);
 
 impl linnet_core::Request for Headers<'_> {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
+    fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
         self.0
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| std::borrow::Cow::Borrowed(&v[..]))
     }
     fn entropy(&self) -> [u8; 16] {
         [0; 16]
