@@ -18,7 +18,8 @@ pub struct Metrics {
     stripped: u32,
 }
 
-fn define(kind: MetricKind, name: &str) -> Result<u32, String> {
+/// Defines one metric, with an error that names it.
+pub fn define_one(kind: MetricKind, name: &str) -> Result<u32, String> {
     abi::define_metric(kind, name)
         .map_err(|status| format!("cannot define metric {name}: host status {status}"))
 }
@@ -49,26 +50,29 @@ impl Metrics {
                 requests: [[0; Reason::ALL.len()]; 2],
                 responses: [[0; CLASSES.len()]; 2],
                 response_time: [0; 2],
-                mirrored: define(MetricKind::Counter, &names::mirrored(&r.name))?,
-                override_rejected: define(MetricKind::Counter, &names::override_rejected(&r.name))?,
+                mirrored: define_one(MetricKind::Counter, &names::mirrored(&r.name))?,
+                override_rejected: define_one(
+                    MetricKind::Counter,
+                    &names::override_rejected(&r.name),
+                )?,
             };
             for v in Variant::ALL {
                 for reason in Reason::ALL {
                     m.requests[vi(v)][ri(reason)] =
-                        define(MetricKind::Counter, &names::requests(&r.name, v, reason))?;
+                        define_one(MetricKind::Counter, &names::requests(&r.name, v, reason))?;
                 }
                 for (c, class) in CLASSES.iter().enumerate() {
                     m.responses[vi(v)][c] =
-                        define(MetricKind::Counter, &names::responses(&r.name, v, class))?;
+                        define_one(MetricKind::Counter, &names::responses(&r.name, v, class))?;
                 }
                 m.response_time[vi(v)] =
-                    define(MetricKind::Histogram, &names::response_time(&r.name, v))?;
+                    define_one(MetricKind::Histogram, &names::response_time(&r.name, v))?;
             }
             rollouts.push(m);
         }
         Ok(Metrics {
             rollouts,
-            stripped: define(MetricKind::Counter, names::STRIPPED_HEADERS)?,
+            stripped: define_one(MetricKind::Counter, names::STRIPPED_HEADERS)?,
         })
     }
 

@@ -3,7 +3,7 @@
 
 use crate::abi::{self, Buffer, Map, MetricKind};
 use crate::http::Http;
-use crate::metrics::Metrics;
+use crate::metrics::{define_one, Metrics};
 use crate::sync::Keys;
 use linnet_core::config::{OnStale, SidecarConfig};
 use linnet_core::murmur3::murmur3_x86_32;
@@ -302,10 +302,6 @@ impl RootContext for Root {
 
 impl Poller {
     fn new(config: SidecarConfig, now: u64) -> Result<Poller, String> {
-        let define = |kind, name: &str| {
-            abi::define_metric(kind, name)
-                .map_err(|s| format!("cannot define metric {name}: host status {s}"))
-        };
         // VMs of one process start at different nanoseconds; the hash spreads the bits.
         let t = now.to_le_bytes();
         let me = (u64::from(murmur3_x86_32(&[&t], 1)) << 32) | u64::from(murmur3_x86_32(&[&t], 2));
@@ -315,10 +311,10 @@ impl Poller {
             started_ns: now,
             in_flight: false,
             next_poll_ns: 0,
-            version_gauge: define(MetricKind::Gauge, linnet_core::metrics::SNAPSHOT_VERSION)?,
-            age_gauge: define(MetricKind::Gauge, linnet_core::metrics::SNAPSHOT_AGE)?,
-            errors: define(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_ERRORS)?,
-            rejected: define(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_REJECTED)?,
+            version_gauge: define_one(MetricKind::Gauge, linnet_core::metrics::SNAPSHOT_VERSION)?,
+            age_gauge: define_one(MetricKind::Gauge, linnet_core::metrics::SNAPSHOT_AGE)?,
+            errors: define_one(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_ERRORS)?,
+            rejected: define_one(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_REJECTED)?,
             config,
         })
     }
