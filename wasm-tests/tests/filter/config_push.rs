@@ -67,6 +67,16 @@ fn the_poll(vms: &[Vm]) -> (usize, u32) {
     polls[0]
 }
 
+/// Lets the process start its first poll and answers it with `doc`; returns the poller.
+fn first_snapshot(vms: &mut [Vm], doc: &str) -> usize {
+    tick_all(vms, 50);
+    let (holder, token) = the_poll(vms);
+    vms[holder]
+        .http_call_response(token, &[(":status", "200")], doc.as_bytes())
+        .unwrap();
+    holder
+}
+
 #[test]
 fn one_poller_per_process_and_every_worker_follows() {
     let (_shared, mut vms) = process(3, "keep");
@@ -126,15 +136,7 @@ fn one_poller_per_process_and_every_worker_follows() {
 #[test]
 fn bad_answers_keep_the_last_good_snapshot() {
     let (_shared, mut vms) = process(2, "keep");
-    tick_all(&mut vms, 50);
-    let (h, token) = the_poll(&vms);
-    vms[h]
-        .http_call_response(
-            token,
-            &[(":status", "200")],
-            snapshot(3, 100.0, false).as_bytes(),
-        )
-        .unwrap();
+    first_snapshot(&mut vms, &snapshot(3, 100.0, false));
 
     let garbage: [(&str, &[u8]); 5] = [
         ("200", b"<html>oops</html>"),
@@ -190,15 +192,7 @@ fn bad_answers_keep_the_last_good_snapshot() {
 #[test]
 fn a_reloaded_vm_starts_from_the_stored_snapshot() {
     let (shared, mut vms) = process(1, "keep");
-    tick_all(&mut vms, 50);
-    let (_, token) = the_poll(&vms);
-    vms[0]
-        .http_call_response(
-            token,
-            &[(":status", "200")],
-            snapshot(9, 100.0, false).as_bytes(),
-        )
-        .unwrap();
+    first_snapshot(&mut vms, &snapshot(9, 100.0, false));
 
     // A new VM in the same process (a reload), before it has polled or ticked.
     let mut fresh = Vm::load_shared(&wasm_path().unwrap(), &shared).unwrap();
@@ -238,15 +232,7 @@ fn the_lease_moves_when_its_holder_stops() {
 fn staleness_is_reported_and_on_stale_stable_is_opt_in() {
     for (on_stale, after) in [("keep", "canary"), ("stable", "stable")] {
         let (_shared, mut vms) = process(1, on_stale);
-        tick_all(&mut vms, 50);
-        let (_, token) = the_poll(&vms);
-        vms[0]
-            .http_call_response(
-                token,
-                &[(":status", "200")],
-                snapshot(2, 100.0, false).as_bytes(),
-            )
-            .unwrap();
+        first_snapshot(&mut vms, &snapshot(2, 100.0, false));
         // A "no change" answer is contact too.
         tick_all(&mut vms, 4_000);
         let (_, token) = the_poll(&vms);
@@ -291,15 +277,7 @@ fn staleness_is_reported_and_on_stale_stable_is_opt_in() {
 #[test]
 fn the_global_kill_switch_arrives_by_snapshot() {
     let (_shared, mut vms) = process(1, "keep");
-    tick_all(&mut vms, 50);
-    let (_, token) = the_poll(&vms);
-    vms[0]
-        .http_call_response(
-            token,
-            &[(":status", "200")],
-            snapshot(2, 100.0, true).as_bytes(),
-        )
-        .unwrap();
+    first_snapshot(&mut vms, &snapshot(2, 100.0, true));
     let seen = user(&mut vms[0], "someone");
     assert_eq!(seen.variant.as_deref(), Some("stable"));
     assert_eq!(
