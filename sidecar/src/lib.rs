@@ -1,6 +1,7 @@
 //! Linnet's sidecar: runs rollouts step by step and serves live snapshots to the filters.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The rollout state machine: pure functions from (plan, runtime, control, now) to the next
 //! runtime, with no I/O, so every transition is tested without a store or a clock.
 
+use crate::analysis::Memory;
 use crate::clock::Millis;
 use crate::spec::{Pause, Plan};
 use serde::Serialize;
@@ -39,6 +40,8 @@ pub struct Runtime {
     /// While paused: what was left of the step's pause (`None`: a manual gate).
     pub paused_remaining_ms: Option<Millis>,
     pub deadline_ms: Option<Millis>,
+    /// What analysis remembers: passes in this step, failures, evidence.
+    pub analysis: Memory,
 }
 
 /// An operator's command, or the controller's own tick.
@@ -53,8 +56,12 @@ pub enum Control {
     Retry,
     SetWeight(f64),
     KillSwitch(bool),
-    /// Analysis found the canary bad (the analysis issue calls this).
+    /// Analysis found the canary bad.
     RollBack(String),
+    /// Analysis has had no data for too long: stop stepping, and say why.
+    AnalysisPause(String),
+    /// Data is back after an analysis pause.
+    AnalysisResume(String),
     /// Time passed: start, advance a step, or time out.
     Tick,
 }
@@ -141,6 +148,7 @@ impl Runtime {
             step_ends_ms: None,
             paused_remaining_ms: None,
             deadline_ms: deadline(plan, now),
+            analysis: Memory::default(),
         }
     }
 
@@ -162,15 +170,16 @@ impl Runtime {
                 .is_some_and(|s| s.pause == Pause::UntilPromoted)
     }
 
-    /// The earliest time a tick could change this rollout.
-    pub fn next_wake(&self) -> Option<Millis> {
+    /// The earliest time a tick could change this rollout. A step held back by analysis
+    /// waits for the next analysis run, not for a timer.
+    pub fn next_wake(&self, plan: &Plan) -> Option<Millis> {
         if self.state.is_terminal() {
             return None;
         }
         if self.state == State::Pending {
             return Some(Millis::MIN);
         }
-        let step_end = if self.state.is_running() {
+        let step_end = if self.state.is_running() && may_advance(plan, self) {
             self.step_ends_ms
         } else {
             None
@@ -211,10 +220,26 @@ impl Runtime {
                         "cannot resume: the rollout is {state}, and only a paused rollout can resume"
                     )));
                 }
-                let ends = self.paused_remaining_ms.map(|r| now + r);
-                let mut rt = self.enter_step(plan, self.step, now);
-                rt.step_ends_ms = ends;
-                Ok(Some((rt, out("resumed", "resumed by operator".into()))))
+                Ok(Some((
+                    self.resumed(plan, now),
+                    out("resumed", "resumed by operator".into()),
+                )))
+            }
+            Control::AnalysisPause(why) => {
+                self.require_live("pause")?;
+                if state == State::Paused {
+                    return Ok(None);
+                }
+                let mut rt = self.paused(plan, now);
+                rt.analysis.paused = true;
+                Ok(Some((rt, out("paused", why.clone()))))
+            }
+            Control::AnalysisResume(why) => {
+                // Only a pause analysis made; an operator's pause stays until an operator resumes.
+                if state != State::Paused || !self.analysis.paused {
+                    return Ok(None);
+                }
+                Ok(Some((self.resumed(plan, now), out("resumed", why.clone()))))
             }
             Control::Promote { full } => {
                 self.require_live("promote")?;
@@ -259,6 +284,7 @@ impl Runtime {
                 }
                 let mut rt = self.enter_step(plan, 0, now);
                 rt.deadline_ms = deadline(plan, now);
+                rt.analysis = Memory::default();
                 Ok(Some((
                     rt,
                     out("retried", "retried from step 0 by operator".into()),
@@ -310,7 +336,7 @@ impl Runtime {
             ));
         }
         let due = self.state.is_running() && self.step_ends_ms.is_some_and(|end| end <= now);
-        if !due || !may_advance(plan, self, now) {
+        if !due || !may_advance(plan, self) {
             return None;
         }
         let next = self.step + 1;
@@ -368,8 +394,24 @@ impl Runtime {
                 Pause::UntilPromoted => None,
             },
             paused_remaining_ms: None,
+            analysis: Memory {
+                passes: 0,
+                paused: false,
+                ..self.analysis.clone()
+            },
             ..self.clone()
         }
+    }
+
+    /// Back to running the current step with the pause it had left.
+    fn resumed(&self, plan: &Plan, now: Millis) -> Runtime {
+        let ends = self.paused_remaining_ms.map(|r| now + r);
+        let passes = self.analysis.passes;
+        let mut rt = self.enter_step(plan, self.step, now);
+        rt.step_ends_ms = ends;
+        // The passes seen while paused still count.
+        rt.analysis.passes = passes;
+        rt
     }
 
     fn paused(&self, plan: &Plan, now: Millis) -> Runtime {
@@ -401,10 +443,12 @@ impl Runtime {
     }
 }
 
-/// Whether a step whose pause has elapsed may advance. Analysis gating (guardrails over the
-/// window, K consecutive passes) plugs in here; until then, an elapsed pause is enough.
-pub fn may_advance(_plan: &Plan, _rt: &Runtime, _now: Millis) -> bool {
-    true
+/// Whether a step whose pause has elapsed may advance: with analysis, only after its
+/// required number of consecutive passing checks in this step.
+pub fn may_advance(plan: &Plan, rt: &Runtime) -> bool {
+    plan.analysis
+        .as_ref()
+        .is_none_or(|a| rt.analysis.passes >= a.passes)
 }
 
 fn deadline(plan: &Plan, now: Millis) -> Option<Millis> {
@@ -449,7 +493,7 @@ mod tests {
         let rt = step(&rt, &p, Control::Tick, 30_000);
         assert_eq!((rt.step, rt.weight), (2, 50.0));
         assert!(rt.at_gate(&p));
-        assert_eq!(rt.next_wake(), Some(3_600_000));
+        assert_eq!(rt.next_wake(&p), Some(3_600_000));
         assert!(rt.apply(&p, &Control::Tick, 3_000_000).unwrap().is_none());
         let rt = step(&rt, &p, Control::Promote { full: false }, 3_000_000);
         assert_eq!((rt.step, rt.weight), (3, 100.0));

@@ -1,5 +1,5 @@
-//! The sidecar's Prometheus metrics: per-rollout weight, state, step and transitions, the
-//! snapshot version, connected filters and API requests.
+//! The sidecar's Prometheus metrics: per-rollout weight, state, step, transitions and analysis
+//! decisions, the snapshot version, connected filters and API requests.
 
 use crate::machine::{Runtime, State};
 use prometheus_client::encoding::text::encode;
@@ -26,6 +26,12 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    rollout: String,
+    decision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     method: String,
     route: String,
@@ -38,6 +44,7 @@ pub struct Metrics {
     state: Family<StateLabels, Gauge>,
     step: Family<RolloutLabels, Gauge>,
     transitions: Family<RolloutLabels, Counter>,
+    analysis_runs: Family<DecisionLabels, Counter>,
     snapshot_version: Gauge,
     connected_filters: Gauge,
     api_requests: Family<ApiLabels, Counter>,
@@ -55,6 +62,7 @@ impl Metrics {
             state: Family::default(),
             step: Family::default(),
             transitions: Family::default(),
+            analysis_runs: Family::default(),
             snapshot_version: Gauge::default(),
             connected_filters: Gauge::default(),
             api_requests: Family::default(),
@@ -80,6 +88,11 @@ impl Metrics {
             "rollout_transitions",
             "State or step changes",
             m.transitions.clone(),
+        );
+        registry.register(
+            "analysis_runs",
+            "Analysis runs by decision (pass, hold, roll_back, pause, resume)",
+            m.analysis_runs.clone(),
         );
         registry.register(
             "snapshot_version",
@@ -120,6 +133,15 @@ impl Metrics {
         self.transitions
             .get_or_create(&RolloutLabels {
                 rollout: name.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_analysis(&self, name: &str, decision: &str) {
+        self.analysis_runs
+            .get_or_create(&DecisionLabels {
+                rollout: name.to_owned(),
+                decision: decision.to_owned(),
             })
             .inc();
     }

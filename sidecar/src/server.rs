@@ -56,13 +56,14 @@ impl Server {
         let (shutdown, rx) = watch::channel(false);
         let app = App::new(ctl.clone(), opts.api, rx.clone());
         let driver = ctl.spawn_driver(rx.clone());
+        let analysis = crate::analysis::runner::spawn(ctl.clone(), rx.clone());
         let acceptor = tokio::spawn(accept(listener, app.clone(), rx, opts.drain_timeout));
         tracing::info!(%addr, db = %opts.db.display(), "linnet sidecar listening");
         Ok(Server {
             addr,
             app,
             shutdown,
-            tasks: vec![driver, acceptor],
+            tasks: vec![driver, analysis, acceptor],
         })
     }
 

@@ -3,6 +3,7 @@
 //! Every error names its field as a path (`steps[2].pause`). The routing rules are checked by
 //! compiling each step's [`RolloutConfig`] through linnet-core, so there is one set of rules.
 
+use crate::analysis::{Analysis, AnalysisSpec};
 use linnet_core::config::{
     validate_name, AnonymousConfig, CohortsConfig, MatchConfig, MirrorConfig, OverrideConfig,
     RolloutConfig, SourceConfig,
@@ -35,6 +36,9 @@ pub struct RolloutSpec {
     /// How long the whole rollout may take; past it the rollout times out to weight 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// Guardrails judged every interval; a step advances only on passing checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -63,6 +67,7 @@ pub struct Sticky(pub SourceConfig);
 pub struct Plan {
     pub steps: Vec<Step>,
     pub deadline: Option<Duration>,
+    pub analysis: Option<Analysis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,7 +225,16 @@ impl RolloutSpec {
                 Err(e) => return Err(err("deadline", e)),
             },
         };
-        Ok(Plan { steps, deadline })
+        let analysis = self
+            .analysis
+            .as_ref()
+            .map(AnalysisSpec::validate)
+            .transpose()?;
+        Ok(Plan {
+            steps,
+            deadline,
+            analysis,
+        })
     }
 
     /// What the filter gets for this rollout at a weight, mirror share and kill switch.

@@ -1,6 +1,7 @@
 //! The durable store (SQLite): rollouts, their steps, transitions and audit events, each
 //! change written in one transaction together with the snapshot version it produced.
 
+use crate::analysis::{Check, Memory};
 use crate::clock::Millis;
 use crate::machine::{Runtime, State};
 use crate::spec::{Pause, Plan, RolloutSpec};
@@ -12,7 +13,8 @@ use std::path::Path;
 
 /// Applied in order; `PRAGMA user_version` is the number applied. Never edit one that shipped:
 /// append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('version', 0), ('kill_switch', 0);
 CREATE TABLE rollouts (
@@ -57,7 +59,25 @@ CREATE TABLE events (
     data TEXT NOT NULL
 );
 CREATE INDEX events_by_rollout ON events (rollout, id);
-"#];
+"#,
+    r#"
+ALTER TABLE rollouts ADD COLUMN analysis TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE checks (
+    event INTEGER NOT NULL REFERENCES events(id),
+    rollout TEXT NOT NULL REFERENCES rollouts(name),
+    at_ms INTEGER NOT NULL,
+    guardrail TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    observed REAL,
+    limit_value REAL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (event, guardrail)
+);
+CREATE INDEX checks_by_rollout ON checks (rollout, event);
+"#,
+];
 
 pub struct Store {
     conn: Connection,
@@ -106,6 +126,8 @@ pub struct Change<'a> {
     pub kind: &'a str,
     /// The event's payload; `version` is added.
     pub data: Map<String, Value>,
+    /// An analysis run's checks, one row each, tied to this change's event.
+    pub checks: &'a [Check],
 }
 
 pub struct RolloutWrite<'a> {
@@ -194,7 +216,7 @@ impl Store {
         let kill_switch = meta(&self.conn, "kill_switch")? != 0;
         let mut stmt = self.conn.prepare(
             "SELECT name, spec, state, step, weight, mirror, kill_switch, step_started_ms,
-                    step_ends_ms, paused_remaining_ms, deadline_ms
+                    step_ends_ms, paused_remaining_ms, deadline_ms, analysis
              FROM rollouts ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -210,16 +232,31 @@ impl Store {
                 r.get::<_, Option<i64>>(8)?,
                 r.get::<_, Option<i64>>(9)?,
                 r.get::<_, Option<i64>>(10)?,
+                r.get::<_, String>(11)?,
             ))
         })?;
         let mut rollouts = Vec::new();
         for row in rows {
-            let (name, spec, state, step, weight, mirror, kill, started, ends, remaining, deadline) =
-                row?;
+            let (
+                name,
+                spec,
+                state,
+                step,
+                weight,
+                mirror,
+                kill,
+                started,
+                ends,
+                remaining,
+                deadline,
+                analysis,
+            ) = row?;
             let spec: RolloutSpec = serde_json::from_str(&spec)
                 .map_err(|e| StoreError(format!("rollout {name:?}: stored spec: {e}")))?;
             let state = State::parse(&state)
                 .ok_or_else(|| StoreError(format!("rollout {name:?}: unknown state {state:?}")))?;
+            let analysis: Memory = serde_json::from_str(&analysis)
+                .map_err(|e| StoreError(format!("rollout {name:?}: stored analysis: {e}")))?;
             let runtime = Runtime {
                 state,
                 step: usize::try_from(step).unwrap_or(0),
@@ -230,6 +267,7 @@ impl Store {
                 step_ends_ms: ends,
                 paused_remaining_ms: remaining,
                 deadline_ms: deadline,
+                analysis,
             };
             rollouts.push((spec, runtime));
         }
@@ -269,6 +307,27 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid();
+        if let Some(name) = &rollout_name {
+            for c in change.checks {
+                tx.execute(
+                    "INSERT INTO checks (event, rollout, at_ms, guardrail, kind, severity, verdict,
+                        observed, limit_value, text)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        id,
+                        name,
+                        change.at_ms,
+                        c.guardrail,
+                        c.kind,
+                        c.severity.as_str(),
+                        c.verdict.as_str(),
+                        c.observed,
+                        c.limit,
+                        c.text
+                    ],
+                )?;
+            }
+        }
         tx.commit()?;
         let event = Event {
             id,
@@ -315,6 +374,27 @@ impl Store {
         Ok(out)
     }
 
+    /// The latest `limit` events of a rollout, oldest first.
+    pub fn latest_events(&self, rollout: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let first: i64 = self.conn.query_row(
+            "SELECT COALESCE(MIN(id), 1) FROM (SELECT id FROM events WHERE rollout = ?1
+                 ORDER BY id DESC LIMIT ?2)",
+            params![rollout, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?;
+        self.events(first - 1, Some(rollout), limit)
+    }
+
+    /// Checks of a rollout's analysis runs, by verdict (`pass`, `fail`, `no_data`).
+    pub fn check_count(&self, rollout: &str, verdict: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM checks WHERE rollout = ?1 AND verdict = ?2",
+            params![rollout, verdict],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     pub fn event_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn
@@ -354,11 +434,13 @@ fn write_rollout(
     let rt = w.runtime;
     let name = &w.spec.name;
     let step = i64::try_from(rt.step).unwrap_or(i64::MAX);
+    let analysis = serde_json::to_string(&rt.analysis)?;
     if w.created {
         tx.execute(
             "INSERT INTO rollouts (name, spec, state, step, weight, mirror, kill_switch,
-                step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, created_ms, updated_ms,
+                analysis)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
             params![
                 name,
                 serde_json::to_string(w.spec)?,
@@ -371,7 +453,8 @@ fn write_rollout(
                 rt.step_ends_ms,
                 rt.paused_remaining_ms,
                 rt.deadline_ms,
-                now
+                now,
+                analysis
             ],
         )?;
         for (i, s) in w.plan.steps.iter().enumerate() {
@@ -388,7 +471,7 @@ fn write_rollout(
         let n = tx.execute(
             "UPDATE rollouts SET state = ?2, step = ?3, weight = ?4, mirror = ?5, kill_switch = ?6,
                 step_started_ms = ?7, step_ends_ms = ?8, paused_remaining_ms = ?9, deadline_ms = ?10,
-                updated_ms = ?11
+                updated_ms = ?11, analysis = ?12
              WHERE name = ?1",
             params![
                 name,
@@ -401,7 +484,8 @@ fn write_rollout(
                 rt.step_ends_ms,
                 rt.paused_remaining_ms,
                 rt.deadline_ms,
-                now
+                now,
+                analysis
             ],
         )?;
         if n != 1 {
@@ -456,7 +540,7 @@ mod tests {
         let rt = Runtime::new(&plan, 10);
         {
             let mut s = Store::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 1);
+            assert_eq!(s.schema_version().unwrap(), 2);
             let (ev, v) = s
                 .commit(Change {
                     at_ms: 10,
@@ -471,6 +555,7 @@ mod tests {
                     bump_version: true,
                     kind: "created",
                     data: Map::new(),
+                    checks: &[],
                 })
                 .unwrap();
             assert_eq!((ev.id, v), (1, 1));

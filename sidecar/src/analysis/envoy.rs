@@ -1,0 +1,424 @@
+//! The `envoy` source: scrapes `/stats/prometheus` of one or more Envoy admins and turns the
+//! counters into windows from its own history of scrapes.
+//!
+//! A counter that went down between two scrapes was reset (Envoy restarted): its new value
+//! is all increase. A window reaching back before the first scrape covers only what was
+//! seen; one scrape alone shows no window at all.
+
+use super::judge::Observed;
+use super::source::{Answer, Query, Source};
+use super::spec::{admin_url, Counter};
+use super::text::{self, Sample};
+use super::window::{Histogram, Traffic, Window};
+use crate::client::Client;
+use crate::clock::Millis;
+use hyper::Method;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// History kept per admin: enough for the longest window asked, and never more scrapes.
+const MAX_SCRAPES: usize = 4096;
+const KEEP_EXTRA_MS: Millis = 60_000;
+
+/// Filter metrics and the cluster stats that describe a shadow cluster.
+const NAMES: [&str; 4] = [
+    "linnet_",
+    "envoy_cluster_upstream_rq_total",
+    "envoy_cluster_upstream_rq_xx",
+    "envoy_cluster_upstream_rq_time_bucket",
+];
+
+pub struct EnvoySource {
+    admins: Vec<Admin>,
+}
+
+struct Admin {
+    url: String,
+    client: Client,
+    history: Mutex<VecDeque<Scrape>>,
+}
+
+/// One scrape: every kept series by its full text key.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub at_ms: Millis,
+    pub series: HashMap<String, Sample>,
+}
+
+// === impl EnvoySource ===
+
+impl EnvoySource {
+    pub fn new(admins: &[String], timeout: Duration) -> Result<EnvoySource, String> {
+        let admins = admins
+            .iter()
+            .map(|a| {
+                let url = admin_url(a)?;
+                Ok(Admin {
+                    client: Client::new(&url, None)?.with_timeout(timeout),
+                    url,
+                    history: Mutex::new(VecDeque::new()),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(EnvoySource { admins })
+    }
+
+    async fn observe_now(&self, q: &Query) -> Result<Observed, String> {
+        let longest = q
+            .spans
+            .iter()
+            .copied()
+            .chain([q.increment_ms])
+            .max()
+            .unwrap_or(0);
+        let mut per_admin = Vec::with_capacity(self.admins.len());
+        for admin in &self.admins {
+            let path = "/stats/prometheus?usedonly";
+            let (status, body) = admin.client.send(Method::GET, path, None).await?;
+            if !status.is_success() {
+                return Err(format!("{}{path} answered {status}", admin.url));
+            }
+            let body = String::from_utf8_lossy(&body);
+            let keep = |name: &str| {
+                NAMES.iter().any(|n| name.starts_with(n))
+                    || q.counters
+                        .iter()
+                        .any(|c| c.metric.as_ref().is_some_and(|m| m.name == name))
+            };
+            let scrape = Scrape {
+                at_ms: q.now_ms,
+                series: text::parse(&body, keep)
+                    .into_iter()
+                    .map(|s| (key(&s), s))
+                    .collect(),
+            };
+            let mut history = admin
+                .history
+                .lock()
+                .map_err(|_| "scrape history poisoned".to_owned())?;
+            push(&mut history, scrape, longest);
+            per_admin.push(
+                std::iter::once(q.increment_ms)
+                    .chain(q.spans.iter().copied())
+                    .map(|span| window(&history, span, q))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // Add the admins up, window by window.
+        let mut total: Option<Vec<Window>> = None;
+        for windows in per_admin {
+            let windows = windows.into_iter().collect::<Result<Vec<_>, String>>()?;
+            total = Some(match total {
+                None => windows,
+                Some(acc) => acc
+                    .into_iter()
+                    .zip(windows)
+                    .map(|(a, b)| add(a, b))
+                    .collect(),
+            });
+        }
+        let mut windows = total.ok_or("no admin to scrape")?;
+        if windows.is_empty() {
+            return Err("no window".into());
+        }
+        let increment = windows.remove(0);
+        Ok(Observed { increment, windows })
+    }
+}
+
+impl Source for EnvoySource {
+    fn observe<'a>(&'a self, query: &'a Query) -> Answer<'a> {
+        Box::pin(self.observe_now(query))
+    }
+}
+
+fn key(s: &Sample) -> String {
+    let mut k = s.name.clone();
+    for (n, v) in &s.labels {
+        k.push('|');
+        k.push_str(n);
+        k.push('=');
+        k.push_str(v);
+    }
+    k
+}
+
+fn push(history: &mut VecDeque<Scrape>, scrape: Scrape, longest: Millis) {
+    let now = scrape.at_ms;
+    history.push_back(scrape);
+    // Keep one scrape older than the longest window, so that window has its start.
+    while history.len() > 2
+        && history
+            .get(1)
+            .is_some_and(|s| s.at_ms < now - longest - KEEP_EXTRA_MS)
+    {
+        history.pop_front();
+    }
+    while history.len() > MAX_SCRAPES {
+        history.pop_front();
+    }
+}
+
+/// The increases over `span` ending at the latest scrape.
+pub fn window(history: &VecDeque<Scrape>, span: Millis, q: &Query) -> Result<Window, String> {
+    let Some(last) = history.back() else {
+        return Err("nothing scraped yet".into());
+    };
+    if history.len() < 2 {
+        return Err("first scrape taken; a window needs two".into());
+    }
+    let start = last.at_ms - span;
+    let base = history.iter().rposition(|s| s.at_ms <= start).unwrap_or(0);
+    let covered_ms = last.at_ms - history.get(base).map_or(last.at_ms, |s| s.at_ms);
+    let mut inc: HashMap<&str, (&Sample, f64)> = HashMap::new();
+    for i in base + 1..history.len() {
+        let (Some(prev), Some(cur)) = (history.get(i - 1), history.get(i)) else {
+            continue;
+        };
+        for (k, s) in &cur.series {
+            let before = prev.series.get(k).map_or(0.0, |p| p.value);
+            // A drop is a reset: everything counted since is new.
+            let d = if s.value >= before {
+                s.value - before
+            } else {
+                s.value
+            };
+            let e = inc.entry(k.as_str()).or_insert((s, 0.0));
+            e.1 += d;
+        }
+    }
+    let increases: Vec<(&Sample, f64)> = inc.into_values().collect();
+    let (canary, stable) = match &q.shadow {
+        Some(cluster) => (
+            shadow(&increases, cluster),
+            variant(&increases, &q.rollout, "stable"),
+        ),
+        None => (
+            variant(&increases, &q.rollout, "canary"),
+            variant(&increases, &q.rollout, "stable"),
+        ),
+    };
+    let counters = q.counters.iter().map(|c| counter(&increases, c)).collect();
+    Ok(Window {
+        span_ms: span,
+        covered_ms,
+        canary,
+        stable,
+        counters,
+    })
+}
+
+fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
+    s.labels
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn traffic<'a>(
+    increases: &'a [(&'a Sample, f64)],
+    requests: impl Fn(&Sample) -> bool,
+    errors: impl Fn(&Sample) -> bool,
+    buckets: impl Fn(&Sample) -> bool,
+) -> Traffic {
+    let sum = |f: &dyn Fn(&Sample) -> bool| {
+        increases
+            .iter()
+            .filter(|(s, _)| f(s))
+            .map(|(_, d)| d)
+            .sum::<f64>()
+    };
+    let mut hist = Vec::new();
+    for (s, d) in increases {
+        if buckets(s) {
+            if let Some(le) = label(s, "le").and_then(text::parse_value) {
+                hist.push((le, *d));
+            }
+        }
+    }
+    Traffic {
+        requests: sum(&requests),
+        errors: sum(&errors),
+        latency: Histogram::from_buckets(hist).unwrap_or_default(),
+    }
+}
+
+fn variant(increases: &[(&Sample, f64)], rollout: &str, v: &str) -> Traffic {
+    let ours = |s: &Sample| label(s, "rollout") == Some(rollout) && label(s, "variant") == Some(v);
+    traffic(
+        increases,
+        |s| s.name == linnet_core::metrics::RESPONSES && ours(s),
+        |s| {
+            s.name == linnet_core::metrics::RESPONSES && ours(s) && label(s, "class") == Some("5xx")
+        },
+        |s| s.name == "linnet_response_time_ms_bucket" && ours(s),
+    )
+}
+
+fn shadow(increases: &[(&Sample, f64)], cluster: &str) -> Traffic {
+    let ours = |s: &Sample| label(s, "envoy_cluster_name") == Some(cluster);
+    traffic(
+        increases,
+        |s| s.name == "envoy_cluster_upstream_rq_total" && ours(s),
+        |s| {
+            s.name == "envoy_cluster_upstream_rq_xx"
+                && ours(s)
+                && label(s, "envoy_response_code_class") == Some("5")
+        },
+        |s| s.name == "envoy_cluster_upstream_rq_time_bucket" && ours(s),
+    )
+}
+
+fn counter(increases: &[(&Sample, f64)], c: &Counter) -> Option<f64> {
+    let m = c.metric.as_ref()?;
+    let mut found = None;
+    for (s, d) in increases {
+        if m.matches(&s.name, &s.labels) {
+            *found.get_or_insert(0.0) += d;
+        }
+    }
+    found
+}
+
+fn add(a: Window, b: Window) -> Window {
+    let t = |x: Traffic, y: Traffic| {
+        let mut buckets = x.latency.buckets;
+        buckets.extend(y.latency.buckets);
+        Traffic {
+            requests: x.requests + y.requests,
+            errors: x.errors + y.errors,
+            latency: Histogram::from_buckets(buckets).unwrap_or_default(),
+        }
+    };
+    Window {
+        span_ms: a.span_ms,
+        covered_ms: a.covered_ms.min(b.covered_ms),
+        canary: t(a.canary, b.canary),
+        stable: t(a.stable, b.stable),
+        counters: a
+            .counters
+            .into_iter()
+            .zip(b.counters)
+            .map(|(x, y)| match (x, y) {
+                (None, None) => None,
+                (x, y) => Some(x.unwrap_or(0.0) + y.unwrap_or(0.0)),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::spec::Selector;
+
+    fn scrape(at_ms: Millis, text: &str) -> Scrape {
+        Scrape {
+            at_ms,
+            series: text::parse(text, |_| true)
+                .into_iter()
+                .map(|s| (key(&s), s))
+                .collect(),
+        }
+    }
+
+    fn lines(canary_ok: u64, canary_5xx: u64, stable_ok: u64, rejected: u64) -> String {
+        format!(
+            r#"linnet_responses_total{{rollout="r",variant="canary",class="2xx"}} {canary_ok}
+linnet_responses_total{{rollout="r",variant="canary",class="5xx"}} {canary_5xx}
+linnet_responses_total{{rollout="r",variant="stable",class="2xx"}} {stable_ok}
+linnet_responses_total{{rollout="other",variant="canary",class="5xx"}} 999
+linnet_response_time_ms_bucket{{rollout="r",variant="canary",le="10"}} {canary_ok}
+linnet_response_time_ms_bucket{{rollout="r",variant="canary",le="+Inf"}} {}
+linnet_override_rejected_total{{rollout="r"}} {rejected}
+"#,
+            canary_ok + canary_5xx
+        )
+    }
+
+    fn query(counters: Vec<Counter>) -> Query {
+        Query {
+            rollout: "r".into(),
+            shadow: None,
+            now_ms: 0,
+            increment_ms: 10_000,
+            spans: vec![],
+            counters,
+        }
+    }
+
+    #[test]
+    fn windows_are_deltas_and_survive_a_reset() {
+        let mut h = VecDeque::new();
+        push(&mut h, scrape(0, &lines(100, 0, 1000, 0)), 60_000);
+        push(&mut h, scrape(10_000, &lines(150, 10, 1500, 0)), 60_000);
+        // Envoy restarted: counters start again from zero.
+        push(&mut h, scrape(20_000, &lines(20, 5, 100, 2)), 60_000);
+        let rejected = Counter {
+            metric: Some(
+                Selector::parse(r#"linnet_override_rejected_total{rollout="r"}"#).unwrap(),
+            ),
+            query: None,
+        };
+        let q = query(vec![rejected]);
+        let w = window(&h, 10_000, &q).unwrap();
+        assert_eq!((w.canary.requests, w.canary.errors), (25.0, 5.0));
+        assert_eq!(w.stable.requests, 100.0);
+        assert_eq!(w.counters, vec![Some(2.0)]);
+        let w = window(&h, 20_000, &q).unwrap();
+        assert_eq!((w.canary.requests, w.canary.errors), (85.0, 15.0));
+        assert_eq!(w.stable.requests, 600.0);
+        assert_eq!(w.covered_ms, 20_000);
+        assert_eq!(w.canary.latency.count(), 85.0);
+        // Longer than the history: only what was seen.
+        let w = window(&h, 60_000, &q).unwrap();
+        assert_eq!(w.covered_ms, 20_000);
+    }
+
+    #[test]
+    fn one_scrape_is_no_window_and_a_missing_counter_is_none() {
+        let mut h = VecDeque::new();
+        push(&mut h, scrape(0, &lines(1, 0, 1, 0)), 1000);
+        let q = query(vec![Counter {
+            metric: Some(Selector::parse("nope_total").unwrap()),
+            query: None,
+        }]);
+        assert!(window(&h, 1000, &q).is_err());
+        push(&mut h, scrape(1000, &lines(2, 0, 2, 0)), 1000);
+        assert_eq!(window(&h, 1000, &q).unwrap().counters, vec![None]);
+    }
+
+    #[test]
+    fn shadow_traffic_comes_from_the_cluster_stats() {
+        let text = |n: u64, e: u64| {
+            format!(
+                r#"envoy_cluster_upstream_rq_total{{envoy_cluster_name="c-shadow"}} {n}
+envoy_cluster_upstream_rq_xx{{envoy_response_code_class="5",envoy_cluster_name="c-shadow"}} {e}
+envoy_cluster_upstream_rq_xx{{envoy_response_code_class="2",envoy_cluster_name="c-shadow"}} {}
+envoy_cluster_upstream_rq_total{{envoy_cluster_name="c-stable"}} 77
+"#,
+                n - e
+            )
+        };
+        let mut h = VecDeque::new();
+        push(&mut h, scrape(0, &text(10, 1)), 5000);
+        push(&mut h, scrape(5000, &text(110, 21)), 5000);
+        let mut q = query(vec![]);
+        q.shadow = Some("c-shadow".into());
+        let w = window(&h, 5000, &q).unwrap();
+        assert_eq!((w.canary.requests, w.canary.errors), (100.0, 20.0));
+    }
+
+    #[test]
+    fn history_is_bounded_by_the_longest_window() {
+        let mut h = VecDeque::new();
+        for i in 0..1000 {
+            push(&mut h, scrape(i * 1000, ""), 10_000);
+        }
+        // 10 s window + 60 s extra, one scrape per second, plus the window's start.
+        assert!(h.len() <= 72, "{}", h.len());
+        let q = query(vec![]);
+        assert_eq!(window(&h, 10_000, &q).unwrap().covered_ms, 10_000);
+    }
+}

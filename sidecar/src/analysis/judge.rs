@@ -1,0 +1,573 @@
+//! Judging: each guardrail over its window ends Pass, Fail or NoData, and the checks of one
+//! run become one decision. Pure functions of (analysis, observations, memory), so the same
+//! code runs in the sidecar, in its tests and in the decision-quality simulation.
+
+use super::spec::{Analysis, BurnWindow, Guardrail, Kind, Severity};
+use super::window::{Traffic, Window};
+use crate::clock::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    NoData,
+}
+
+/// One guardrail's result in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub guardrail: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub verdict: Verdict,
+    /// The number judged (a rate, milliseconds, a likelihood ratio, a burn rate, an increase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// The result in plain words.
+    pub text: String,
+}
+
+/// What one run decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", content = "reason", rename_all = "snake_case")]
+pub enum Decision {
+    /// Every guardrail passed; the step may advance once it has enough passes.
+    Pass(String),
+    /// Not a pass, not yet a reason to act (a warning under its limit, or missing data).
+    Hold(String),
+    RollBack(String),
+    /// Too long without data: stop stepping until data is back.
+    Pause(String),
+    /// Data is back after an analysis pause.
+    Resume(String),
+}
+
+/// What analysis remembers between runs; kept in the rollout's runtime and stored with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Memory {
+    /// Consecutive passing runs in the current step.
+    pub passes: u32,
+    /// Consecutive runs with a failed warning guardrail.
+    pub failures: u32,
+    /// Consecutive runs with a guardrail lacking data.
+    pub nodata: u32,
+    /// Paused by analysis (for lack of data); a pass resumes it.
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_ms: Option<Millis>,
+    /// Per `compare` guardrail: the evidence gathered since the rollout started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: BTreeMap<String, Evidence>,
+}
+
+/// A sequential probability ratio test's running state, and its totals for the explanation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Natural log of the likelihood ratio "canary errs `ratio`× stable's rate" to "as
+    /// often as stable".
+    pub llr: f64,
+    pub canary_requests: f64,
+    pub canary_errors: f64,
+    pub stable_requests: f64,
+    pub stable_errors: f64,
+}
+
+/// What a run observed: the traffic since the previous run (for counters and evidence,
+/// which must not count a request twice) and one window per length the guardrails use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub increment: Window,
+    pub windows: Vec<Window>,
+}
+
+// === impl Verdict ===
+
+impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::NoData => "no_data",
+        }
+    }
+}
+
+// === impl Observed ===
+
+impl Observed {
+    fn window(&self, span_ms: Millis) -> Option<&Window> {
+        self.windows.iter().find(|w| w.span_ms == span_ms)
+    }
+}
+
+/// Every window length a run needs for `analysis`, besides the increment.
+pub fn spans(analysis: &Analysis) -> Vec<Millis> {
+    let mut out = Vec::new();
+    for g in &analysis.guardrails {
+        match &g.kind {
+            Kind::ErrorRate { .. } | Kind::Latency { .. } => out.push(g.window_ms),
+            Kind::BurnRate { windows, .. } => {
+                for w in windows {
+                    out.push(w.long_ms);
+                    out.push(w.short_ms);
+                }
+            }
+            Kind::Compare { .. } | Kind::ZeroTolerance(_) => {}
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Judges every guardrail. `subject` names what stands for the canary (`canary`, or
+/// `shadow` during a mirror step). `observed` is `Err` with the reason when the source
+/// failed: every check is then NoData and the evidence is left as it was.
+pub fn judge(
+    analysis: &Analysis,
+    observed: Result<&Observed, &str>,
+    subject: &str,
+    memory: &mut Memory,
+) -> Vec<Check> {
+    analysis
+        .guardrails
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let (verdict, observed_value, limit, text) = match observed {
+                Err(why) => (Verdict::NoData, None, None, format!("no data: {why}")),
+                Ok(obs) => one(analysis, g, i, obs, subject, memory),
+            };
+            Check {
+                guardrail: g.name.clone(),
+                kind: g.kind.as_str().to_owned(),
+                severity: g.severity,
+                verdict,
+                observed: observed_value.filter(|v| v.is_finite()),
+                limit,
+                text,
+            }
+        })
+        .collect()
+}
+
+type Judged = (Verdict, Option<f64>, Option<f64>, String);
+
+fn one(
+    analysis: &Analysis,
+    g: &Guardrail,
+    index: usize,
+    obs: &Observed,
+    subject: &str,
+    memory: &mut Memory,
+) -> Judged {
+    let min = analysis.min_requests;
+    let window = |span: Millis| {
+        obs.window(span)
+            .ok_or_else(|| format!("the source returned no {} window", dur(span)))
+    };
+    match &g.kind {
+        Kind::ErrorRate { max } => {
+            let w = match window(g.window_ms) {
+                Ok(w) => w,
+                Err(e) => return no_data(e),
+            };
+            let t = &w.canary;
+            if let Some(short) = too_few(t, min, subject, w) {
+                return no_data(short);
+            }
+            let Some(rate) = t.error_rate() else {
+                return no_data(format!("{subject} numbers are not finite"));
+            };
+            let verdict = if rate > *max {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            };
+            let text = format!(
+                "{subject} error rate {} ({} of {} in {}) {} {}",
+                pct(rate),
+                count(t.errors),
+                count(t.requests),
+                dur(w.covered_ms),
+                if verdict == Verdict::Fail {
+                    "is above"
+                } else {
+                    "is within"
+                },
+                pct(*max)
+            );
+            (verdict, Some(rate), Some(*max), text)
+        }
+        Kind::Latency { q, max_ms } => {
+            let w = match window(g.window_ms) {
+                Ok(w) => w,
+                Err(e) => return no_data(e),
+            };
+            let h = &w.canary.latency;
+            let n = h.count();
+            if n.is_nan() || n < min {
+                return no_data(format!(
+                    "{subject} has {} timed responses in {}; {} needed",
+                    count(n),
+                    dur(w.covered_ms),
+                    count(min)
+                ));
+            }
+            let Some(v) = h.quantile(*q) else {
+                return no_data(format!("{subject} latency histogram is empty"));
+            };
+            let verdict = if v > *max_ms {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            };
+            let text = format!(
+                "{subject} p{} latency {} ms over {} responses {} {} ms",
+                trim(q * 100.0),
+                trim(v),
+                count(n),
+                if verdict == Verdict::Fail {
+                    "is above"
+                } else {
+                    "is within"
+                },
+                trim(*max_ms)
+            );
+            (verdict, Some(v), Some(*max_ms), text)
+        }
+        Kind::Compare { ratio, alpha } => {
+            let ev = memory.evidence.entry(g.name.clone()).or_default();
+            let inc = &obs.increment;
+            if inc.canary.is_finite() && inc.stable.is_finite() {
+                ev.llr += llr_increment(&inc.canary, &inc.stable, *ratio);
+                ev.canary_requests += inc.canary.requests.max(0.0);
+                ev.canary_errors += inc.canary.errors.max(0.0);
+                ev.stable_requests += inc.stable.requests.max(0.0);
+                ev.stable_errors += inc.stable.errors.max(0.0);
+            } else {
+                return no_data(format!(
+                    "{subject} or stable numbers are not finite; evidence unchanged"
+                ));
+            }
+            let ev = *ev;
+            let bound = 1.0 / alpha;
+            let lr = ev.llr.exp();
+            let totals = format!(
+                "{subject} {} of {} failed, stable {} of {}",
+                count(ev.canary_errors),
+                count(ev.canary_requests),
+                count(ev.stable_errors),
+                count(ev.stable_requests)
+            );
+            if ev.canary_requests < min || ev.stable_requests < min {
+                return (
+                    Verdict::NoData,
+                    Some(lr),
+                    Some(bound),
+                    format!(
+                        "too few requests to compare yet ({totals}; {} each needed)",
+                        count(min)
+                    ),
+                );
+            }
+            let fail = ev.llr >= bound.ln();
+            let text = format!(
+                "odds that {subject} errs {}× as often as stable: {} to 1, {} {} to 1 ({totals}; {} {}, stable {})",
+                trim(*ratio),
+                odds(lr),
+                if fail { "past" } else { "below" },
+                odds(bound),
+                subject,
+                rate_of(ev.canary_errors, ev.canary_requests),
+                rate_of(ev.stable_errors, ev.stable_requests),
+            );
+            let verdict = if fail { Verdict::Fail } else { Verdict::Pass };
+            (verdict, Some(lr), Some(bound), text)
+        }
+        Kind::BurnRate { budget, windows } => burn(obs, *budget, windows, subject, min),
+        Kind::ZeroTolerance(counter) => {
+            let label = counter.metric.as_ref().map_or_else(
+                || counter.query.clone().unwrap_or_default(),
+                |m| m.to_string(),
+            );
+            // The counter's position among the zero-tolerance guardrails.
+            let slot = analysis.guardrails[..index]
+                .iter()
+                .filter(|g| matches!(g.kind, Kind::ZeroTolerance(_)))
+                .count();
+            match obs.increment.counters.get(slot) {
+                None => no_data(format!("the source did not read {label}")),
+                Some(None) => (
+                    Verdict::Pass,
+                    Some(0.0),
+                    Some(0.0),
+                    format!("{label} did not rise (no such series yet)"),
+                ),
+                Some(Some(v)) if !v.is_finite() => no_data(format!("{label} is not a number")),
+                Some(Some(v)) if *v > 0.0 => (
+                    Verdict::Fail,
+                    Some(*v),
+                    Some(0.0),
+                    format!("{label} rose by {}; it must never rise", trim(*v)),
+                ),
+                Some(Some(v)) => (
+                    Verdict::Pass,
+                    Some(*v),
+                    Some(0.0),
+                    format!("{label} did not rise"),
+                ),
+            }
+        }
+    }
+}
+
+fn burn(obs: &Observed, budget: f64, windows: &[BurnWindow], subject: &str, min: f64) -> Judged {
+    let mut parts = Vec::with_capacity(windows.len());
+    let mut worst = 0.0_f64;
+    let mut failed = None;
+    let mut missing = None;
+    for bw in windows {
+        let (Some(long), Some(short)) = (obs.window(bw.long_ms), obs.window(bw.short_ms)) else {
+            return no_data("the source returned no burn-rate window".into());
+        };
+        let rate = |t: &Traffic| t.error_rate().map(|r| r / budget);
+        if long.canary.requests < min || short.canary.requests <= 0.0 {
+            missing.get_or_insert_with(|| {
+                format!(
+                    "{subject} served {} requests in {}; {} needed",
+                    count(long.canary.requests),
+                    dur(long.covered_ms),
+                    count(min)
+                )
+            });
+            continue;
+        }
+        let (Some(bl), Some(bs)) = (rate(&long.canary), rate(&short.canary)) else {
+            missing.get_or_insert_with(|| format!("{subject} numbers are not finite"));
+            continue;
+        };
+        let both = bl.min(bs);
+        worst = worst.max(both);
+        parts.push(format!(
+            "{}× over {} and {}× over {} (limit {}×)",
+            trim(bl),
+            dur(bw.long_ms),
+            trim(bs),
+            dur(bw.short_ms),
+            trim(bw.factor)
+        ));
+        if bl > bw.factor && bs > bw.factor && failed.is_none() {
+            failed = Some(bw.factor);
+        }
+    }
+    let slo = format!("{}% SLO", trim((1.0 - budget) * 100.0));
+    if let Some(factor) = failed {
+        return (
+            Verdict::Fail,
+            Some(worst),
+            Some(factor),
+            format!(
+                "{subject} burns the {slo} error budget {}",
+                parts.join("; ")
+            ),
+        );
+    }
+    if let Some(why) = missing {
+        return no_data(why);
+    }
+    (
+        Verdict::Pass,
+        Some(worst),
+        windows.iter().map(|w| w.factor).reduce(f64::min),
+        format!(
+            "{subject} burns the {slo} error budget {}",
+            parts.join("; ")
+        ),
+    )
+}
+
+/// The log-likelihood-ratio increment of one interval's errors. Given the errors of both
+/// variants together, each is the canary's with probability p: p0 = n_c/(n_c+n_s) when both
+/// err alike, p1 = r·n_c/(r·n_c+n_s) when the canary errs r times as often. Conditioning on
+/// the errors makes the test independent of the (unknown) base error rate, and summing per
+/// interval keeps it exact while the weight changes between steps.
+pub fn llr_increment(canary: &Traffic, stable: &Traffic, ratio: f64) -> f64 {
+    let (nc, ns) = (canary.requests, stable.requests);
+    let (ec, es) = (canary.errors.max(0.0), stable.errors.max(0.0));
+    if !(nc > 0.0 && ns > 0.0) || ec + es <= 0.0 {
+        return 0.0;
+    }
+    let p0 = nc / (nc + ns);
+    let p1 = ratio * nc / (ratio * nc + ns);
+    let v = ec * (p1 / p0).ln() + es * ((1.0 - p1) / (1.0 - p0)).ln();
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// Turns one run's checks into a decision, updating the counters in `memory`.
+pub fn decide(analysis: &Analysis, checks: &[Check], memory: &mut Memory) -> Decision {
+    let failed = |sev: Severity| {
+        checks
+            .iter()
+            .filter(move |c| c.severity == sev && c.verdict == Verdict::Fail)
+    };
+    if let Some(c) = failed(Severity::Critical).next() {
+        memory.passes = 0;
+        return Decision::RollBack(format!(
+            "critical guardrail {} failed: {}",
+            c.guardrail, c.text
+        ));
+    }
+    let warnings: Vec<&Check> = failed(Severity::Warning).collect();
+    if let Some(first) = warnings.first() {
+        memory.passes = 0;
+        memory.nodata = 0;
+        memory.failures = memory.failures.saturating_add(1);
+        let why = format!(
+            "warning guardrail {} failed: {}",
+            first.guardrail, first.text
+        );
+        if memory.failures >= analysis.failure_limit {
+            return Decision::RollBack(format!(
+                "{why} ({} failing checks in a row, limit {})",
+                memory.failures, analysis.failure_limit
+            ));
+        }
+        return Decision::Hold(format!(
+            "{why} ({} of {} failing checks in a row before rollback)",
+            memory.failures, analysis.failure_limit
+        ));
+    }
+    let missing: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::NoData)
+        .collect();
+    if let Some(first) = missing.first() {
+        memory.passes = 0;
+        memory.nodata = memory.nodata.saturating_add(1);
+        let mut why = format!("no data for {}: {}", first.guardrail, first.text);
+        if missing.len() > 1 {
+            let _ = write!(why, " (and {} more guardrails)", missing.len() - 1);
+        }
+        if memory.nodata >= analysis.nodata_limit && !memory.paused {
+            memory.paused = true;
+            return Decision::Pause(format!(
+                "{why}; {} checks in a row without data, so the rollout is paused until data is back",
+                memory.nodata
+            ));
+        }
+        return Decision::Hold(format!(
+            "{why} ({} of {} checks without data before pausing)",
+            memory.nodata, analysis.nodata_limit
+        ));
+    }
+    memory.passes = memory.passes.saturating_add(1);
+    memory.failures = 0;
+    memory.nodata = 0;
+    let summary = format!(
+        "all {} guardrails passed ({} of {} passes needed to advance)",
+        checks.len(),
+        memory.passes.min(analysis.passes),
+        analysis.passes
+    );
+    if memory.paused {
+        memory.paused = false;
+        return Decision::Resume(format!("data is back and {summary}"));
+    }
+    Decision::Pass(summary)
+}
+
+fn too_few(t: &Traffic, min: f64, subject: &str, w: &Window) -> Option<String> {
+    if t.requests >= min {
+        return None;
+    }
+    Some(if t.requests.is_nan() {
+        format!("{subject} request count is not a number")
+    } else {
+        format!(
+            "{subject} served {} requests in {}; {} needed",
+            count(t.requests),
+            dur(w.covered_ms),
+            count(min)
+        )
+    })
+}
+
+fn no_data(why: String) -> Judged {
+    (Verdict::NoData, None, None, why)
+}
+
+fn pct(fraction: f64) -> String {
+    format!("{}%", trim(fraction * 100.0))
+}
+
+fn rate_of(errors: f64, requests: f64) -> String {
+    if requests > 0.0 {
+        pct(errors / requests)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// A count as a whole number (sources that extrapolate give fractions).
+fn count(v: f64) -> String {
+    if v.is_finite() {
+        format!("{}", v.round())
+    } else {
+        "NaN".into()
+    }
+}
+
+fn odds(v: f64) -> String {
+    if v >= 1000.0 || !v.is_finite() {
+        format!("{:.0}", v.min(1e12))
+    } else {
+        trim(v)
+    }
+}
+
+/// At most 3 significant decimals, without trailing zeros.
+pub fn trim(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else if v.abs() >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+/// `30s`, `5m`, `1m30s`, `250ms`.
+pub fn dur(ms: Millis) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}

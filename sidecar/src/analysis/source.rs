@@ -1,0 +1,44 @@
+//! Metric sources behind one trait: what a run asks for, and what comes back.
+
+use super::judge::Observed;
+use super::spec::{Counter, SourceSpec};
+use crate::clock::Millis;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What one run needs from a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub rollout: String,
+    /// During a mirror step the shadow cluster stands for the canary.
+    pub shadow: Option<String>,
+    pub now_ms: Millis,
+    /// Time since the previous run: the increment's length.
+    pub increment_ms: Millis,
+    /// The window lengths the guardrails judge.
+    pub spans: Vec<Millis>,
+    /// Zero-tolerance counters, in guardrail order.
+    pub counters: Vec<Counter>,
+}
+
+pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<Observed, String>> + Send + 'a>>;
+
+/// A place the numbers come from. `Err` says why there are none (down, garbage); a source
+/// answers NaN as NaN, and the judge turns both into NoData.
+pub trait Source: Send + Sync {
+    fn observe<'a>(&'a self, query: &'a Query) -> Answer<'a>;
+}
+
+/// Builds the source a spec names.
+pub fn build(spec: &SourceSpec, timeout: std::time::Duration) -> Result<Arc<dyn Source>, String> {
+    match (&spec.envoy, &spec.prometheus) {
+        (Some(e), None) => Ok(Arc::new(super::envoy::EnvoySource::new(&e.admin, timeout)?)),
+        (None, Some(p)) => Ok(Arc::new(super::prometheus::PrometheusSource::new(
+            &p.url,
+            p.queries.clone().unwrap_or_default(),
+            timeout,
+        )?)),
+        _ => Err("give exactly one of `envoy` or `prometheus`".into()),
+    }
+}

@@ -1,0 +1,681 @@
+//! The `analysis` section of a rollout spec, and its validation into an [`Analysis`].
+//!
+//! Every error names its field (`analysis.guardrails[1].latency.max_ms`), like the rest of the
+//! spec. Percentages are written as percent and kept as fractions.
+
+use crate::clock::Millis;
+use crate::spec::parse_duration;
+use linnet_core::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The section as the user wrote it; stored verbatim inside the rollout spec.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// How often the guardrails are checked. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Where the numbers come from. Default: the Envoy admin at 127.0.0.1:9901.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
+    /// Consecutive passing checks a step needs, after its pause, to advance. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<u32>,
+    /// Consecutive checks with a failed warning guardrail that roll back. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_limit: Option<u32>,
+    /// Consecutive checks without data that pause the rollout. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodata_limit: Option<u32>,
+    /// Requests a variant needs in a window before a guardrail judges it. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// The service's availability objective in percent (e.g. 99.9), for burn-rate guardrails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<f64>,
+    pub guardrails: Vec<GuardrailSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoySourceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSourceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoySourceSpec {
+    /// Admin addresses (`127.0.0.1:9901` or `http://host:port`) of every Envoy that routes
+    /// this rollout; their counters are added up.
+    pub admin: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSourceSpec {
+    /// `http://host:port` of the Prometheus HTTP API.
+    pub url: String,
+    /// Overrides of the query templates; see [`Queries`] for the placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries: Option<Queries>,
+}
+
+/// PromQL templates. Placeholders: `{rollout}`, `{variant}` (`canary` or `stable`),
+/// `{cluster}` (the shadow cluster) and `{window}` (e.g. `30s`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queries {
+    #[serde(default = "q::requests")]
+    pub requests: String,
+    #[serde(default = "q::errors")]
+    pub errors: String,
+    /// Must return one series per `le` bucket (cumulative counts).
+    #[serde(default = "q::latency")]
+    pub latency: String,
+    #[serde(default = "q::shadow_requests")]
+    pub shadow_requests: String,
+    #[serde(default = "q::shadow_errors")]
+    pub shadow_errors: String,
+    #[serde(default = "q::shadow_latency")]
+    pub shadow_latency: String,
+}
+
+/// One guardrail: exactly one of the kinds, with a severity.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailSpec {
+    /// Shown in checks and decisions. Default: from the kind (`error-rate`, `p99`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `critical` (default: a failure rolls back at once) or `warning`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The window judged. Default: the analysis interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<BurnRateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_tolerance: Option<ZeroToleranceSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    Warning,
+}
+
+/// The canary's share of 5xx responses must stay at or below `max` percent.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateSpec {
+    pub max: f64,
+}
+
+/// The canary's latency quantile (`p50`, `p95`, `p99`, or `p` with any number) must stay at
+/// or below `max_ms`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySpec {
+    pub quantile: String,
+    pub max_ms: f64,
+}
+
+/// The canary's error rate against stable's, by a sequential probability ratio test: it fails
+/// once the evidence that the canary errs `ratio` times as often as stable reaches
+/// `1/alpha` to 1.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    /// The error-rate ratio to detect. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// The bound on the chance of rolling back a canary as good as stable. Default 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+}
+
+/// Error-budget burn against `analysis.slo`, each pair failing when both its windows burn
+/// faster than `factor`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnRateSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Vec<BurnWindowSpec>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnWindowSpec {
+    pub long: String,
+    pub short: String,
+    pub factor: f64,
+}
+
+/// Any increase of the counter rolls back at once. `metric` is a series selector
+/// (`name` or `name{label="value",...}`) that both sources read; `query` is PromQL for the
+/// `prometheus` source, failing when its value is above 0.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroToleranceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+/// The validated analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub interval_ms: Millis,
+    pub source: SourceSpec,
+    pub passes: u32,
+    pub failure_limit: u32,
+    pub nodata_limit: u32,
+    pub min_requests: f64,
+    pub guardrails: Vec<Guardrail>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guardrail {
+    pub name: String,
+    pub severity: Severity,
+    pub window_ms: Millis,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Fraction of requests.
+    ErrorRate {
+        max: f64,
+    },
+    /// `q` in 0..1.
+    Latency {
+        q: f64,
+        max_ms: f64,
+    },
+    Compare {
+        ratio: f64,
+        alpha: f64,
+    },
+    BurnRate {
+        budget: f64,
+        windows: Vec<BurnWindow>,
+    },
+    ZeroTolerance(Counter),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurnWindow {
+    pub long_ms: Millis,
+    pub short_ms: Millis,
+    pub factor: f64,
+}
+
+/// A counter a source reads for a zero-tolerance guardrail.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Counter {
+    pub metric: Option<Selector>,
+    pub query: Option<String>,
+}
+
+/// `name{label="value",...}`: the series whose name and listed labels match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Selector {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Scaled from the SRE workbook's 1h/5m at 14.4 and 6h/30m at 6 to a rollout's minutes.
+pub const DEFAULT_BURN_WINDOWS: [(Duration, Duration, f64); 2] = [
+    (Duration::from_secs(300), Duration::from_secs(60), 14.4),
+    (Duration::from_secs(1800), Duration::from_secs(300), 6.0),
+];
+
+mod q {
+    pub fn requests() -> String {
+        r#"sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}"}[{window}]))"#.into()
+    }
+    pub fn errors() -> String {
+        r#"sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}",class="5xx"}[{window}]))"#.into()
+    }
+    pub fn latency() -> String {
+        r#"sum by (le) (increase(linnet_response_time_ms_bucket{rollout="{rollout}",variant="{variant}"}[{window}]))"#.into()
+    }
+    pub fn shadow_requests() -> String {
+        r#"sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name="{cluster}"}[{window}]))"#.into()
+    }
+    pub fn shadow_errors() -> String {
+        r#"sum(increase(envoy_cluster_upstream_rq_xx{envoy_cluster_name="{cluster}",envoy_response_code_class="5"}[{window}]))"#.into()
+    }
+    pub fn shadow_latency() -> String {
+        r#"sum by (le) (increase(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="{cluster}"}[{window}]))"#.into()
+    }
+}
+
+// === impl Queries ===
+
+impl Default for Queries {
+    fn default() -> Self {
+        Queries {
+            requests: q::requests(),
+            errors: q::errors(),
+            latency: q::latency(),
+            shadow_requests: q::shadow_requests(),
+            shadow_errors: q::shadow_errors(),
+            shadow_latency: q::shadow_latency(),
+        }
+    }
+}
+
+// === impl Severity ===
+
+impl Severity {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+// === impl Kind ===
+
+impl Kind {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Kind::ErrorRate { .. } => "error_rate",
+            Kind::Latency { .. } => "latency",
+            Kind::Compare { .. } => "compare",
+            Kind::BurnRate { .. } => "burn_rate",
+            Kind::ZeroTolerance(_) => "zero_tolerance",
+        }
+    }
+}
+
+// === impl Selector ===
+
+impl Selector {
+    /// Parses `name` or `name{a="x",b="y"}`.
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let s = s.trim();
+        let (name, rest) = match s.find('{') {
+            Some(i) => (&s[..i], Some(&s[i..])),
+            None => (s, None),
+        };
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_name {
+            return Err(format!(
+                "{s:?} is not a metric selector: write `name` or `name{{label=\"value\"}}`"
+            ));
+        }
+        let mut labels = Vec::new();
+        if let Some(rest) = rest {
+            let inner = rest
+                .strip_prefix('{')
+                .and_then(|r| r.strip_suffix('}'))
+                .ok_or_else(|| format!("{s:?}: the label list must end with `}}`"))?;
+            labels = crate::analysis::text::parse_labels(inner).ok_or_else(|| {
+                format!("{s:?}: labels must read label=\"value\", comma-separated")
+            })?;
+        }
+        Ok(Selector {
+            name: name.to_owned(),
+            labels,
+        })
+    }
+
+    pub fn matches(&self, name: &str, labels: &[(String, String)]) -> bool {
+        name == self.name
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| labels.iter().any(|(k2, v2)| k2 == k && v2 == v))
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.labels.is_empty() {
+            f.write_str("{")?;
+            for (i, (k, v)) in self.labels.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{k}={v:?}")?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+// === impl AnalysisSpec ===
+
+impl AnalysisSpec {
+    /// Validates; `mirrors` says whether some step mirrors (the shadow cluster is judged then).
+    pub fn validate(&self) -> Result<Analysis, ConfigError> {
+        let interval = match &self.interval {
+            None => DEFAULT_INTERVAL,
+            Some(s) => positive("analysis.interval", s)?,
+        };
+        let interval_ms = millis(interval);
+        let source = self.source.clone().unwrap_or_else(|| SourceSpec {
+            envoy: Some(EnvoySourceSpec {
+                admin: vec![DEFAULT_ADMIN.into()],
+            }),
+            prometheus: None,
+        });
+        match (&source.envoy, &source.prometheus) {
+            (Some(e), None) => {
+                if e.admin.is_empty() {
+                    return Err(err(
+                        "analysis.source.envoy.admin",
+                        "list at least one admin address",
+                    ));
+                }
+                for (i, a) in e.admin.iter().enumerate() {
+                    admin_url(a)
+                        .map_err(|m| err(format!("analysis.source.envoy.admin[{i}]"), m))?;
+                }
+            }
+            (None, Some(p)) => {
+                http_url(&p.url).map_err(|m| err("analysis.source.prometheus.url", m))?;
+            }
+            _ => {
+                return Err(err(
+                    "analysis.source",
+                    "give exactly one of `envoy` or `prometheus`",
+                ))
+            }
+        }
+        let at_least_one = |field: &str, v: Option<u32>, default: u32| match v {
+            Some(0) => Err(err(format!("analysis.{field}"), "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let min_requests = match self.min_requests {
+            Some(0) => return Err(err("analysis.min_requests", "must be at least 1")),
+            Some(n) => n as f64,
+            None => 100.0,
+        };
+        let budget = match self.slo {
+            None => None,
+            Some(o) if o.is_finite() && o > 0.0 && o < 100.0 => Some(1.0 - o / 100.0),
+            Some(o) => {
+                return Err(err(
+                    "analysis.slo",
+                    format!("{o} is not an availability objective: give a percent above 0 and below 100, e.g. 99.9"),
+                ))
+            }
+        };
+        if self.guardrails.is_empty() {
+            return Err(err("analysis.guardrails", "list at least one guardrail"));
+        }
+        let mut guardrails = Vec::with_capacity(self.guardrails.len());
+        for (i, g) in self.guardrails.iter().enumerate() {
+            let g = g.validate(&format!("analysis.guardrails[{i}]"), interval_ms, budget)?;
+            if guardrails.iter().any(|o: &Guardrail| o.name == g.name) {
+                return Err(err(
+                    format!("analysis.guardrails[{i}].name"),
+                    format!(
+                        "{:?} is used twice; give each guardrail its own name",
+                        g.name
+                    ),
+                ));
+            }
+            guardrails.push(g);
+        }
+        Ok(Analysis {
+            interval_ms,
+            source,
+            passes: at_least_one("passes", self.passes, 2)?,
+            failure_limit: at_least_one("failure_limit", self.failure_limit, 3)?,
+            nodata_limit: at_least_one("nodata_limit", self.nodata_limit, 3)?,
+            min_requests,
+            guardrails,
+        })
+    }
+}
+
+// === impl GuardrailSpec ===
+
+impl GuardrailSpec {
+    fn validate(
+        &self,
+        at: &str,
+        interval_ms: Millis,
+        budget: Option<f64>,
+    ) -> Result<Guardrail, ConfigError> {
+        let f = |name: &str| format!("{at}.{name}");
+        let kinds = [
+            self.error_rate.is_some(),
+            self.latency.is_some(),
+            self.compare.is_some(),
+            self.burn_rate.is_some(),
+            self.zero_tolerance.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(err(
+                at,
+                "give exactly one of `error_rate`, `latency`, `compare`, `burn_rate` or `zero_tolerance`",
+            ));
+        }
+        let window_ms = match &self.window {
+            None => interval_ms,
+            Some(w) => millis(positive(&f("window"), w)?),
+        };
+        let (kind, default_name) = if let Some(e) = &self.error_rate {
+            let max = fraction(&f("error_rate.max"), e.max)?;
+            (Kind::ErrorRate { max }, "error-rate".to_owned())
+        } else if let Some(l) = &self.latency {
+            let q = quantile(&l.quantile).map_err(|m| err(f("latency.quantile"), m))?;
+            if !(l.max_ms.is_finite() && l.max_ms > 0.0) {
+                return Err(err(
+                    f("latency.max_ms"),
+                    format!("{} is not a latency: give milliseconds above 0", l.max_ms),
+                ));
+            }
+            let name = format!(
+                "p{}-latency",
+                l.quantile.trim().trim_start_matches(['p', 'P'])
+            );
+            (
+                Kind::Latency {
+                    q,
+                    max_ms: l.max_ms,
+                },
+                name,
+            )
+        } else if let Some(c) = &self.compare {
+            let ratio = c.ratio.unwrap_or(2.0);
+            if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
+                return Err(err(
+                    f("compare.ratio"),
+                    format!("{ratio} cannot be detected: give an error-rate ratio above 1 (e.g. 2: twice stable's errors), at most 100"),
+                ));
+            }
+            let alpha = c.alpha.unwrap_or(0.01);
+            if !(alpha.is_finite() && alpha > 0.0 && alpha < 0.5) {
+                return Err(err(
+                    f("compare.alpha"),
+                    format!("{alpha} is not a false-rollback bound: give a probability above 0 and below 0.5, e.g. 0.01"),
+                ));
+            }
+            (Kind::Compare { ratio, alpha }, "vs-stable".to_owned())
+        } else if let Some(b) = &self.burn_rate {
+            let Some(budget) = budget else {
+                return Err(err(
+                    f("burn_rate"),
+                    "needs `analysis.slo`, the availability objective whose budget it burns",
+                ));
+            };
+            let windows = match &b.windows {
+                None => DEFAULT_BURN_WINDOWS
+                    .iter()
+                    .map(|(l, s, factor)| BurnWindow {
+                        long_ms: millis(*l),
+                        short_ms: millis(*s),
+                        factor: *factor,
+                    })
+                    .collect(),
+                Some(ws) if ws.is_empty() => {
+                    return Err(err(f("burn_rate.windows"), "list at least one window pair"))
+                }
+                Some(ws) => {
+                    let mut out = Vec::with_capacity(ws.len());
+                    for (j, w) in ws.iter().enumerate() {
+                        let wf = |n: &str| f(&format!("burn_rate.windows[{j}].{n}"));
+                        let long_ms = millis(positive(&wf("long"), &w.long)?);
+                        let short_ms = millis(positive(&wf("short"), &w.short)?);
+                        if short_ms > long_ms {
+                            return Err(err(wf("short"), "must not be longer than `long`"));
+                        }
+                        if !(w.factor.is_finite() && w.factor > 0.0) {
+                            return Err(err(
+                                wf("factor"),
+                                format!(
+                                    "{} is not a burn rate: give a number above 0, e.g. 14.4",
+                                    w.factor
+                                ),
+                            ));
+                        }
+                        out.push(BurnWindow {
+                            long_ms,
+                            short_ms,
+                            factor: w.factor,
+                        });
+                    }
+                    out
+                }
+            };
+            (Kind::BurnRate { budget, windows }, "burn-rate".to_owned())
+        } else if let Some(z) = &self.zero_tolerance {
+            let metric = match &z.metric {
+                None => None,
+                Some(m) => {
+                    Some(Selector::parse(m).map_err(|m| err(f("zero_tolerance.metric"), m))?)
+                }
+            };
+            if metric.is_none() == z.query.is_none() {
+                return Err(err(
+                    f("zero_tolerance"),
+                    "give exactly one of `metric` (a series selector) or `query` (PromQL)",
+                ));
+            }
+            if z.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+                return Err(err(f("zero_tolerance.query"), "is empty"));
+            }
+            let name = match &metric {
+                Some(m) => m.name.clone(),
+                None => "zero-tolerance".to_owned(),
+            };
+            (
+                Kind::ZeroTolerance(Counter {
+                    metric,
+                    query: z.query.clone(),
+                }),
+                name,
+            )
+        } else {
+            return Err(err(at, "no guardrail kind given"));
+        };
+        let name = match &self.name {
+            Some(n) if n.trim().is_empty() || n.len() > 64 => {
+                return Err(err(f("name"), "must be 1 to 64 characters"))
+            }
+            Some(n) => n.clone(),
+            None => default_name,
+        };
+        Ok(Guardrail {
+            name,
+            severity: self.severity.unwrap_or(Severity::Critical),
+            window_ms,
+            kind,
+        })
+    }
+}
+
+/// `127.0.0.1:9901` or `http://127.0.0.1:9901` as a base URL.
+pub fn admin_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let url = if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    };
+    http_url(&url)?;
+    Ok(url)
+}
+
+fn http_url(s: &str) -> Result<(), String> {
+    let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!("{s:?}: give http://host:port"));
+    }
+    Ok(())
+}
+
+/// `p99` → 0.99, `p99.9` → 0.999, `p50` → 0.5.
+fn quantile(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let num = t
+        .strip_prefix(['p', 'P'])
+        .ok_or_else(|| format!("{s:?} is not a quantile: write p50, p95, p99 or p99.9"))?;
+    match num.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 100.0 => Ok(v / 100.0),
+        _ => Err(format!(
+            "{s:?} is not a quantile: write p50, p95, p99 or p99.9"
+        )),
+    }
+}
+
+fn fraction(field: &str, percent: f64) -> Result<f64, ConfigError> {
+    if percent.is_finite() && (0.0..=100.0).contains(&percent) {
+        Ok(percent / 100.0)
+    } else {
+        Err(err(
+            field,
+            format!("{percent} is outside 0..=100 (percent)"),
+        ))
+    }
+}
+
+fn positive(field: &str, s: &str) -> Result<Duration, ConfigError> {
+    match parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(100) => Ok(d),
+        Ok(_) => Err(err(field, "must be at least 100ms")),
+        Err(m) => Err(err(field, m)),
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
