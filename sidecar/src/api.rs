@@ -89,6 +89,7 @@ enum Route {
     Control(String, Action),
     Weight(String),
     RolloutKill(String),
+    Explain(String),
     KillSwitch,
     Audit,
     Snapshot,
@@ -169,6 +170,7 @@ impl Route {
                     "retry" => Route::Control(name, Action::Retry),
                     "weight" => Route::Weight(name),
                     "kill-switch" => Route::RolloutKill(name),
+                    "explain" => Route::Explain(name),
                     _ => return None,
                 }
             }
@@ -195,6 +197,7 @@ impl Route {
             Route::Control(_, Action::Retry) => "/v1/rollouts/{name}/retry",
             Route::Weight(_) => "/v1/rollouts/{name}/weight",
             Route::RolloutKill(_) => "/v1/rollouts/{name}/kill-switch",
+            Route::Explain(_) => "/v1/rollouts/{name}/explain",
             Route::KillSwitch => "/v1/kill-switch",
             Route::Audit => "/v1/audit",
             Route::Snapshot => "/v1/snapshot",
@@ -357,6 +360,25 @@ impl App {
                 Ok(json_response(StatusCode::CREATED, &status))
             }
             (Route::Rollout(name), Method::GET) => Ok(ok_json(&ctl.status(name).await?)),
+            (Route::Explain(name), _) => {
+                let limit = query
+                    .int("limit")?
+                    .map_or(DEFAULT_AUDIT_LIMIT, |l| usize::try_from(l).unwrap_or(0));
+                if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+                    return Err(ApiError::bad(format!(
+                        "limit: must be between 1 and {MAX_AUDIT_LIMIT}"
+                    )));
+                }
+                let status = ctl.status(name.clone()).await?;
+                let events = ctl.timeline(name, limit).await?;
+                Ok(ok_json(&json!({
+                    "rollout": status.name,
+                    "state": status.state,
+                    "step": status.step,
+                    "weight": status.weight,
+                    "timeline": crate::explain::timeline(&events),
+                })))
+            }
             (Route::Rollout(name), _) => Ok(ok_json(&ctl.control(name, Control::Abort).await?)),
             (Route::Control(name, action), _) => {
                 let body = self.body(req).await?;

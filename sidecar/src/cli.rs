@@ -58,6 +58,13 @@ pub enum Command {
     Validate { spec_file: PathBuf },
     /// Which variant a user key gets, and why, from the live snapshot.
     Whereis { rollout: String, key: String },
+    /// A rollout's decisions in plain words: steps, analysis checks, rollbacks, and why.
+    Explain {
+        rollout: String,
+        /// How many of the latest events to read.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -291,7 +298,48 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
+        Command::Explain { rollout, limit } => {
+            let v = c
+                .json(
+                    Method::GET,
+                    &format!("/v1/rollouts/{rollout}/explain?limit={limit}"),
+                    None,
+                )
+                .await?;
+            print!("{}", render_explain(&v));
+            Ok(())
+        }
     }
+}
+
+/// The timeline as terminal lines: time, what happened, and indented what did not pass.
+pub fn render_explain(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{}: {} at step {}, weight {}%\n",
+        v["rollout"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        v["step"],
+        v["weight"]
+    );
+    for line in v["timeline"].as_array().into_iter().flatten() {
+        let at = line["at_ms"].as_i64().unwrap_or(0);
+        let until = line["until_ms"].as_i64().unwrap_or(at);
+        let when = if until > at {
+            format!(
+                "{}–{}",
+                crate::explain::clock_time(at),
+                crate::explain::clock_time(until)
+            )
+        } else {
+            format!("{}         ", crate::explain::clock_time(at))
+        };
+        let _ = writeln!(out, "{when}  {}", line["text"].as_str().unwrap_or(""));
+        for d in line["details"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "{:19}  - {}", "", d.as_str().unwrap_or(""));
+        }
+    }
+    out
 }
 
 fn show(v: Value) -> Result<(), String> {

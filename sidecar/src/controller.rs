@@ -108,6 +108,8 @@ pub struct Run {
     /// Where the rollout was when the run began; a run that a transition overtook is dropped.
     pub state: State,
     pub step: usize,
+    /// Whether analysis had paused it when the run began.
+    pub was_paused: bool,
     pub subject: &'static str,
     pub checks: Vec<Check>,
     pub decision: Decision,
@@ -351,7 +353,10 @@ impl Controller {
             let entry = rollouts
                 .get_mut(&run.name)
                 .ok_or_else(|| CtlError::NotFound(format!("no rollout named {:?}", run.name)))?;
-            if entry.rt.state != run.state || entry.rt.step != run.step {
+            if entry.rt.state != run.state
+                || entry.rt.step != run.step
+                || entry.rt.analysis.paused != run.was_paused
+            {
                 return Ok(false);
             }
             let rt = Runtime {

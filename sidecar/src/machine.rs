@@ -235,8 +235,9 @@ impl Runtime {
                 Ok(Some((rt, out("paused", why.clone()))))
             }
             Control::AnalysisResume(why) => {
-                // Only a pause analysis made; an operator's pause stays until an operator resumes.
-                if state != State::Paused || !self.analysis.paused {
+                // Analysis only asks this of a rollout it paused (the controller drops a run
+                // that an operator's pause or resume overtook).
+                if state != State::Paused {
                     return Ok(None);
                 }
                 Ok(Some((self.resumed(plan, now), out("resumed", why.clone()))))

@@ -571,3 +571,181 @@ pub fn dur(ms: Millis) -> String {
         (m, s) => format!("{m}m{s}s"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::spec::AnalysisSpec;
+    use crate::analysis::window::Histogram;
+
+    fn analysis(yaml: &str) -> Analysis {
+        let spec: AnalysisSpec = serde_yaml::from_str(yaml).unwrap();
+        spec.validate().unwrap()
+    }
+
+    fn traffic(requests: f64, errors: f64) -> Traffic {
+        Traffic {
+            requests,
+            errors,
+            latency: Histogram::default(),
+        }
+    }
+
+    fn window(span_ms: Millis, canary: Traffic, stable: Traffic) -> Window {
+        Window {
+            span_ms,
+            covered_ms: span_ms,
+            canary,
+            stable,
+            counters: vec![],
+        }
+    }
+
+    #[test]
+    fn evidence_grows_only_when_the_canary_errs_more() {
+        let r = 2.0;
+        let worse = llr_increment(&traffic(1000.0, 10.0), &traffic(9000.0, 45.0), r);
+        let alike = llr_increment(&traffic(1000.0, 5.0), &traffic(9000.0, 45.0), r);
+        assert!(worse > 0.0, "{worse}");
+        assert!(alike < 0.0, "{alike}");
+        assert_eq!(
+            llr_increment(&traffic(1000.0, 0.0), &traffic(9000.0, 0.0), r),
+            0.0
+        );
+        assert_eq!(
+            llr_increment(&traffic(0.0, 0.0), &traffic(9000.0, 9.0), r),
+            0.0
+        );
+        // The base rate cancels out: ten times the traffic and errors is ten times the evidence.
+        let big = llr_increment(&traffic(10_000.0, 100.0), &traffic(90_000.0, 450.0), r);
+        assert!((big - 10.0 * worse).abs() < 1e-9);
+    }
+
+    #[test]
+    fn burn_rate_fails_only_when_both_windows_burn() {
+        let a = analysis(
+            "{slo: 99, min_requests: 10, guardrails: [{burn_rate: {windows: [{long: 60s, short: 10s, factor: 10}]}}]}",
+        );
+        let judge_with = |long_err: f64, short_err: f64| {
+            let obs = Observed {
+                increment: Window::default(),
+                windows: vec![
+                    window(10_000, traffic(100.0, short_err), traffic(100.0, 0.0)),
+                    window(60_000, traffic(600.0, long_err), traffic(600.0, 0.0)),
+                ],
+            };
+            judge(&a, Ok(&obs), "canary", &mut Memory::default())[0].clone()
+        };
+        // 1% budget: 15% errors burn 15×.
+        assert_eq!(judge_with(90.0, 15.0).verdict, Verdict::Fail);
+        // A short spike alone, or a long burn that has stopped, is not enough.
+        assert_eq!(judge_with(6.0, 15.0).verdict, Verdict::Pass);
+        assert_eq!(judge_with(90.0, 0.0).verdict, Verdict::Pass);
+        let c = judge_with(90.0, 15.0);
+        assert!(c.text.contains("99% SLO"), "{}", c.text);
+    }
+
+    #[test]
+    fn a_failed_source_is_no_data_and_leaves_the_evidence() {
+        let a = analysis("{guardrails: [{compare: {}}, {error_rate: {max: 1}}]}");
+        let mut m = Memory::default();
+        m.evidence.insert(
+            "vs-stable".into(),
+            Evidence {
+                llr: 1.5,
+                ..Evidence::default()
+            },
+        );
+        let checks = judge(&a, Err("connection refused"), "canary", &mut m);
+        assert!(checks.iter().all(|c| c.verdict == Verdict::NoData));
+        assert!(checks[0].text.contains("connection refused"));
+        assert_eq!(m.evidence["vs-stable"].llr, 1.5);
+    }
+
+    #[test]
+    fn decisions_put_critical_before_warnings_before_missing_data() {
+        let a =
+            analysis("{nodata_limit: 2, failure_limit: 2, guardrails: [{error_rate: {max: 1}}]}");
+        let check = |severity, verdict| Check {
+            guardrail: "g".into(),
+            kind: "error_rate".into(),
+            severity,
+            verdict,
+            observed: None,
+            limit: None,
+            text: "t".into(),
+        };
+        let (crit, warn) = (Severity::Critical, Severity::Warning);
+        let mut m = Memory::default();
+        let d = decide(
+            &a,
+            &[check(warn, Verdict::NoData), check(crit, Verdict::Fail)],
+            &mut m,
+        );
+        assert!(matches!(d, Decision::RollBack(_)), "{d:?}");
+        let mut m = Memory::default();
+        assert!(matches!(
+            decide(&a, &[check(warn, Verdict::Fail)], &mut m),
+            Decision::Hold(_)
+        ));
+        assert!(matches!(
+            decide(&a, &[check(warn, Verdict::Fail)], &mut m),
+            Decision::RollBack(_)
+        ));
+        let mut m = Memory::default();
+        assert!(matches!(
+            decide(&a, &[check(crit, Verdict::NoData)], &mut m),
+            Decision::Hold(_)
+        ));
+        assert!(matches!(
+            decide(&a, &[check(crit, Verdict::NoData)], &mut m),
+            Decision::Pause(_)
+        ));
+        // Paused once; more missing data holds, data back resumes.
+        assert!(matches!(
+            decide(&a, &[check(crit, Verdict::NoData)], &mut m),
+            Decision::Hold(_)
+        ));
+        assert!(matches!(
+            decide(&a, &[check(crit, Verdict::Pass)], &mut m),
+            Decision::Resume(_)
+        ));
+        assert!(matches!(
+            decide(&a, &[check(crit, Verdict::Pass)], &mut m),
+            Decision::Pass(_)
+        ));
+        assert_eq!((m.passes, m.nodata, m.paused), (2, 0, false));
+    }
+
+    #[test]
+    fn nan_and_too_few_requests_are_no_data() {
+        let a = analysis("{min_requests: 50, guardrails: [{error_rate: {max: 1}}, {latency: {quantile: p99, max_ms: 10}}]}");
+        let obs = |canary: Traffic| Observed {
+            increment: Window::default(),
+            windows: vec![window(30_000, canary, traffic(1000.0, 0.0))],
+        };
+        let few = judge(
+            &a,
+            Ok(&obs(traffic(49.0, 0.0))),
+            "canary",
+            &mut Memory::default(),
+        );
+        assert!(few.iter().all(|c| c.verdict == Verdict::NoData), "{few:?}");
+        assert!(few[0].text.contains("49 requests"), "{}", few[0].text);
+        let nan = judge(
+            &a,
+            Ok(&obs(traffic(f64::NAN, 1.0))),
+            "canary",
+            &mut Memory::default(),
+        );
+        assert!(nan.iter().all(|c| c.verdict == Verdict::NoData), "{nan:?}");
+        let errs = judge(
+            &a,
+            Ok(&obs(traffic(100.0, f64::NAN))),
+            "shadow",
+            &mut Memory::default(),
+        );
+        assert_eq!(errs[0].verdict, Verdict::NoData);
+        assert!(errs[0].text.starts_with("shadow"), "{}", errs[0].text);
+    }
+}

@@ -26,6 +26,11 @@ pub struct Sources {
 // === impl Sources ===
 
 impl Sources {
+    /// Uses `source` for every rollout whose spec names `spec` (tests bring their own).
+    pub fn insert(&mut self, spec: SourceSpec, source: Arc<dyn Source>) {
+        self.built.insert(spec, source);
+    }
+
     fn get(&mut self, spec: &SourceSpec, interval_ms: Millis) -> Result<Arc<dyn Source>, String> {
         if let Some(s) = self.built.get(spec) {
             return Ok(s.clone());
@@ -132,6 +137,7 @@ async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis
             name: t.name,
             state: t.state,
             step: t.step,
+            was_paused: t.memory.paused,
             subject,
             checks,
             decision,

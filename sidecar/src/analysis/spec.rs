@@ -373,7 +373,7 @@ impl std::fmt::Display for Selector {
 // === impl AnalysisSpec ===
 
 impl AnalysisSpec {
-    /// Validates; `mirrors` says whether some step mirrors (the shadow cluster is judged then).
+    /// Validates every field, naming the first bad one.
     pub fn validate(&self) -> Result<Analysis, ConfigError> {
         let interval = match &self.interval {
             None => DEFAULT_INTERVAL,
@@ -677,5 +677,88 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<Analysis, ConfigError> {
+        let spec: AnalysisSpec = serde_yaml::from_str(yaml).unwrap();
+        spec.validate()
+    }
+
+    fn field(yaml: &str) -> String {
+        let e = check(yaml).unwrap_err();
+        format!("{}: {}", e.field, e.message)
+    }
+
+    #[test]
+    fn defaults_and_names() {
+        let a = check("{guardrails: [{error_rate: {max: 5}}, {latency: {quantile: p99.9, max_ms: 200}, severity: warning}, {compare: {}}, {zero_tolerance: {metric: 'x_total{a=\"b\"}'}}]}").unwrap();
+        assert_eq!(a.interval_ms, 30_000);
+        assert_eq!((a.passes, a.failure_limit, a.nodata_limit), (2, 3, 3));
+        assert_eq!(a.source.envoy.as_ref().unwrap().admin, vec![DEFAULT_ADMIN]);
+        let names: Vec<&str> = a.guardrails.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["error-rate", "p99.9-latency", "vs-stable", "x_total"]
+        );
+        assert_eq!(a.guardrails[0].kind, Kind::ErrorRate { max: 0.05 });
+        assert_eq!(a.guardrails[1].severity, Severity::Warning);
+        assert!(
+            matches!(a.guardrails[1].kind, Kind::Latency { q, .. } if (q - 0.999).abs() < 1e-12)
+        );
+        assert_eq!(
+            a.guardrails[2].kind,
+            Kind::Compare {
+                ratio: 2.0,
+                alpha: 0.01
+            }
+        );
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        for (yaml, want) in [
+            ("{guardrails: []}", "analysis.guardrails: list at least one"),
+            ("{interval: 5x, guardrails: [{compare: {}}]}", "analysis.interval:"),
+            ("{interval: 10ms, guardrails: [{compare: {}}]}", "analysis.interval: must be at least 100ms"),
+            ("{guardrails: [{error_rate: {max: 101}}]}", "analysis.guardrails[0].error_rate.max: 101 is outside"),
+            ("{guardrails: [{compare: {}}, {latency: {quantile: q99, max_ms: 1}}]}", "analysis.guardrails[1].latency.quantile:"),
+            ("{guardrails: [{latency: {quantile: p99, max_ms: -1}}]}", "analysis.guardrails[0].latency.max_ms:"),
+            ("{guardrails: [{compare: {ratio: 1}}]}", "analysis.guardrails[0].compare.ratio:"),
+            ("{guardrails: [{compare: {alpha: 0.9}}]}", "analysis.guardrails[0].compare.alpha:"),
+            ("{guardrails: [{burn_rate: {}}]}", "analysis.guardrails[0].burn_rate: needs `analysis.slo`"),
+            ("{slo: 100, guardrails: [{compare: {}}]}", "analysis.slo:"),
+            ("{slo: 99, guardrails: [{burn_rate: {windows: [{long: 1m, short: 5m, factor: 2}]}}]}", "analysis.guardrails[0].burn_rate.windows[0].short: must not be longer"),
+            ("{guardrails: [{zero_tolerance: {}}]}", "analysis.guardrails[0].zero_tolerance: give exactly one"),
+            ("{guardrails: [{zero_tolerance: {metric: 'a{b=c}'}}]}", "analysis.guardrails[0].zero_tolerance.metric:"),
+            ("{guardrails: [{compare: {}, error_rate: {max: 1}}]}", "analysis.guardrails[0]: give exactly one"),
+            ("{guardrails: [{compare: {}}, {compare: {}}]}", "analysis.guardrails[1].name: \"vs-stable\" is used twice"),
+            ("{passes: 0, guardrails: [{compare: {}}]}", "analysis.passes: must be at least 1"),
+            ("{source: {}, guardrails: [{compare: {}}]}", "analysis.source: give exactly one"),
+            ("{source: {envoy: {admin: []}}, guardrails: [{compare: {}}]}", "analysis.source.envoy.admin: list at least one"),
+            ("{source: {envoy: {admin: ['ftp://x']}}, guardrails: [{compare: {}}]}", "analysis.source.envoy.admin[0]:"),
+            ("{source: {prometheus: {url: 'localhost'}}, guardrails: [{compare: {}}]}", "analysis.source.prometheus.url:"),
+        ] {
+            let got = field(yaml);
+            assert!(got.starts_with(want), "{yaml}\n got: {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn selectors_match_name_and_listed_labels() {
+        let s = Selector::parse(r#"linnet_override_rejected_total{rollout="web"}"#).unwrap();
+        let l = |v: &str| vec![("rollout".to_owned(), v.to_owned())];
+        assert!(s.matches("linnet_override_rejected_total", &l("web")));
+        assert!(!s.matches("linnet_override_rejected_total", &l("api")));
+        assert!(!s.matches("other", &l("web")));
+        assert!(Selector::parse("9lives").is_err());
+        assert_eq!(
+            s.to_string(),
+            r#"linnet_override_rejected_total{rollout="web"}"#
+        );
     }
 }

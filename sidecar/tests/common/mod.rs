@@ -6,11 +6,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use linnet_sidecar::api::{ApiConfig, App};
 use linnet_sidecar::auth::Auth;
-use linnet_sidecar::clock::{Clock, TokioClock};
+use linnet_sidecar::clock::{Clock, Millis, SharedClock, TokioClock};
 use linnet_sidecar::controller::Controller;
 use linnet_sidecar::metrics::Metrics;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,10 +25,31 @@ pub const EPOCH_MS: i64 = 1_767_225_600_000;
 pub struct Harness {
     pub app: App,
     pub ctl: Controller,
-    pub clock: Arc<TokioClock>,
+    pub clock: SharedClock,
     pub db: PathBuf,
     shutdown: watch::Sender<bool>,
-    driver: JoinHandle<()>,
+    /// The timers; absent when a test moves time and ticks by hand.
+    driver: Option<JoinHandle<()>>,
+}
+
+/// A clock that moves only when told, for tests that must not race the runtime's own
+/// (paused, auto-advancing) time.
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(at_ms: Millis) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicI64::new(at_ms)))
+    }
+
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 pub struct Reply {
@@ -67,9 +89,18 @@ impl Harness {
 
     pub fn open_with(db: &Path, epoch_ms: i64, config: ApiConfig) -> Harness {
         let clock = Arc::new(TokioClock::starting_at(epoch_ms));
+        Self::build(db, clock, config, true)
+    }
+
+    /// A sidecar on `db` reading `clock`, with no timer task: the test ticks.
+    pub fn open_manual(db: &Path, clock: SharedClock) -> Harness {
+        Self::build(db, clock, api_config(), false)
+    }
+
+    fn build(db: &Path, clock: SharedClock, config: ApiConfig, timers: bool) -> Harness {
         let ctl = Controller::open(db, clock.clone(), Arc::new(Metrics::new())).unwrap();
         let (shutdown, rx) = watch::channel(false);
-        let driver = ctl.spawn_driver(rx.clone());
+        let driver = timers.then(|| ctl.spawn_driver(rx.clone()));
         let app = App::new(ctl.clone(), config, rx);
         Harness {
             app,
@@ -89,7 +120,9 @@ impl Harness {
     pub async fn close(self) -> i64 {
         let now = self.now_ms();
         self.shutdown.send_replace(true);
-        self.driver.await.unwrap();
+        if let Some(d) = self.driver {
+            d.await.unwrap();
+        }
         now
     }
 

@@ -1,0 +1,410 @@
+//! Analysis driving real rollouts through the controller, with a scripted source and a
+//! manual clock (the test ticks; paused tokio time would jump ahead while the store works): promotion after passes, critical and warning failures, pauses for missing data
+//! and the resume after, zero tolerance, the explanation, and memory across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use linnet_sidecar::analysis::runner::{run_due, Sources};
+use linnet_sidecar::analysis::source::{Answer, Query, Source};
+use linnet_sidecar::analysis::spec::{EnvoySourceSpec, SourceSpec};
+use linnet_sidecar::analysis::window::{Histogram, Traffic, Window};
+use linnet_sidecar::analysis::Observed;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+/// What the scripted source answers next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Health {
+    /// Canary errors as often as stable (0.5%), 20 ms.
+    Good,
+    /// The canary's error rate, in percent.
+    Errors(f64),
+    /// The canary's every response takes this long.
+    SlowMs(f64),
+    Down,
+    NaN,
+    /// A zero-tolerance counter rose, and there is no traffic at all.
+    Violation,
+}
+
+struct Scripted {
+    health: Mutex<Health>,
+    queries: Mutex<Vec<Query>>,
+}
+
+impl Scripted {
+    fn set(&self, h: Health) {
+        *self.health.lock().unwrap() = h;
+    }
+
+    fn answer(&self, q: &Query) -> Result<Observed, String> {
+        self.queries.lock().unwrap().push(q.clone());
+        let h = *self.health.lock().unwrap();
+        // Per 10 s: 1,000 canary and 9,000 stable requests, scaled to the window.
+        let window = |span_ms: i64| {
+            let k = span_ms as f64 / 10_000.0;
+            let traffic = |n: f64, err_pct: f64, ms: f64| Traffic {
+                requests: n * k,
+                errors: n * k * err_pct / 100.0,
+                latency: Histogram::from_buckets(vec![(ms, n * k), (f64::INFINITY, n * k)])
+                    .unwrap(),
+            };
+            let (canary, stable) = match h {
+                Good => (traffic(1000.0, 0.5, 20.0), traffic(9000.0, 0.5, 20.0)),
+                Errors(p) => (traffic(1000.0, p, 20.0), traffic(9000.0, 0.5, 20.0)),
+                SlowMs(ms) => (traffic(1000.0, 0.5, ms), traffic(9000.0, 0.5, 20.0)),
+                NaN => (
+                    Traffic {
+                        requests: f64::NAN,
+                        errors: f64::NAN,
+                        latency: Histogram::default(),
+                    },
+                    traffic(9000.0, 0.5, 20.0),
+                ),
+                Violation | Down => (Traffic::default(), Traffic::default()),
+            };
+            Window {
+                span_ms,
+                covered_ms: span_ms,
+                canary,
+                stable,
+                counters: q
+                    .counters
+                    .iter()
+                    .map(|_| (h == Violation).then_some(1.0))
+                    .collect(),
+            }
+        };
+        use Health::*;
+        if h == Down {
+            return Err("127.0.0.1:9901/stats/prometheus: connection refused".into());
+        }
+        Ok(Observed {
+            increment: window(q.increment_ms),
+            windows: q.spans.iter().map(|s| window(*s)).collect(),
+        })
+    }
+}
+
+impl Source for Scripted {
+    fn observe<'a>(&'a self, query: &'a Query) -> Answer<'a> {
+        let r = self.answer(query);
+        Box::pin(async move { r })
+    }
+}
+
+const ANALYSED: &str = r#"
+name: web
+stickiness: [{header: x-user-id}]
+steps:
+  - {weight: 10, pause: 20s}
+  - {weight: 50, pause: 20s}
+  - {weight: 100}
+analysis:
+  interval: 10s
+  passes: 2
+  failure_limit: 3
+  nodata_limit: 2
+  min_requests: 100
+  slo: 99
+  guardrails:
+    - {error_rate: {max: 5}}
+    - {latency: {quantile: p99, max_ms: 150}, severity: warning}
+    - {compare: {ratio: 2, alpha: 0.01}}
+    - {burn_rate: {windows: [{long: 30s, short: 10s, factor: 10}]}, severity: warning}
+    - {zero_tolerance: {metric: 'linnet_override_rejected_total{rollout="web"}'}}
+"#;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    h: Harness,
+    clock: Arc<ManualClock>,
+    source: Arc<Scripted>,
+    sources: Sources,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(EPOCH_MS);
+    let h = Harness::open_manual(&dir.path().join("l.db"), clock.clone());
+    let source = Arc::new(Scripted {
+        health: Mutex::new(Health::Good),
+        queries: Mutex::new(Vec::new()),
+    });
+    let mut sources = Sources::default();
+    sources.insert(default_source(), source.clone());
+    Rig {
+        _dir: dir,
+        h,
+        clock,
+        source,
+        sources,
+    }
+}
+
+/// The spec's default: the local Envoy admin.
+fn default_source() -> SourceSpec {
+    SourceSpec {
+        envoy: Some(EnvoySourceSpec {
+            admin: vec!["127.0.0.1:9901".into()],
+        }),
+        prometheus: None,
+    }
+}
+
+impl Rig {
+    /// Lets `secs` pass, running analysis each second as the runner would.
+    async fn run_for(&mut self, secs: u64) {
+        for _ in 0..secs {
+            self.h.ctl.tick().await.unwrap();
+            run_due(&self.h.ctl, &mut self.sources).await.unwrap();
+            self.clock.advance(1000);
+        }
+    }
+
+    async fn state(&self) -> (String, u64, f64) {
+        let s = self.h.status("web").await;
+        (
+            s["state"].as_str().unwrap().to_owned(),
+            s["step"].as_u64().unwrap(),
+            s["weight"].as_f64().unwrap(),
+        )
+    }
+
+    async fn explain(&self) -> Value {
+        let r = self.h.get("/v1/rollouts/web/explain").await;
+        assert_eq!(r.status, hyper::StatusCode::OK, "{:?}", r.body);
+        r.json()
+    }
+
+    async fn events(&self, kind: &str) -> Vec<Value> {
+        let all = self.h.get("/v1/audit?rollout=web&limit=1000").await.json();
+        all["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_canary_is_promoted_after_passing_checks() {
+    let mut r = rig().await;
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    // 20 s pause, but two passes (10 s apart) are needed: step 1 at 20 s.
+    r.run_for(15).await;
+    assert_eq!(r.state().await, ("progressing".into(), 0, 10.0));
+    r.run_for(10).await;
+    assert_eq!(r.state().await, ("progressing".into(), 1, 50.0));
+    r.run_for(30).await;
+    assert_eq!(r.state().await.0, "promoted", "{:#}", r.explain().await);
+    let runs = r.events("analysis").await;
+    assert!(runs.len() >= 4, "{runs:?}");
+    assert!(runs.iter().all(|e| e["data"]["decision"] != "roll_back"));
+    // Each run carries every check and the numbers they were judged on.
+    let last = &runs[runs.len() - 1]["data"];
+    assert_eq!(last["checks"].as_array().unwrap().len(), 5);
+    assert!(
+        last["observed"]["increment"]["canary"]["requests"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let explain = r.explain().await;
+    let text = serde_json::to_string(&explain["timeline"]).unwrap();
+    assert!(text.contains("passed"), "{text}");
+    assert!(text.contains("the last step's pause elapsed"), "{text}");
+    // The source was asked for every window the guardrails judge, and the increment since
+    // the last run.
+    let q = r.source.queries.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(q.spans, vec![10_000, 30_000]);
+    assert_eq!(q.increment_ms, 10_000);
+    assert_eq!(q.counters.len(), 1);
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn a_critical_failure_rolls_back_at_the_first_run_that_sees_it() {
+    let mut r = rig().await;
+    r.source.set(Health::Errors(20.0));
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(1).await;
+    let (state, _, weight) = r.state().await;
+    assert_eq!((state.as_str(), weight), ("rolled_back", 0.0));
+    let back = r.events("rolled_back").await;
+    let reason = back[0]["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("critical guardrail error-rate failed"),
+        "{reason}"
+    );
+    assert!(reason.contains("20%"), "{reason}");
+    let explain = r.explain().await;
+    let details = serde_json::to_string(&explain["timeline"]).unwrap();
+    assert!(details.contains("error-rate (critical, fail)"), "{details}");
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn twice_the_errors_of_stable_are_caught_by_the_comparison() {
+    let mut r = rig().await;
+    // 1% against stable's 0.5%: under every absolute limit, but twice stable's rate.
+    r.source.set(Health::Errors(1.0));
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(120).await;
+    assert_eq!(r.state().await.0, "rolled_back");
+    let back = r.events("rolled_back").await;
+    let reason = back[0]["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("vs-stable"), "{reason}");
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn warnings_roll_back_only_after_the_failure_limit_in_a_row() {
+    let mut r = rig().await;
+    r.source.set(Health::SlowMs(400.0));
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(15).await; // runs at 0 s and 10 s: two warnings
+    assert_eq!(r.state().await.0, "progressing");
+    r.source.set(Health::Good);
+    r.run_for(10).await; // a pass resets the count
+    r.source.set(Health::SlowMs(400.0));
+    r.run_for(20).await; // two more: still under the limit of 3 in a row
+    assert_eq!(r.state().await.0, "progressing");
+    r.run_for(10).await;
+    assert_eq!(r.state().await.0, "rolled_back");
+    let reason = r.events("rolled_back").await[0]["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("p99-latency"), "{reason}");
+    assert!(reason.contains("3 failing checks in a row"), "{reason}");
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn missing_data_never_promotes_pauses_with_the_reason_and_resumes_after() {
+    for bad in [Health::Down, Health::NaN] {
+        let mut r = rig().await;
+        r.source.set(bad);
+        assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+        r.run_for(5).await;
+        assert_eq!(r.state().await.0, "progressing", "{bad:?}");
+        r.run_for(10).await; // the second run without data reaches the limit of 2
+        let (state, step, _) = r.state().await;
+        assert_eq!((state.as_str(), step), ("paused", 0), "{bad:?}");
+        let paused = r.events("paused").await;
+        let reason = paused[0]["data"]["reason"].as_str().unwrap();
+        assert!(reason.contains("no data"), "{reason}");
+        if bad == Health::Down {
+            assert!(reason.contains("connection refused"), "{reason}");
+        } else {
+            assert!(
+                reason.contains("not a number") || reason.contains("not finite"),
+                "{reason}"
+            );
+        }
+        // Long past every pause: still no promotion.
+        r.run_for(60).await;
+        assert_eq!(r.state().await.0, "paused", "{bad:?}");
+        r.source.set(Health::Good);
+        r.run_for(10).await;
+        assert_eq!(r.state().await.0, "progressing", "{bad:?}");
+        r.run_for(60).await;
+        assert_eq!(r.state().await.0, "promoted", "{bad:?}");
+        r.h.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_operator_pause_is_not_lifted_by_analysis() {
+    let mut r = rig().await;
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    assert_eq!(r.h.post("/v1/rollouts/web/pause", "").await.status, 200);
+    r.run_for(60).await;
+    assert_eq!(r.state().await.0, "paused");
+    // A paused rollout is not judged at all.
+    assert!(r.events("analysis").await.len() <= 1);
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn a_zero_tolerance_counter_rolls_back_at_once_even_without_traffic() {
+    let mut r = rig().await;
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(11).await;
+    r.source.set(Health::Violation);
+    r.run_for(10).await;
+    assert_eq!(r.state().await.0, "rolled_back");
+    let reason = r.events("rolled_back").await[0]["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("linnet_override_rejected_total"),
+        "{reason}"
+    );
+    assert!(reason.contains("rose by 1"), "{reason}");
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn passes_and_evidence_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let source = Arc::new(Scripted {
+        health: Mutex::new(Health::Errors(0.9)),
+        queries: Mutex::new(Vec::new()),
+    });
+    let mut sources = Sources::default();
+    sources.insert(default_source(), source.clone());
+    let clock = ManualClock::new(EPOCH_MS);
+    let h = Harness::open_manual(&db, clock.clone());
+    assert_eq!(h.create_yaml(ANALYSED).await.status, 201);
+    for _ in 0..11 {
+        run_due(&h.ctl, &mut sources).await.unwrap();
+        clock.advance(1000);
+    }
+    let before = h.status("web").await;
+    h.close().await;
+    let h = Harness::open_manual(&db, clock.clone());
+    let after = h.status("web").await;
+    assert_eq!(before["state"], after["state"]);
+    let audit = h.get("/v1/audit?rollout=web&limit=1000").await.json();
+    let runs: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "analysis")
+        .collect();
+    assert_eq!(runs.len(), 2);
+    // The evidence gathered before the restart is where the next run starts from.
+    clock.advance(10_000);
+    run_due(&h.ctl, &mut sources).await.unwrap();
+    clock.advance(10_000);
+    run_due(&h.ctl, &mut sources).await.unwrap();
+    let audit = h.get("/v1/audit?rollout=web&limit=1000").await.json();
+    let odds: Vec<f64> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "analysis")
+        .filter_map(|e| {
+            e["data"]["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["guardrail"] == "vs-stable")
+                .and_then(|c| c["observed"].as_f64())
+        })
+        .collect();
+    assert!(odds.len() >= 3, "{odds:?}");
+    assert!(
+        odds.windows(2).all(|w| w[1] > w[0]),
+        "evidence only grows for a canary erring more than stable: {odds:?}"
+    );
+    h.close().await;
+}
