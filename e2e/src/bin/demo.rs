@@ -1,33 +1,86 @@
-//! `make demo`: a stepped rollout told as it happens. It starts two backends that say who
-//! served, the `linnet` sidecar, and Envoy (two workers) from `envoy/demo.yaml` with the
-//! filter; creates the rollout in `examples/checkout.yaml`; sends bounded traffic from a few
-//! hundred users; and narrates each step, the weight, and the split measured from responses,
-//! until the rollout is promoted. Everything stays on 127.0.0.1 and stops by itself.
+//! `make demo`: three releases of `checkout`, each a rollout judged by analysis from Envoy's
+//! own stats, told as it happens. It starts two backends that say who served (the canary
+//! one can be made to fail or slow down), the `linnet` sidecar, and Envoy (two workers) from
+//! `envoy/demo.yaml` with the filter, sends bounded traffic from a few hundred users, and:
+//!
+//! 1. v2, healthy: promoted step by step (dark launch, 5%, 20%, 50%, 100%) with no human;
+//! 2. v3, 20% of answers are 500s: rolled back by itself during the dark launch;
+//! 3. v4, 200 ms slower, shipped without a dark launch: rolled back at 5%.
+//!
+//! The rollouts come from `examples/checkout.yaml`. Everything stays on 127.0.0.1 and stops
+//! by itself.
 
 use linnet_e2e::envoy::{Envoy, EnvoyConfig};
 use linnet_e2e::http::Request;
 use linnet_e2e::sidecar::{Sidecar, POLL_TOKEN};
-use linnet_e2e::upstream::Upstream;
+use linnet_e2e::upstream::{Faults, Upstream};
 use linnet_e2e::{repo_root, served_by, Error};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The demo ends by itself after this, promoted or not.
-const DEADLINE: Duration = Duration::from_secs(150);
+/// Each act ends by itself after this, whatever the rollout did.
+const ACT_DEADLINE: Duration = Duration::from_secs(120);
 const USERS: usize = 400;
+const CLIENTS: usize = 6;
 
-/// Requests served, by variant, since the last report; and stickiness violations overall.
+struct Act {
+    title: &'static str,
+    name: &'static str,
+    host: &'static str,
+    faults: Faults,
+    dark_launch: bool,
+    expect: &'static str,
+}
+
+const ACTS: [Act; 3] = [
+    Act {
+        title: "v2, a healthy release",
+        name: "checkout",
+        host: "checkout.local",
+        faults: Faults {
+            error_percent: 0.0,
+            delay_ms: 0,
+        },
+        dark_launch: true,
+        expect: "promoted",
+    },
+    Act {
+        title: "v3, which answers 500 to one request in five",
+        name: "checkout-v3",
+        host: "checkout-v3.local",
+        faults: Faults {
+            error_percent: 20.0,
+            delay_ms: 0,
+        },
+        dark_launch: true,
+        expect: "rolled_back",
+    },
+    Act {
+        title: "v4, 200 ms slower, shipped without a dark launch",
+        name: "checkout-v4",
+        host: "checkout-v4.local",
+        faults: Faults {
+            error_percent: 0.0,
+            delay_ms: 200,
+        },
+        dark_launch: false,
+        expect: "rolled_back",
+    },
+];
+
+/// What users saw since the last report.
 #[derive(Default)]
 struct Counts {
     stable: AtomicU64,
     canary: AtomicU64,
+    errors: AtomicU64,
     failed: AtomicU64,
-    /// A user seen on the canary who later got stable while the weight only rose.
-    flips: AtomicU64,
+    /// Answers that took longer than 100 ms.
+    slow: AtomicU64,
 }
 
 fn main() {
@@ -45,7 +98,7 @@ fn run() -> Result<(), Error> {
     result
 }
 
-fn demo(dir: &std::path::Path) -> Result<(), Error> {
+fn demo(dir: &Path) -> Result<(), Error> {
     say("starting two backends (stable, canary), the linnet sidecar, and Envoy with the filter");
     let stable = Upstream::start("stable")?;
     let canary = Upstream::start("canary")?;
@@ -62,65 +115,156 @@ fn demo(dir: &std::path::Path) -> Result<(), Error> {
     config.plugin_config(&plugin.to_string());
     let envoy = Envoy::start_workers(&config, 2)?;
     say(&format!(
-        "envoy on {}, sidecar on {}",
-        envoy.listener, sidecar.addr
+        "envoy on {} (admin {}), sidecar on {}",
+        envoy.listener, envoy.admin, sidecar.addr
     ));
-
-    let spec = repo_root().join("examples/checkout.yaml");
-    print!(
-        "{}",
-        sidecar.cli(&["rollout", "create", &spec.to_string_lossy()])?
-    );
-    say("the plan: mirror 100% (dark launch) → 5% → 20% → 50% → 100%, a pause after each step");
-    wait_for_snapshot(&sidecar, &envoy)?;
+    let example = load_example()?;
+    say("every rollout is judged every 3 s from Envoy's stats: error rate ≤ 10%, p99 ≤ 100 ms,");
+    say("errors against stable (sequential test), error-budget burn, and override abuse (zero tolerance)");
 
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (counts, stop, addr) = (counts.clone(), stop.clone(), envoy.listener);
-        thread::spawn(move || traffic(addr, &counts, &stop))
-    };
+    let act_index = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (counts, stop, act, addr) = (
+                counts.clone(),
+                stop.clone(),
+                act_index.clone(),
+                envoy.listener,
+            );
+            thread::spawn(move || traffic(c, addr, &counts, &stop, &act))
+        })
+        .collect();
 
+    let mut results = Vec::new();
+    for (i, act) in ACTS.iter().enumerate() {
+        canary
+            .set_faults(act.faults)
+            .map_err(|e| Error::new(format!("canary faults: {e}")))?;
+        act_index.store(i, Ordering::Relaxed);
+        say("");
+        say(&format!("══ act {}: {} ══", i + 1, act.title));
+        let result = play(act, &example, dir, &sidecar, &envoy, &counts);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        results.push(result);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+
+    say("");
+    say("══ summary ══");
+    let mut all_as_expected = true;
+    for (act, (outcome, secs, reason)) in ACTS.iter().zip(&results) {
+        let ok = outcome == act.expect;
+        all_as_expected &= ok;
+        say(&format!(
+            "{:<12} {:<12} after {secs:>3}s{}  {}",
+            act.name,
+            outcome,
+            if ok { "" } else { " (NOT as expected)" },
+            reason
+        ));
+    }
+    say(&format!(
+        "requests: stable backend {}, canary backend {} live + {} shadow copies; {} failed to connect",
+        stable.count(|_| true),
+        canary.count(|r| !r.is_shadow()),
+        canary.count(|r| r.is_shadow()),
+        counts.failed.load(Ordering::Relaxed)
+    ));
+    say("the whole story of a rollout, in plain words: linnet explain <rollout>");
+    if all_as_expected {
+        Ok(())
+    } else {
+        Err(Error::new("an act did not end as expected"))
+    }
+}
+
+/// Runs one act: creates its rollout, narrates each second, and returns the outcome, the
+/// seconds it took and the reason of its last transition.
+fn play(
+    act: &Act,
+    example: &Value,
+    dir: &Path,
+    sidecar: &Sidecar,
+    envoy: &Envoy,
+    counts: &Counts,
+) -> Result<(String, u64, String), Error> {
+    let spec = spec_for(act, example, envoy);
+    let path = dir.join(format!("{}.json", act.name));
+    std::fs::write(&path, spec.to_string()).map_err(Error::io("write the rollout spec"))?;
+    sidecar.cli(&["rollout", "create", &path.to_string_lossy()])?;
+    let plan: Vec<String> = spec["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| match (s["weight"].as_f64(), s["mirror"].as_f64()) {
+            (Some(w), _) => format!("{w}%"),
+            (None, Some(m)) => format!("mirror {m}%"),
+            _ => "?".into(),
+        })
+        .collect();
+    say(&format!(
+        "rollout {} created: {}",
+        act.name,
+        plan.join(" → ")
+    ));
     let started = Instant::now();
-    let mut last_step = None;
+    let mut after = 0i64;
     let mut outcome = String::from("deadline reached");
-    let mut shares: Vec<(f64, f64)> = Vec::new();
-    while started.elapsed() < DEADLINE {
+    let mut last_reason = String::new();
+    while started.elapsed() < ACT_DEADLINE {
         thread::sleep(Duration::from_secs(1));
-        let s = sidecar.get_json("/v1/rollouts/checkout")?;
-        let (state, step, weight) = (
-            s["state"].as_str().unwrap_or("?").to_owned(),
-            s["step"].as_u64().unwrap_or(0),
-            s["weight"].as_f64().unwrap_or(0.0),
-        );
+        let s = sidecar.get_json(&format!("/v1/rollouts/{}", act.name))?;
+        let state = s["state"].as_str().unwrap_or("?").to_owned();
+        let weight = s["weight"].as_f64().unwrap_or(0.0);
         let mirror = s["mirror"]["percent"].as_f64().unwrap_or(0.0);
-        if last_step != Some(step) {
-            say(&format!(
-                "── step {} of 5: weight {weight}%, mirror {mirror}% ({state})",
-                step + 1
-            ));
-            last_step = Some(step);
-        }
-        let (st, ca) = (
+        let (st, ca, err, slow) = (
             counts.stable.swap(0, Ordering::Relaxed),
             counts.canary.swap(0, Ordering::Relaxed),
+            counts.errors.swap(0, Ordering::Relaxed),
+            counts.slow.swap(0, Ordering::Relaxed),
         );
-        let total = st + ca;
-        let share = if total == 0 {
-            0.0
-        } else {
-            ca as f64 * 100.0 / total as f64
-        };
-        shares.push((weight, share));
-        let shadow = canary.count(|r| r.is_shadow());
-        let pause = s["remaining_pause_ms"]
-            .as_u64()
-            .map(|ms| format!(", next step in {}s", ms.div_ceil(1000)))
-            .unwrap_or_default();
+        let total = (st + ca).max(1);
         say(&format!(
-            "[{:>3}s] {state:<11} weight {weight:>5.1}% | last second: {total:>5} requests, canary {share:>5.1}% | shadow copies so far {shadow}{pause}",
-            started.elapsed().as_secs()
+            "[{:>3}s] {state:<11} weight {weight:>3}%{} | users: {:>4} req/s, {:>5.1}% on canary, {err} errors, {slow} slower than 100 ms",
+            started.elapsed().as_secs(),
+            if mirror > 0.0 { format!(" + mirror {mirror}%") } else { String::new() },
+            st + ca,
+            ca as f64 * 100.0 / total as f64,
         ));
+        let events = sidecar.get_json(&format!(
+            "/v1/audit?rollout={}&after={after}&limit=100",
+            act.name
+        ))?;
+        for e in events["events"].as_array().into_iter().flatten() {
+            after = e["id"].as_i64().unwrap_or(after);
+            let d = &e["data"];
+            let reason = d["reason"].as_str().unwrap_or("").to_owned();
+            match e["kind"].as_str().unwrap_or("") {
+                "analysis" => {
+                    let decision = d["decision"].as_str().unwrap_or("?");
+                    say(&format!(
+                        "        check ({}): {decision}: {reason}",
+                        d["subject"].as_str().unwrap_or("?")
+                    ));
+                }
+                "created" => {}
+                kind => {
+                    say(&format!("        ▶ {kind}: {reason}"));
+                    last_reason = reason;
+                }
+            }
+        }
         if matches!(
             state.as_str(),
             "promoted" | "rolled_back" | "aborted" | "timed_out"
@@ -129,114 +273,84 @@ fn demo(dir: &std::path::Path) -> Result<(), Error> {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = traffic.join();
+    let secs = started.elapsed().as_secs();
+    say(&format!("── linnet explain {}", act.name));
+    print!("{}", sidecar.cli(&["explain", act.name, "--limit", "60"])?);
+    Ok((outcome, secs, last_reason))
+}
 
-    say("── summary");
-    say(&format!(
-        "outcome: {outcome} after {}s",
-        started.elapsed().as_secs()
-    ));
-    say(&format!(
-        "requests: stable backend {} (+{} shadow copies at the canary), canary backend {} live, {} failed",
-        stable.count(|_| true),
-        canary.count(|r| r.is_shadow()),
-        canary.count(|r| !r.is_shadow()),
-        counts.failed.load(Ordering::Relaxed)
-    ));
-    say(&format!(
-        "stickiness: {} user(s) went back from canary to stable while the weight rose (expected 0)",
-        counts.flips.load(Ordering::Relaxed)
-    ));
-    let mut by_weight: Vec<(f64, f64, usize)> = Vec::new();
-    for (w, share) in shares.iter().filter(|(w, _)| *w > 0.0) {
-        match by_weight.iter_mut().find(|(bw, _, _)| bw == w) {
-            Some(e) => {
-                e.1 += share;
-                e.2 += 1;
+/// The example rollout, as JSON.
+fn load_example() -> Result<Value, Error> {
+    let path = repo_root().join("examples/checkout.yaml");
+    let text = std::fs::read_to_string(&path).map_err(Error::io("read examples/checkout.yaml"))?;
+    serde_yaml::from_str(&text).map_err(|e| Error::new(format!("examples/checkout.yaml: {e}")))
+}
+
+/// The example, renamed for the act, reading this Envoy's admin, with or without its dark
+/// launch.
+fn spec_for(act: &Act, example: &Value, envoy: &Envoy) -> Value {
+    let mut spec = example.clone();
+    spec["name"] = act.name.into();
+    spec["match"]["authority"] = act.host.into();
+    spec["analysis"]["source"]["envoy"]["admin"] = serde_json::json!([envoy.admin.to_string()]);
+    if let Some(guards) = spec["analysis"]["guardrails"].as_array_mut() {
+        for g in guards {
+            if let Some(m) = g["zero_tolerance"]["metric"].as_str() {
+                let m = m.replace("rollout=\"checkout\"", &format!("rollout=\"{}\"", act.name));
+                g["zero_tolerance"]["metric"] = m.into();
             }
-            None => by_weight.push((*w, *share, 1)),
         }
     }
-    for (w, sum, n) in by_weight {
-        say(&format!(
-            "weight {w:>5.1}%: measured canary share {:.1}% (mean of {n} one-second samples)",
-            sum / n as f64
-        ));
-    }
-    if outcome == "promoted" {
-        Ok(())
-    } else {
-        Err(Error::new(format!("the rollout ended {outcome}")))
-    }
-}
-
-/// Waits (bounded) until Envoy routes by the snapshot the sidecar serves now.
-fn wait_for_snapshot(sidecar: &Sidecar, envoy: &Envoy) -> Result<(), Error> {
-    let metrics = linnet_e2e::http::admin_get(sidecar.addr, "/metrics")?.1;
-    let served: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("linnet_snapshot_version ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| Error::new("the sidecar reports no snapshot version"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while envoy
-        .stat("wasmcustom.linnet_snapshot_version")?
-        .unwrap_or(0)
-        < served
-    {
-        if Instant::now() > deadline {
-            return Err(Error::new(
-                "Envoy did not receive the sidecar's snapshot within 10 s",
-            ));
+    if !act.dark_launch {
+        if let Some(steps) = spec["steps"].as_array_mut() {
+            steps.retain(|s| s["weight"].is_number());
         }
-        thread::sleep(Duration::from_millis(10));
     }
-    say(&format!("envoy routes by snapshot version {served}"));
-    Ok(())
+    spec
 }
 
-/// Users send requests one after another on a keep-alive connection until told to stop.
-fn traffic(addr: std::net::SocketAddr, counts: &Counts, stop: &AtomicBool) {
+/// Users send requests one after another on keep-alive connections until told to stop; each
+/// client thread has its own share of the users.
+fn traffic(
+    client_no: usize,
+    addr: std::net::SocketAddr,
+    counts: &Counts,
+    stop: &AtomicBool,
+    act: &AtomicUsize,
+) {
     let mut client = linnet_e2e::http::Client::new(addr);
-    let mut on_canary: HashMap<usize, bool> = HashMap::new();
-    let mut flipped: HashSet<usize> = HashSet::new();
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + ACT_DEADLINE * 3;
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        let user = i % USERS;
+        let user = (i * CLIENTS + client_no) % USERS;
         i += 1;
+        let host = ACTS
+            .get(act.load(Ordering::Relaxed))
+            .map_or("checkout.local", |a| a.host);
         let req = Request::get("/")
-            .host("checkout.local")
+            .host(host)
             .header("x-user-id", format!("user-{user}"));
-        match client
-            .send(&req)
-            .ok()
-            .as_ref()
-            .and_then(served_by)
-            .as_deref()
-        {
-            Some("canary") => {
-                counts.canary.fetch_add(1, Ordering::Relaxed);
-                on_canary.insert(user, true);
-            }
-            Some("stable") => {
-                counts.stable.fetch_add(1, Ordering::Relaxed);
-                if on_canary.insert(user, false) == Some(true) && flipped.insert(user) {
-                    counts.flips.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        match client.send(&req) {
+            Ok(resp) => {
+                if sent.elapsed() > Duration::from_millis(100) {
+                    counts.slow.fetch_add(1, Ordering::Relaxed);
                 }
+                if resp.status >= 500 {
+                    counts.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                match served_by(&resp).as_deref() {
+                    Some("canary") => counts.canary.fetch_add(1, Ordering::Relaxed),
+                    _ => counts.stable.fetch_add(1, Ordering::Relaxed),
+                };
             }
-            _ => {
+            Err(_) => {
                 counts.failed.fetch_add(1, Ordering::Relaxed);
                 client = linnet_e2e::http::Client::new(addr);
             }
         }
-        // About 1,000 requests a second: plenty to see the split, gentle on two cores.
-        thread::sleep(Duration::from_micros(900));
+        // About 100 requests a second per client: plenty to judge, gentle on two cores.
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -142,7 +142,7 @@ pub fn judge(
         .enumerate()
         .map(|(i, g)| {
             let (verdict, observed_value, limit, text) = match observed {
-                Err(why) => (Verdict::NoData, None, None, format!("no data: {why}")),
+                Err(why) => (Verdict::NoData, None, None, why.to_owned()),
                 Ok(obs) => one(analysis, g, i, obs, subject, memory),
             };
             Check {
