@@ -202,6 +202,22 @@ fn validate(path: &PathBuf) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" → ")
     );
+    if let Some(a) = &plan.analysis {
+        let source = match (&a.source.envoy, &a.source.prometheus) {
+            (Some(e), _) => format!("Envoy admin {}", e.admin.join(", ")),
+            (_, Some(p)) => format!("Prometheus at {}", p.url),
+            _ => "?".into(),
+        };
+        println!(
+            "analysis every {}, from {source}: {}",
+            crate::analysis::judge::dur(a.interval_ms),
+            a.guardrails
+                .iter()
+                .map(|g| format!("{} ({})", g.name, g.severity.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 
