@@ -24,6 +24,7 @@ bench: wasm
 	$(CARGO) build --release -p linnet-sidecar
 	scripts/bench-envoy.sh
 	scripts/bench-sidecar.sh
+	$(CARGO) run --release -p linnet-sidecar --example decision_quality
 
 demo: wasm
 	$(CARGO) build -p linnet-sidecar -p linnet-e2e --bins

@@ -247,7 +247,10 @@ fn one(
             let ev = memory.evidence.entry(g.name.clone()).or_default();
             let inc = &obs.increment;
             if inc.canary.is_finite() && inc.stable.is_finite() {
-                ev.llr += llr_increment(&inc.canary, &inc.stable, *ratio);
+                // Floored at Wald's acceptance boundary ln(alpha): a long healthy start must
+                // not bury a canary that turns bad later.
+                let floor = alpha.ln();
+                ev.llr = (ev.llr + llr_increment(&inc.canary, &inc.stable, *ratio)).max(floor);
                 ev.canary_requests += inc.canary.requests.max(0.0);
                 ev.canary_errors += inc.canary.errors.max(0.0);
                 ev.stable_requests += inc.stable.requests.max(0.0);
@@ -619,6 +622,34 @@ mod tests {
         // The base rate cancels out: ten times the traffic and errors is ten times the evidence.
         let big = llr_increment(&traffic(10_000.0, 100.0), &traffic(90_000.0, 450.0), r);
         assert!((big - 10.0 * worse).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_canary_that_turns_bad_late_is_caught_quickly() {
+        let a = analysis("{min_requests: 100, guardrails: [{compare: {ratio: 2, alpha: 0.01}}]}");
+        let run = |m: &mut Memory, canary_pct: f64| {
+            // One minute at 50% of 200 req/s; expected errors, stable at 0.5%.
+            let obs = Observed {
+                increment: window(
+                    60_000,
+                    traffic(6000.0, 6000.0 * canary_pct / 100.0),
+                    traffic(6000.0, 30.0),
+                ),
+                windows: vec![],
+            };
+            judge(&a, Ok(&obs), "canary", m)[0].verdict
+        };
+        let mut m = Memory::default();
+        for _ in 0..60 {
+            assert_eq!(run(&mut m, 0.5), Verdict::Pass);
+        }
+        assert!((m.evidence["vs-stable"].llr - 0.01_f64.ln()).abs() < 1e-9);
+        let mut minutes = 1;
+        while run(&mut m, 1.0) != Verdict::Fail {
+            minutes += 1;
+            assert!(minutes < 10, "a late 2x canary was not caught");
+        }
+        assert!(minutes <= 3, "{minutes}");
     }
 
     #[test]

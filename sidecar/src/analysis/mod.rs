@@ -5,6 +5,7 @@ pub mod envoy;
 pub mod judge;
 pub mod prometheus;
 pub mod runner;
+pub mod sim;
 pub mod source;
 pub mod spec;
 pub mod text;
