@@ -7,6 +7,7 @@ pub mod envoy;
 pub mod http;
 pub mod prometheus;
 pub mod sidecar;
+pub mod traffic;
 pub mod upstream;
 
 use envoy::{Envoy, EnvoyConfig};

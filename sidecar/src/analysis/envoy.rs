@@ -20,6 +20,8 @@ use std::time::Duration;
 /// History kept per admin: enough for the longest window asked, and never more scrapes.
 const MAX_SCRAPES: usize = 4096;
 const KEEP_EXTRA_MS: Millis = 60_000;
+/// How long a histogram merge started by an admin read is given before the scrape.
+const FLUSH_WAIT: Duration = Duration::from_millis(50);
 
 /// Filter metrics and the cluster stats that describe a shadow cluster.
 const NAMES: [&str; 4] = [
@@ -74,6 +76,14 @@ impl EnvoySource {
             .unwrap_or(0);
         let mut per_admin = Vec::with_capacity(self.admins.len());
         for admin in &self.admins {
+            // With `stats_flush_on_admin`, an admin stats read starts a histogram merge that
+            // finishes after the answer: read once to start it, so the scrape sees this
+            // interval's latencies rather than the previous one's.
+            admin
+                .client
+                .send(Method::GET, "/stats?filter=^linnet_flush$", None)
+                .await?;
+            tokio::time::sleep(FLUSH_WAIT).await;
             let path = "/stats/prometheus?usedonly";
             let (status, body) = admin.client.send(Method::GET, path, None).await?;
             if !status.is_success() {

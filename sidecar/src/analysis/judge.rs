@@ -459,11 +459,24 @@ pub fn decide(analysis: &Analysis, checks: &[Check], memory: &mut Memory) -> Dec
     if let Some(first) = missing.first() {
         memory.passes = 0;
         memory.nodata = memory.nodata.saturating_add(1);
-        let mut why = format!("no data for {}: {}", first.guardrail, first.text);
-        if missing.len() > 1 {
+        // One cause for every guardrail (the source is down): say it once, blaming none.
+        let one_cause =
+            missing.len() == checks.len() && missing.iter().all(|c| c.text == first.text);
+        let mut why = if one_cause {
+            format!("no data: {}", first.text)
+        } else {
+            format!("no data for {}: {}", first.guardrail, first.text)
+        };
+        if missing.len() > 1 && !one_cause {
             let _ = write!(why, " (and {} more guardrails)", missing.len() - 1);
         }
-        if memory.nodata >= analysis.nodata_limit && !memory.paused {
+        if memory.paused {
+            return Decision::Hold(format!(
+                "{why} (still paused: {} checks in a row without data)",
+                memory.nodata
+            ));
+        }
+        if memory.nodata >= analysis.nodata_limit {
             memory.paused = true;
             return Decision::Pause(format!(
                 "{why}; {} checks in a row without data, so the rollout is paused until data is back",

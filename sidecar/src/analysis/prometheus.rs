@@ -33,7 +33,15 @@ impl PrometheusSource {
     /// The samples of an instant query: `(labels, value)` per series.
     async fn query(&self, promql: &str) -> Result<Vec<(Value, f64)>, String> {
         let path = format!("/api/v1/query?query={}", encode(promql));
-        let (status, body) = self.client.send(Method::GET, &path, None).await?;
+        let (status, body) = self
+            .client
+            .send(Method::GET, &path, None)
+            .await
+            .map_err(|e| {
+                // The client names the whole URL, query included; the server is what matters.
+                let cause = e.rsplit(": ").next().unwrap_or(&e);
+                format!("Prometheus at {} did not answer: {cause}", self.url)
+            })?;
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
             format!(
                 "{}/api/v1/query answered {status} with a body that is not JSON",

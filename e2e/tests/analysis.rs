@@ -1,0 +1,635 @@
+//! SLO analysis end to end: the `linnet` sidecar drives a real Envoy (through the filter's
+//! long-poll) while background load runs, judges the canary from real metrics — the Envoy
+//! admin's, or a real Prometheus scraping that Envoy every second — and promotes, rolls back
+//! or pauses on its own. Every assertion reads the sidecar's API: the rollout's state, its
+//! audit events (each analysis run with its checks) and its explained timeline.
+//!
+//! Needs `.venv/bin/envoy` and `/usr/bin/prometheus` (`make setup`), `dist/linnet.wasm`
+//! (`make wasm`) and the `linnet` binary (`cargo build -p linnet-sidecar`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use linnet_e2e::envoy::{Envoy, EnvoyConfig};
+use linnet_e2e::http::Request;
+use linnet_e2e::prometheus::Prometheus;
+use linnet_e2e::sidecar::{Sidecar, POLL_TOKEN};
+use linnet_e2e::traffic::{Load, LoadConfig};
+use linnet_e2e::upstream::{Faults, Upstream};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const ROLLOUT: &str = "checkout";
+const HOST: &str = "checkout.local";
+const OVERRIDE_TOKEN: &str = "e2e-override-token";
+/// Every wait on the sidecar is bounded by this: far above the slowest rollout here (about
+/// seven analysis runs), so only a stuck rollout reaches it.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// The background load stops by itself after this long, whatever the test does.
+const LOAD_LIMIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(50);
+/// Room for the sidecar's own work on top of the analysis schedule when timing a rollback:
+/// a scrape and two store commits in a debug build, on two cores shared with Envoy, the
+/// load and another test.
+const SCHEDULING_ALLOWANCE_MS: i64 = 500;
+
+/// Where analysis reads its numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The Envoy admin, scraped by the sidecar itself at each run.
+    Envoy,
+    /// A real Prometheus scraping that admin every second.
+    Prometheus,
+}
+
+// === impl Source ===
+
+impl Source {
+    /// The analysis interval, which is also each guardrail's window. The envoy source needs
+    /// two of its own scrapes, one interval apart. Prometheus's `increase()` needs two samples
+    /// of a series inside the window: three 1 s scrapes leave room for jitter.
+    fn interval(self) -> Duration {
+        match self {
+            Source::Envoy => Duration::from_secs(2),
+            Source::Prometheus => Duration::from_secs(3),
+        }
+    }
+}
+
+/// A directory removed on drop, unless the test failed (then it keeps the logs).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the sidecar's and Prometheus's logs are kept in {}",
+                self.0.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Everything one test runs: fields drop in order, so the load stops before Envoy goes.
+struct Rig {
+    load: Option<Load>,
+    prometheus: Option<Prometheus>,
+    envoy: Envoy,
+    sidecar: Sidecar,
+    _stable: Upstream,
+    canary: Upstream,
+    dir: TempDir,
+}
+
+// === impl Rig ===
+
+impl Rig {
+    /// A sidecar, the upstreams, an Envoy whose filter polls the sidecar (with no rollout of
+    /// its own), Prometheus when the source is `prometheus`, and the load already running.
+    fn start(name: &str, source: Source) -> Rig {
+        let dir =
+            std::env::temp_dir().join(format!("linnet-e2e-analysis-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir(dir);
+        let sidecar = Sidecar::start(&dir.0).unwrap();
+        let stable = Upstream::start("stable").unwrap();
+        let canary = Upstream::start("canary").unwrap();
+        let mut config = EnvoyConfig::demo(stable.port(), canary.port()).unwrap();
+        config
+            .cluster_port("linnet_sidecar", sidecar.addr.port())
+            .unwrap();
+        config.plugin_config(
+            &json!({
+                "rollouts": [],
+                "sidecar": {"cluster": "linnet_sidecar", "token": POLL_TOKEN, "poll_timeout_ms": 5000}
+            })
+            .to_string(),
+        );
+        let envoy = Envoy::start(&config).unwrap();
+        let prometheus = (source == Source::Prometheus).then(|| {
+            let p = Prometheus::start(
+                &dir.0.join("prometheus"),
+                &[envoy.admin],
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            // Prometheus applies its targets a few seconds after it is ready: wait for two
+            // scrapes, so the rollout starts on a source that is already collecting, as the
+            // envoy source is from its first run.
+            p.wait_for(r#"count_over_time(up{job="envoy"}[1m])"#, PATIENCE, |n| {
+                n >= 2.0
+            })
+            .unwrap();
+            p
+        });
+        let load = Load::start(envoy.listener, &LoadConfig::new(HOST, LOAD_LIMIT)).unwrap();
+        Rig {
+            load: Some(load),
+            prometheus,
+            envoy,
+            sidecar,
+            _stable: stable,
+            canary,
+            dir,
+        }
+    }
+
+    fn prometheus(&mut self) -> &mut Prometheus {
+        self.prometheus.as_mut().expect("a rig with Prometheus")
+    }
+
+    /// The `source:` of the analysis section.
+    fn source_yaml(&self) -> String {
+        match &self.prometheus {
+            None => format!("{{envoy: {{admin: ['{}']}}}}", self.envoy.admin),
+            Some(p) => format!("{{prometheus: {{url: '{}'}}}}", p.url()),
+        }
+    }
+
+    fn create(&self, yaml: &str) {
+        let path = self.dir.0.join("rollout.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        self.sidecar
+            .cli(&["rollout", "create", &path.to_string_lossy()])
+            .unwrap();
+    }
+
+    /// `GET /v1/rollouts/checkout`.
+    fn status(&self) -> Value {
+        self.sidecar
+            .get_json(&format!("/v1/rollouts/{ROLLOUT}"))
+            .unwrap()
+    }
+
+    /// The rollout's audit events, oldest first.
+    fn events(&self) -> Vec<Value> {
+        let v = self
+            .sidecar
+            .get_json(&format!("/v1/audit?rollout={ROLLOUT}&limit=1000"))
+            .unwrap();
+        v["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET /v1/rollouts/checkout/explain`: the timeline's lines.
+    fn explain(&self) -> Vec<Value> {
+        let v = self
+            .sidecar
+            .get_json(&format!("/v1/rollouts/{ROLLOUT}/explain?limit=1000"))
+            .unwrap();
+        v["timeline"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// What to read when a wait fails: the timeline in words and the sidecar's last lines.
+    fn story(&self) -> String {
+        let mut out = String::from("timeline:\n");
+        for line in self.explain() {
+            out.push_str(&format!(
+                "  {} {}\n",
+                line["kind"].as_str().unwrap_or("?"),
+                line["text"].as_str().unwrap_or("")
+            ));
+            for d in line["details"].as_array().into_iter().flatten() {
+                out.push_str(&format!("      {}\n", d.as_str().unwrap_or("")));
+            }
+        }
+        let log = self.sidecar.log();
+        let lines: Vec<&str> = log.lines().collect();
+        out.push_str("sidecar log (tail):\n");
+        out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+        if let Some(load) = &self.load {
+            out.push_str(&format!("\nload: {:?}", load.counts()));
+        }
+        out
+    }
+
+    /// Polls `f` until it returns something, for at most `timeout`.
+    fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Rig) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after {timeout:?}\n{}",
+                self.story()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for the rollout to be in `state`; fails at once if it ends in another.
+    fn wait_state(&self, state: &str) -> Value {
+        self.wait(&format!("state {state}"), PATIENCE, |rig| {
+            let s = rig.status();
+            let now = s["state"].as_str().unwrap_or("?").to_owned();
+            if now == state {
+                return Some(s);
+            }
+            let terminal = ["promoted", "rolled_back", "aborted", "timed_out"];
+            assert!(
+                !terminal.contains(&now.as_str()),
+                "waiting for {state}, the rollout ended {now}\n{}",
+                rig.story()
+            );
+            None
+        })
+    }
+
+    /// Waits for an analysis run after event `after` with this decision; returns it.
+    fn wait_run(&self, after: i64, decision: &str) -> Value {
+        self.wait(&format!("a {decision} run"), PATIENCE, |rig| {
+            rig.events().into_iter().find(|e| {
+                id(e) > after && e["kind"] == "analysis" && e["data"]["decision"] == decision
+            })
+        })
+    }
+
+    /// Waits until the canary upstream has had no request for a second: the rollout's
+    /// weight 0 has reached Envoy.
+    fn wait_canary_quiet(&self) {
+        let mut last = (self.canary.count(|_| true), Instant::now());
+        self.wait("the canary left alone", PATIENCE, |rig| {
+            let n = rig.canary.count(|_| true);
+            if n != last.0 {
+                last = (n, Instant::now());
+            }
+            (last.1.elapsed() >= Duration::from_secs(1)).then_some(())
+        });
+    }
+}
+
+/// The rollout from the issue's example: steps of 10% and 50% that each last one
+/// interval, then 100%, judged by four critical guardrails.
+fn rollout(interval: Duration, source: &str, extra: &str) -> String {
+    let i = format!("{}ms", interval.as_millis());
+    format!(
+        r#"name: {ROLLOUT}
+match: {{authority: {HOST}}}
+stickiness: [{{header: x-user-id}}]
+override: {{header: x-linnet-override, token_header: x-linnet-token, token: {OVERRIDE_TOKEN}}}
+steps: [{{weight: 10, pause: {i}}}, {{weight: 50, pause: {i}}}, {{weight: 100}}]
+analysis:
+  interval: {i}
+  source: {source}
+  passes: 2
+  min_requests: 20
+  slo: 99{extra}
+  guardrails:
+    - {{error_rate: {{max: 5}}}}
+    - {{latency: {{quantile: p99, max_ms: 150}}, severity: critical}}
+    - {{compare: {{ratio: 2, alpha: 0.01}}}}
+    - {{zero_tolerance: {{metric: 'linnet_override_rejected_total{{rollout="{ROLLOUT}"}}'}}}}
+"#
+    )
+}
+
+fn id(event: &Value) -> i64 {
+    event["id"].as_i64().unwrap_or(0)
+}
+
+fn at_ms(event: &Value) -> i64 {
+    event["at_ms"].as_i64().unwrap_or(0)
+}
+
+fn runs(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["kind"] == "analysis").collect()
+}
+
+fn decision(run: &Value) -> &str {
+    run["data"]["decision"].as_str().unwrap_or("?")
+}
+
+fn reason(event: &Value) -> &str {
+    event["data"]["reason"].as_str().unwrap_or("")
+}
+
+/// The check of one guardrail in a run.
+fn check<'a>(run: &'a Value, guardrail: &str) -> &'a Value {
+    run["data"]["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["guardrail"] == guardrail))
+        .unwrap_or_else(|| panic!("no {guardrail} check in {run}"))
+}
+
+fn first<'a>(events: &'a [Value], kind: &str) -> Option<&'a Value> {
+    events.iter().find(|e| e["kind"] == kind)
+}
+
+/// The most recent transition in a status, as `(to, reason)`.
+fn last_transition(status: &Value) -> (String, String) {
+    let t = status["transitions"]
+        .as_array()
+        .and_then(|ts| ts.last())
+        .unwrap_or_else(|| panic!("no transition in {status}"));
+    (
+        t["to"].as_str().unwrap_or("").to_owned(),
+        t["reason"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+// === scenarios, for either source ===
+
+/// A healthy canary steps through 10%, 50% and 100% to `promoted` on passing checks alone.
+fn promoted_with_no_human(source: Source, name: &str) {
+    let mut rig = Rig::start(name, source);
+    let started = Instant::now();
+    rig.create(&rollout(source.interval(), &rig.source_yaml(), ""));
+    let status = rig.wait_state("promoted");
+    eprintln!("{source:?}: promoted after {:?}", started.elapsed());
+    assert_eq!(status["weight"], 100.0);
+
+    let events = rig.events();
+    let runs = runs(&events);
+    // Each step advanced only after its two passing checks, and nothing went wrong.
+    for step in 0..3 {
+        let passes = runs
+            .iter()
+            .filter(|r| r["data"]["step"] == step && decision(r) == "pass")
+            .count();
+        assert!(passes >= 2, "step {step}: {passes} passes\n{}", rig.story());
+    }
+    for r in &runs {
+        assert!(
+            matches!(decision(r), "pass" | "hold"),
+            "run {r}\n{}",
+            rig.story()
+        );
+    }
+    // No human in the loop: every transition after the creation was the sidecar's own.
+    let moves: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] != "analysis" && e["kind"] != "created")
+        .collect();
+    let kinds: Vec<&str> = moves.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["started", "step", "step", "promoted"],
+        "{}",
+        rig.story()
+    );
+    for e in moves {
+        assert!(!reason(e).contains("operator"), "{e}");
+    }
+    let timeline = rig.explain();
+    assert_eq!(timeline.last().unwrap()["kind"], "promoted");
+
+    let counts = rig.load.take().unwrap().stop();
+    eprintln!("{source:?}: load {counts:?}");
+    assert!(counts.canary > 0 && counts.stable > 0, "{counts:?}");
+    assert_eq!(counts.server_errors, 0, "{counts:?}");
+}
+
+/// A canary failing 20% of its requests is rolled back by the error-rate guardrail; returns
+/// the time from entering a weighted step to the rollback, by the events' timestamps.
+fn rolled_back_on_errors(source: Source, name: &str) -> i64 {
+    let rig = Rig::start(name, source);
+    rig.canary
+        .set_faults(Faults {
+            error_percent: 20.0,
+            delay_ms: 0,
+        })
+        .unwrap();
+    rig.create(&rollout(source.interval(), &rig.source_yaml(), ""));
+    let status = rig.wait_state("rolled_back");
+    assert_eq!(status["weight"], 0.0);
+    let (to, why) = last_transition(&status);
+    assert_eq!(to, "rolled_back");
+    assert!(why.contains("error-rate"), "{why}");
+
+    let events = rig.events();
+    let entered = events
+        .iter()
+        .find(|e| e["data"]["to"] == "progressing" && e["data"]["weight"].as_f64() > Some(0.0))
+        .unwrap_or_else(|| panic!("no weighted step entered\n{}", rig.story()));
+    let rolled = first(&events, "rolled_back").unwrap();
+    assert!(
+        reason(rolled).starts_with("critical guardrail error-rate failed"),
+        "{rolled}"
+    );
+    assert!(first(&events, "promoted").is_none());
+    let deciding = runs(&events)
+        .into_iter()
+        .rev()
+        .find(|r| decision(r) == "roll_back")
+        .unwrap();
+    let c = check(deciding, "error-rate");
+    assert_eq!(c["verdict"], "fail", "{c}");
+    let rate = c["observed"].as_f64().unwrap();
+    assert!((0.1..=0.3).contains(&rate), "observed error rate {rate}");
+    // The explanation names the failed guardrail too.
+    let timeline = rig.explain();
+    let line = timeline
+        .iter()
+        .find(|l| l["kind"] == "check:roll_back")
+        .unwrap_or_else(|| panic!("{}", rig.story()));
+    let details: Vec<&str> = line["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("error-rate (critical, fail)")),
+        "{details:?}"
+    );
+    // Weight 0 reaches Envoy: the canary gets no more users.
+    rig.wait_canary_quiet();
+    let took = at_ms(rolled) - at_ms(entered);
+    eprintln!("{source:?}: rolled back {took} ms after the canary got traffic");
+    took
+}
+
+// === tests ===
+
+#[test]
+fn healthy_canary_is_promoted_to_100_with_no_human() {
+    promoted_with_no_human(Source::Envoy, "healthy");
+}
+
+#[test]
+fn canary_with_20_percent_errors_is_rolled_back_within_two_intervals() {
+    let took = rolled_back_on_errors(Source::Envoy, "errors");
+    // The first run only takes the baseline scrape, and comes at the runner's next look for
+    // rollouts (at most 1 s, under one interval, after the step began); the next run, one
+    // interval later, judges the first window and rolls back.
+    let limit = 2 * Source::Envoy.interval().as_millis() as i64 + SCHEDULING_ALLOWANCE_MS;
+    assert!(
+        took <= limit,
+        "rolled back after {took} ms, limit {limit} ms"
+    );
+}
+
+#[test]
+fn canary_200ms_slower_is_rolled_back_by_the_p99_guardrail() {
+    let rig = Rig::start("latency", Source::Envoy);
+    rig.canary
+        .set_faults(Faults {
+            error_percent: 0.0,
+            delay_ms: 200,
+        })
+        .unwrap();
+    rig.create(&rollout(Source::Envoy.interval(), &rig.source_yaml(), ""));
+    let status = rig.wait_state("rolled_back");
+    let (_, why) = last_transition(&status);
+    assert!(
+        why.starts_with("critical guardrail p99-latency failed"),
+        "{why}"
+    );
+
+    let events = rig.events();
+    let deciding = runs(&events)
+        .into_iter()
+        .rev()
+        .find(|r| decision(r) == "roll_back")
+        .unwrap();
+    let c = check(deciding, "p99-latency");
+    assert_eq!(c["verdict"], "fail", "{c}");
+    let p99 = c["observed"].as_f64().unwrap();
+    assert!(p99 > 150.0, "p99 {p99} ms");
+    // Errors were fine: latency alone decided.
+    assert_eq!(check(deciding, "error-rate")["verdict"], "pass");
+}
+
+#[test]
+fn a_rejected_override_token_rolls_back_at_the_next_run() {
+    let rig = Rig::start("zero", Source::Envoy);
+    rig.create(&rollout(Source::Envoy.interval(), &rig.source_yaml(), ""));
+    // Guardrails are live and passing; the next run is an interval away.
+    let passed = rig.wait_run(0, "pass");
+    let mut client = rig.envoy.client();
+    let resp = client
+        .send(
+            &Request::get("/")
+                .host(HOST)
+                .header("x-user-id", "mallory")
+                .header("x-linnet-override", "canary")
+                .header("x-linnet-token", "guessed"),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    let status = rig.wait_state("rolled_back");
+    let (_, why) = last_transition(&status);
+    assert!(why.contains("linnet_override_rejected_total"), "{why}");
+
+    // At once: the run right after the passing one rolled back.
+    let events = rig.events();
+    let next = runs(&events)
+        .into_iter()
+        .find(|r| id(r) > id(&passed))
+        .unwrap();
+    assert_eq!(decision(next), "roll_back", "{next}\n{}", rig.story());
+    assert!(
+        reason(next).starts_with("critical guardrail linnet_override_rejected_total failed"),
+        "{next}"
+    );
+    let c = check(next, "linnet_override_rejected_total");
+    assert_eq!(
+        (&c["verdict"], &c["observed"]),
+        (&json!("fail"), &json!(1.0))
+    );
+    assert_eq!(
+        rig.envoy
+            .stat(&format!(
+                "wasmcustom.linnet_override_rejected_total.rollout.{ROLLOUT}"
+            ))
+            .unwrap(),
+        Some(1)
+    );
+}
+
+#[test]
+fn prometheus_down_pauses_the_rollout_and_back_up_resumes_it_to_promotion() {
+    let mut rig = Rig::start("prom-down", Source::Prometheus);
+    let extra = "\n  nodata_limit: 2";
+    rig.create(&rollout(
+        Source::Prometheus.interval(),
+        &rig.source_yaml(),
+        extra,
+    ));
+    rig.wait_run(0, "pass");
+    // The next run is an interval away: the step read now is the one it will be judged in.
+    rig.prometheus().stop();
+    let step = rig.status()["step"].clone();
+
+    let status = rig.wait_state("paused");
+    let (to, why) = last_transition(&status);
+    assert_eq!(to, "paused");
+    assert!(why.starts_with("no data for error-rate"), "{why}");
+    assert!(why.contains("paused until data is back"), "{why}");
+    // Blind, it did not step on: still where the last pass left it.
+    assert_eq!(status["step"], step, "{}", rig.story());
+    let paused_at = id(first(&rig.events(), "paused").unwrap());
+
+    rig.prometheus().start_again().unwrap();
+    let resumed = rig.wait("resumed after Prometheus came back", PATIENCE, |rig| {
+        rig.events()
+            .into_iter()
+            .find(|e| id(e) > paused_at && e["kind"] == "resumed")
+    });
+    assert_eq!(resumed["data"]["to"], "progressing", "{resumed}");
+    assert!(reason(&resumed).starts_with("data is back"), "{resumed}");
+    rig.wait_state("promoted");
+
+    let events = rig.events();
+    assert!(runs(&events).iter().all(|r| decision(r) != "roll_back"));
+    let paused: Vec<&Value> = events.iter().filter(|e| e["kind"] == "paused").collect();
+    assert_eq!(paused.len(), 1, "{}", rig.story());
+}
+
+#[test]
+fn nan_from_prometheus_is_no_data_and_never_promotes() {
+    let rig = Rig::start("prom-nan", Source::Prometheus);
+    let url = rig.prometheus.as_ref().unwrap().url();
+    // A request count that is always NaN, as a ratio of two zeros is.
+    let nan = r#"(sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}"}[{window}])) or vector(0)) * 0 / 0"#;
+    let source = format!("{{prometheus: {{url: '{url}', queries: {{requests: '{nan}'}}}}}}");
+    rig.create(&rollout(
+        Source::Prometheus.interval(),
+        &source,
+        "\n  nodata_limit: 2",
+    ));
+    let status = rig.wait_state("paused");
+    let (_, why) = last_transition(&status);
+    assert!(
+        why.starts_with("no data for error-rate: canary request count is not a number"),
+        "{why}"
+    );
+    // Paused, it keeps judging (to resume when data is back) and keeps holding.
+    let paused_at = id(first(&rig.events(), "paused").unwrap());
+    rig.wait("two runs while paused", PATIENCE, |rig| {
+        let events = rig.events();
+        let later = runs(&events)
+            .into_iter()
+            .filter(|r| id(r) > paused_at)
+            .count();
+        (later >= 2).then_some(())
+    });
+    let status = rig.status();
+    assert_eq!(status["state"], "paused");
+    assert_eq!(status["step"], 0);
+    let events = rig.events();
+    for r in runs(&events) {
+        assert!(matches!(decision(r), "hold" | "pause"), "{r}");
+        let c = check(r, "error-rate");
+        assert_eq!(c["verdict"], "no_data", "{c}");
+        assert!(
+            c.get("observed").is_none(),
+            "NaN is not reported as a number: {c}"
+        );
+    }
+}
+
+#[test]
+fn prometheus_source_promotes_the_healthy_canary() {
+    promoted_with_no_human(Source::Prometheus, "prom-healthy");
+}
+
+#[test]
+fn prometheus_source_rolls_back_the_canary_with_20_percent_errors() {
+    rolled_back_on_errors(Source::Prometheus, "prom-errors");
+}
