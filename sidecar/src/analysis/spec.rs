@@ -444,6 +444,14 @@ impl AnalysisSpec {
                     ),
                 ));
             }
+            if source.envoy.is_some() {
+                if let Kind::ZeroTolerance(Counter { metric: None, .. }) = g.kind {
+                    return Err(err(
+                        format!("analysis.guardrails[{i}].zero_tolerance.query"),
+                        "only the `prometheus` source runs PromQL; with `envoy`, name the counter in `metric`",
+                    ));
+                }
+            }
             guardrails.push(g);
         }
         Ok(Analysis {
@@ -735,6 +743,7 @@ mod tests {
             ("{slo: 99, guardrails: [{burn_rate: {windows: [{long: 1m, short: 5m, factor: 2}]}}]}", "analysis.guardrails[0].burn_rate.windows[0].short: must not be longer"),
             ("{guardrails: [{zero_tolerance: {}}]}", "analysis.guardrails[0].zero_tolerance: give exactly one"),
             ("{guardrails: [{zero_tolerance: {metric: 'a{b=c}'}}]}", "analysis.guardrails[0].zero_tolerance.metric:"),
+            ("{guardrails: [{zero_tolerance: {query: 'up == 0'}}]}", "analysis.guardrails[0].zero_tolerance.query: only the `prometheus` source"),
             ("{guardrails: [{compare: {}, error_rate: {max: 1}}]}", "analysis.guardrails[0]: give exactly one"),
             ("{guardrails: [{compare: {}}, {compare: {}}]}", "analysis.guardrails[1].name: \"vs-stable\" is used twice"),
             ("{passes: 0, guardrails: [{compare: {}}]}", "analysis.passes: must be at least 1"),
