@@ -81,7 +81,11 @@ impl EnvoySource {
             // interval's latencies rather than the previous one's.
             admin
                 .client
-                .send(Method::GET, "/stats?filter=^linnet_flush$", None)
+                .send(
+                    Method::GET,
+                    "/stats?usedonly&filter=linnet_flush_only",
+                    None,
+                )
                 .await?;
             tokio::time::sleep(FLUSH_WAIT).await;
             let path = "/stats/prometheus?usedonly";
