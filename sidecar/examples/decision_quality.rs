@@ -10,21 +10,12 @@
 //! sidecar's own `judge`, `decide` and state machine (see `analysis::sim`).
 
 use linnet_sidecar::analysis::judge::dur;
-use linnet_sidecar::analysis::sim::{self, Load, Policy, Tally};
+use linnet_sidecar::analysis::sim::{self, Load, Policy, Tally, BAD, HEALTHY};
 use linnet_sidecar::clock::Millis;
 use linnet_sidecar::spec::{Format, Pause, Plan, RolloutSpec};
 use std::process::ExitCode;
 use std::time::Instant;
 
-const HEALTHY: Load = Load {
-    requests_per_s: 200.0,
-    stable_errors: 0.005,
-    canary_errors: 0.005,
-};
-const BAD: Load = Load {
-    canary_errors: 0.01,
-    ..HEALTHY
-};
 const MAX_FALSE_ROLLBACKS: f64 = 0.01;
 const MIN_DETECTION: f64 = 0.95;
 const DEFAULT_ROLLOUTS: u32 = 2000;

@@ -361,14 +361,7 @@ impl App {
             }
             (Route::Rollout(name), Method::GET) => Ok(ok_json(&ctl.status(name).await?)),
             (Route::Explain(name), _) => {
-                let limit = query
-                    .int("limit")?
-                    .map_or(DEFAULT_AUDIT_LIMIT, |l| usize::try_from(l).unwrap_or(0));
-                if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
-                    return Err(ApiError::bad(format!(
-                        "limit: must be between 1 and {MAX_AUDIT_LIMIT}"
-                    )));
-                }
+                let limit = query.limit()?;
                 let status = ctl.status(name.clone()).await?;
                 let events = ctl.timeline(name, limit).await?;
                 Ok(ok_json(&json!({
@@ -423,14 +416,7 @@ impl App {
             }
             (Route::Audit, _) => {
                 let after = query.int("after")?.unwrap_or(0);
-                let limit = query
-                    .int("limit")?
-                    .map_or(DEFAULT_AUDIT_LIMIT, |l| usize::try_from(l).unwrap_or(0));
-                if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
-                    return Err(ApiError::bad(format!(
-                        "limit: must be between 1 and {MAX_AUDIT_LIMIT}"
-                    )));
-                }
+                let limit = query.limit()?;
                 let rollout = query
                     .get("rollout")
                     .filter(|r| !r.is_empty())
@@ -587,6 +573,19 @@ impl Query {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// `limit`: how many events to return, 1 to the maximum; default 100.
+    fn limit(&self) -> Result<usize, ApiError> {
+        let limit = self
+            .int("limit")?
+            .map_or(DEFAULT_AUDIT_LIMIT, |l| usize::try_from(l).unwrap_or(0));
+        if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+            return Err(ApiError::bad(format!(
+                "limit: must be between 1 and {MAX_AUDIT_LIMIT}"
+            )));
+        }
+        Ok(limit)
     }
 
     /// An integer parameter; `Err` names it.

@@ -4,7 +4,7 @@
 //! after a restart, a step resumes with exactly the pause it had left.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -14,6 +14,11 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// A duration in whole milliseconds, saturating.
+pub fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
 
 /// The wall clock, for production.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,7 +38,7 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
+            .map(millis)
             .unwrap_or(0)
     }
 }
@@ -52,8 +57,7 @@ impl TokioClock {
 
 impl Clock for TokioClock {
     fn now_ms(&self) -> Millis {
-        let elapsed = Millis::try_from(self.start.elapsed().as_millis()).unwrap_or(Millis::MAX);
-        self.epoch_ms.saturating_add(elapsed)
+        self.epoch_ms.saturating_add(millis(self.start.elapsed()))
     }
 }
 

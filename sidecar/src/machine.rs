@@ -2,7 +2,7 @@
 //! runtime, with no I/O, so every transition is tested without a store or a clock.
 
 use crate::analysis::Memory;
-use crate::clock::Millis;
+use crate::clock::{millis, Millis};
 use crate::spec::{Pause, Plan};
 use serde::Serialize;
 use std::fmt;
@@ -454,10 +454,6 @@ pub fn may_advance(plan: &Plan, rt: &Runtime) -> bool {
 
 fn deadline(plan: &Plan, now: Millis) -> Option<Millis> {
     plan.deadline.map(|d| now.saturating_add(millis(d)))
-}
-
-fn millis(d: std::time::Duration) -> Millis {
-    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
 #[cfg(test)]

@@ -310,7 +310,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+/// A validation error naming its field.
+pub(crate) fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         message: message.into(),

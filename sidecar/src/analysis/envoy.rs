@@ -74,11 +74,10 @@ impl EnvoySource {
             .chain([q.increment_ms])
             .max()
             .unwrap_or(0);
-        let mut per_admin = Vec::with_capacity(self.admins.len());
+        // With `stats_flush_on_admin`, an admin stats read starts a histogram merge that
+        // finishes after the answer: read every admin once to start it, wait once, so the
+        // scrapes see this interval's latencies rather than the previous one's.
         for admin in &self.admins {
-            // With `stats_flush_on_admin`, an admin stats read starts a histogram merge that
-            // finishes after the answer: read once to start it, so the scrape sees this
-            // interval's latencies rather than the previous one's.
             admin
                 .client
                 .send(
@@ -87,7 +86,10 @@ impl EnvoySource {
                     None,
                 )
                 .await?;
-            tokio::time::sleep(FLUSH_WAIT).await;
+        }
+        tokio::time::sleep(FLUSH_WAIT).await;
+        let mut per_admin = Vec::with_capacity(self.admins.len());
+        for admin in &self.admins {
             let path = "/stats/prometheus?usedonly";
             let (status, body) = admin.client.send(Method::GET, path, None).await?;
             if !status.is_success() {

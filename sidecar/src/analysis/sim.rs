@@ -43,6 +43,19 @@ analysis:
     - {name: budget, burn_rate: {}, severity: warning}
 "#;
 
+/// The issue's traffic: 200 requests/s in all, stable erring 0.5%, a healthy canary too.
+pub const HEALTHY: Load = Load {
+    requests_per_s: 200.0,
+    stable_errors: 0.005,
+    canary_errors: 0.005,
+};
+
+/// A bad canary errs twice as often as stable.
+pub const BAD: Load = Load {
+    canary_errors: 0.01,
+    ..HEALTHY
+};
+
 /// How long a simulated rollout may take before it counts as unfinished.
 pub const CAP_MS: Millis = 60 * 60_000;
 
@@ -511,16 +524,6 @@ pub fn wilson(k: u32, n: u32) -> (f64, f64) {
 mod tests {
     use super::*;
     use crate::spec::{Format, RolloutSpec};
-
-    const HEALTHY: Load = Load {
-        requests_per_s: 200.0,
-        stable_errors: 0.005,
-        canary_errors: 0.005,
-    };
-    const BAD: Load = Load {
-        canary_errors: 0.01,
-        ..HEALTHY
-    };
 
     fn plan() -> Plan {
         RolloutSpec::parse(PLAN.as_bytes(), Format::Yaml).unwrap().1

@@ -3,8 +3,8 @@
 //! Every error names its field (`analysis.guardrails[1].latency.max_ms`), like the rest of the
 //! spec. Percentages are written as percent and kept as fractions.
 
-use crate::clock::Millis;
-use crate::spec::parse_duration;
+use crate::clock::{millis, Millis};
+use crate::spec::{err, parse_duration};
 use linnet_core::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -674,17 +674,6 @@ fn positive(field: &str, s: &str) -> Result<Duration, ConfigError> {
         Ok(d) if d >= Duration::from_millis(100) => Ok(d),
         Ok(_) => Err(err(field, "must be at least 100ms")),
         Err(m) => Err(err(field, m)),
-    }
-}
-
-fn millis(d: Duration) -> Millis {
-    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
-}
-
-fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
     }
 }
 
