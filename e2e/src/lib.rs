@@ -16,6 +16,35 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use upstream::Upstream;
 
+/// A fresh directory for one test under the system temp dir, removed on drop unless the test
+/// failed: then it stays, with the logs of whatever ran in it.
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    /// `<tmp>/linnet-e2e-<suite>-<pid>-<name>`, emptied first.
+    pub fn new(suite: &str, name: &str) -> Result<TestDir, Error> {
+        let dir =
+            std::env::temp_dir().join(format!("linnet-e2e-{suite}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(Error::io("create the test directory"))?;
+        Ok(TestDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the test's logs are kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A harness error: a message meant to be read by whoever runs the tests.
 pub struct Error(String);
 

@@ -1,6 +1,7 @@
 //! The `linnet` sidecar as a child process on loopback: started on a fixed free port with its
 //! own database, killed with SIGKILL (or on drop), restarted on the same port and database.
 
+use crate::envoy::EnvoyConfig;
 use crate::http::admin_get;
 use crate::{repo_root, Error};
 use std::fs;
@@ -43,6 +44,21 @@ pub fn free_port() -> Result<u16, Error> {
 // === impl Sidecar ===
 
 impl Sidecar {
+    /// The demo Envoy config for these upstreams, its filter polling this sidecar and
+    /// holding no rollout of its own: the sidecar's snapshot decides everything.
+    pub fn envoy_config(&self, stable_port: u16, canary_port: u16) -> Result<EnvoyConfig, Error> {
+        let mut config = EnvoyConfig::demo(stable_port, canary_port)?;
+        config.cluster_port("linnet_sidecar", self.addr.port())?;
+        config.plugin_config(
+            &serde_json::json!({
+                "rollouts": [],
+                "sidecar": {"cluster": "linnet_sidecar", "token": POLL_TOKEN, "poll_timeout_ms": 5000}
+            })
+            .to_string(),
+        );
+        Ok(config)
+    }
+
     /// Starts a sidecar with a fresh database under `dir`.
     pub fn start(dir: &Path) -> Result<Self, Error> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));

@@ -8,14 +8,14 @@
 //! (`make wasm`) and the `linnet` binary (`cargo build -p linnet-sidecar`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use linnet_e2e::envoy::{Envoy, EnvoyConfig};
+use linnet_e2e::envoy::Envoy;
 use linnet_e2e::http::Request;
 use linnet_e2e::prometheus::Prometheus;
-use linnet_e2e::sidecar::{Sidecar, POLL_TOKEN};
+use linnet_e2e::sidecar::Sidecar;
 use linnet_e2e::traffic::{Load, LoadConfig};
 use linnet_e2e::upstream::{Faults, Upstream};
+use linnet_e2e::TestDir;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const ROLLOUT: &str = "checkout";
@@ -55,22 +55,6 @@ impl Source {
     }
 }
 
-/// A directory removed on drop, unless the test failed (then it keeps the logs).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "the sidecar's and Prometheus's logs are kept in {}",
-                self.0.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// Everything one test runs: fields drop in order, so the load stops before Envoy goes.
 struct Rig {
     load: Option<Load>,
@@ -79,7 +63,7 @@ struct Rig {
     sidecar: Sidecar,
     _stable: Upstream,
     canary: Upstream,
-    dir: TempDir,
+    dir: TestDir,
 }
 
 // === impl Rig ===
@@ -88,29 +72,15 @@ impl Rig {
     /// A sidecar, the upstreams, an Envoy whose filter polls the sidecar (with no rollout of
     /// its own), Prometheus when the source is `prometheus`, and the load already running.
     fn start(name: &str, source: Source) -> Rig {
-        let dir =
-            std::env::temp_dir().join(format!("linnet-e2e-analysis-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = TempDir(dir);
-        let sidecar = Sidecar::start(&dir.0).unwrap();
+        let dir = TestDir::new("analysis", name).unwrap();
+        let sidecar = Sidecar::start(dir.path()).unwrap();
         let stable = Upstream::start("stable").unwrap();
         let canary = Upstream::start("canary").unwrap();
-        let mut config = EnvoyConfig::demo(stable.port(), canary.port()).unwrap();
-        config
-            .cluster_port("linnet_sidecar", sidecar.addr.port())
-            .unwrap();
-        config.plugin_config(
-            &json!({
-                "rollouts": [],
-                "sidecar": {"cluster": "linnet_sidecar", "token": POLL_TOKEN, "poll_timeout_ms": 5000}
-            })
-            .to_string(),
-        );
+        let config = sidecar.envoy_config(stable.port(), canary.port()).unwrap();
         let envoy = Envoy::start(&config).unwrap();
         let prometheus = (source == Source::Prometheus).then(|| {
             let p = Prometheus::start(
-                &dir.0.join("prometheus"),
+                &dir.path().join("prometheus"),
                 &[envoy.admin],
                 Duration::from_secs(1),
             )
@@ -149,7 +119,7 @@ impl Rig {
     }
 
     fn create(&self, yaml: &str) {
-        let path = self.dir.0.join("rollout.yaml");
+        let path = self.dir.path().join("rollout.yaml");
         std::fs::write(&path, yaml).unwrap();
         self.sidecar
             .cli(&["rollout", "create", &path.to_string_lossy()])

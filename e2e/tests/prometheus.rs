@@ -8,41 +8,14 @@
 use linnet_e2e::http::Request;
 use linnet_e2e::prometheus::Prometheus;
 use linnet_e2e::upstream::Faults;
-use linnet_e2e::{served_by, Stack};
+use linnet_e2e::{served_by, Stack, TestDir};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Every wait here is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(30);
 const REQUESTS: usize = 200;
-
-/// A directory removed on drop, unless the test failed (then it holds Prometheus's log).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "prometheus's config, log and data are kept in {}",
-                self.0.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "linnet-e2e-prometheus-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
 
 /// `checkout.local` at 30%, with every stable-bound request mirrored to the shadow cluster.
 fn plugin() -> Value {
@@ -77,7 +50,7 @@ fn series(prom: &Prometheus, selector: &str) -> Vec<Value> {
 
 #[test]
 fn prometheus_scrapes_linnet_metrics_from_envoy_with_exact_counts_and_labels() {
-    let dir = temp_dir("scrape");
+    let dir = TestDir::new("prometheus", "scrape").unwrap();
     let mut stack = Stack::start(&plugin()).unwrap();
     // One live canary answer in ten is a 500; so is one shadow copy in ten.
     stack
@@ -87,7 +60,7 @@ fn prometheus_scrapes_linnet_metrics_from_envoy_with_exact_counts_and_labels() {
             delay_ms: 0,
         })
         .unwrap();
-    let prom = Prometheus::start(&dir.0, &[stack.envoy.admin], Duration::from_secs(1)).unwrap();
+    let prom = Prometheus::start(dir.path(), &[stack.envoy.admin], Duration::from_secs(1)).unwrap();
     assert!(prom.url().starts_with("http://127.0.0.1:"));
 
     // Half the traffic, a scrape that saw it, then the other half: so rates see a rise.
@@ -206,10 +179,10 @@ fn prometheus_scrapes_linnet_metrics_from_envoy_with_exact_counts_and_labels() {
 
 #[test]
 fn prometheus_stopped_and_started_again_keeps_its_port_and_data() {
-    let dir = temp_dir("restart");
+    let dir = TestDir::new("prometheus", "restart").unwrap();
     let mut stack = Stack::start(&plugin()).unwrap();
     let mut prom = Prometheus::start(
-        &dir.0,
+        dir.path(),
         &[stack.envoy.admin.to_string()],
         Duration::from_secs(1),
     )

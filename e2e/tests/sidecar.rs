@@ -3,12 +3,12 @@
 //! about routing while a restarted sidecar resumes where it was.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use linnet_e2e::envoy::{Envoy, EnvoyConfig};
+use linnet_e2e::envoy::Envoy;
 use linnet_e2e::http::{Client, Request};
-use linnet_e2e::served_by;
-use linnet_e2e::sidecar::{Sidecar, POLL_TOKEN};
+use linnet_e2e::sidecar::Sidecar;
 use linnet_e2e::upstream::Upstream;
-use serde_json::{json, Value};
+use linnet_e2e::{served_by, TestDir};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const SALT: &[u8] = b"checkout";
@@ -21,42 +21,15 @@ struct Setup {
     client: Client,
     _stable: Upstream,
     _canary: Upstream,
-    _dir: TempDir,
-}
-
-/// A directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir =
-        std::env::temp_dir().join(format!("linnet-e2e-sidecar-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    _dir: TestDir,
 }
 
 fn setup(name: &str) -> Setup {
-    let dir = temp_dir(name);
-    let sidecar = Sidecar::start(&dir.0).unwrap();
+    let dir = TestDir::new("sidecar", name).unwrap();
+    let sidecar = Sidecar::start(dir.path()).unwrap();
     let stable = Upstream::start("stable").unwrap();
     let canary = Upstream::start("canary").unwrap();
-    let mut config = EnvoyConfig::demo(stable.port(), canary.port()).unwrap();
-    config
-        .cluster_port("linnet_sidecar", sidecar.addr.port())
-        .unwrap();
-    config.plugin_config(
-        &json!({
-            "rollouts": [],
-            "sidecar": {"cluster": "linnet_sidecar", "token": POLL_TOKEN, "poll_timeout_ms": 5000}
-        })
-        .to_string(),
-    );
+    let config = sidecar.envoy_config(stable.port(), canary.port()).unwrap();
     let envoy = Envoy::start_workers(&config, 2).unwrap();
     let client = envoy.client();
     Setup {
@@ -126,7 +99,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 fn weight_changes_and_kill_switch_reach_every_worker() {
     let mut s = setup("weight");
     s.sidecar
-        .cli(&["rollout", "create", &spec(&s._dir.0, GATED)])
+        .cli(&["rollout", "create", &spec(s._dir.path(), GATED)])
         .unwrap();
     let movers = users_between(2000, 8000, 4);
     let canary_users = users_between(0, 2000, 4);
@@ -193,7 +166,7 @@ stickiness: [{header: x-user-id}]
 steps: [{weight: 20, pause: 1h}, {weight: 50, pause: 1h}, {weight: 100}]
 ";
     s.sidecar
-        .cli(&["rollout", "create", &spec(&s._dir.0, yaml)])
+        .cli(&["rollout", "create", &spec(s._dir.path(), yaml)])
         .unwrap();
     s.sidecar.cli(&["rollout", "promote", "checkout"]).unwrap(); // to step 1, weight 50
     let users: Vec<String> = (0..400).map(|i| format!("u{i}")).collect();
