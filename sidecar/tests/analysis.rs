@@ -179,6 +179,12 @@ impl Rig {
         r.json()
     }
 
+    /// The reason of the (first) rollback.
+    async fn rollback_reason(&self) -> String {
+        let back = self.events("rolled_back").await;
+        back[0]["data"]["reason"].as_str().unwrap().to_owned()
+    }
+
     async fn events(&self, kind: &str) -> Vec<Value> {
         let all = self.h.get("/v1/audit?rollout=web&limit=1000").await.json();
         all["events"]
@@ -235,8 +241,7 @@ async fn a_critical_failure_rolls_back_at_the_first_run_that_sees_it() {
     r.run_for(1).await;
     let (state, _, weight) = r.state().await;
     assert_eq!((state.as_str(), weight), ("rolled_back", 0.0));
-    let back = r.events("rolled_back").await;
-    let reason = back[0]["data"]["reason"].as_str().unwrap();
+    let reason = r.rollback_reason().await;
     assert!(
         reason.contains("critical guardrail error-rate failed"),
         "{reason}"
@@ -256,8 +261,7 @@ async fn twice_the_errors_of_stable_are_caught_by_the_comparison() {
     assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
     r.run_for(120).await;
     assert_eq!(r.state().await.0, "rolled_back");
-    let back = r.events("rolled_back").await;
-    let reason = back[0]["data"]["reason"].as_str().unwrap();
+    let reason = r.rollback_reason().await;
     assert!(reason.contains("vs-stable"), "{reason}");
     r.h.close().await;
 }
@@ -276,10 +280,7 @@ async fn warnings_roll_back_only_after_the_failure_limit_in_a_row() {
     assert_eq!(r.state().await.0, "progressing");
     r.run_for(10).await;
     assert_eq!(r.state().await.0, "rolled_back");
-    let reason = r.events("rolled_back").await[0]["data"]["reason"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reason = r.rollback_reason().await;
     assert!(reason.contains("p99-latency"), "{reason}");
     assert!(reason.contains("3 failing checks in a row"), "{reason}");
     r.h.close().await;
@@ -339,10 +340,7 @@ async fn a_zero_tolerance_counter_rolls_back_at_once_even_without_traffic() {
     r.source.set(Health::Violation);
     r.run_for(10).await;
     assert_eq!(r.state().await.0, "rolled_back");
-    let reason = r.events("rolled_back").await[0]["data"]["reason"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reason = r.rollback_reason().await;
     assert!(
         reason.contains("linnet_override_rejected_total"),
         "{reason}"
