@@ -23,6 +23,7 @@ bench: wasm
 	$(CARGO) bench -p linnet-core --bench decision
 	$(CARGO) build --release -p linnet-sidecar
 	scripts/bench-envoy.sh
+	scripts/bench-envoy-instructions.sh
 	scripts/bench-sidecar.sh
 	$(CARGO) run --release -p linnet-sidecar --example decision_quality
 

@@ -41,7 +41,8 @@ else
     echo "setup: wasm32 toolchain: Debian $(/usr/bin/rustc --version)"
 fi
 
-apt_install wrk python3-venv
+# wrk drives the load benchmarks; valgrind counts the instructions per request in Envoy.
+apt_install wrk python3-venv valgrind
 
 # Only the server is needed: the tests start their own, so its service (which needs systemd)
 # and recommended exporters can stay out.

@@ -127,12 +127,17 @@ impl EnvoyConfig {
         self
     }
 
-    /// The plugin configuration (JSON text) of the first wasm filter.
+    /// The plugin configuration (JSON text) of the first wasm filter that runs Linnet (its
+    /// code is a `linnet.wasm`; the benchmark's baselines run `noop.wasm`).
     pub fn plugin_config_text(&self) -> Option<String> {
         let mut doc = self.doc.clone();
         let mut found = None;
         visit(&mut doc, &mut |obj| {
-            if found.is_none() && obj.get("vm_config").is_some() {
+            let runs_linnet = obj
+                .pointer("/vm_config/code/local/filename")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.ends_with("linnet.wasm"));
+            if found.is_none() && runs_linnet {
                 found = obj
                     .get("configuration")
                     .and_then(|c| c.get("value"))

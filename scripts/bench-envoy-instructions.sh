@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Instructions per request through Envoy, for the four configs of scripts/bench-envoy.sh (no
+# wasm, the no-op filter, the reroute floor, Linnet), counted by valgrind's callgrind.
+#
+# Requests/s on a shared VM move by ±20% between runs; an instruction count is the same for the
+# same binary and inputs whatever else the machine does, so small differences can be read.
+# Each Envoy (one worker) runs under callgrind; after a warm-up, the counters are zeroed, exactly
+# $COUNT requests are sent over one keep-alive connection (bench/requests.py, distinct
+# x-user-id each), and the counters are dumped. Instructions / requests is the whole process's
+# cost per request: Envoy, V8 and the filter. When Envoy is CPU-bound, throughput is inversely
+# proportional to it, so noop / linnet here is the throughput ratio the goal is stated in.
+# It measures; it does not fail on a missed goal. About 4 minutes (Envoy starts slowly under
+# valgrind).
+#
+# Env: BENCH_COUNT (requests per config, default 2000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COUNT="${BENCH_COUNT:-2000}"
+WARMUP=300
+CONFIGS=(nowasm noop reroute linnet)
+# As in envoy/bench-*.yaml.
+declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004)
+declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905)
+UPSTREAM=8090
+
+die() { echo "bench-envoy-instructions: $*" >&2; exit 1; }
+envoy_bin=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -1)
+[ -x "$envoy_bin" ] || die "no Envoy binary under .venv: run 'make setup'"
+command -v valgrind >/dev/null || die "no valgrind: run 'make setup'"
+for w in dist/noop.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
+
+http_ok() (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf 'GET %s HTTP/1.1\r\nHost: checkout.local\r\nConnection: close\r\n\r\n' "$2" >&3
+    status=$(head -n1 <&3 || true)
+    [[ $status == *" 200 "* ]]
+) 2>/dev/null
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
+    port_free "$p" || die "127.0.0.1:$p is in use"
+done
+
+cargo build --quiet --release -p linnet-e2e --bin linnet-bench-upstream
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/release/linnet-bench-upstream "127.0.0.1:$UPSTREAM" &
+pids+=($!)
+for _ in $(seq 100); do http_ok "$UPSTREAM" / && break; sleep 0.05; done
+http_ok "$UPSTREAM" / || die "the upstream did not start"
+
+# measure CONFIG: writes "$work/CONFIG" with instructions per request.
+measure() {
+    local cfg=$1 out="$work/cg.$1" vg
+    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$out" \
+        "$envoy_bin" -c "envoy/bench-$cfg.yaml" --concurrency 1 --disable-hot-restart -l error \
+        >"$work/log.$cfg" 2>&1 &
+    vg=$!
+    # Under valgrind Envoy takes a minute or more to start; give up after 10.
+    for _ in $(seq 600); do http_ok "${ADMIN[$cfg]}" /ready && break; sleep 1; done
+    http_ok "${LISTENER[$cfg]}" / || { kill "$vg"; cat "$work/log.$cfg" >&2; die "$cfg: Envoy did not serve"; }
+    python3 bench/requests.py "${LISTENER[$cfg]}" "$WARMUP" >/dev/null
+    callgrind_control -z "$vg" >/dev/null
+    python3 bench/requests.py "${LISTENER[$cfg]}" "$COUNT" "$WARMUP" >/dev/null ||
+        { kill "$vg"; die "$cfg: requests failed"; }
+    callgrind_control -d "$vg" >/dev/null
+    for _ in $(seq 100); do [ -s "$out.1" ] && grep -q '^summary:' "$out.1" && break; sleep 0.2; done
+    kill "$vg" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+    local total
+    total=$(sed -n 's/^summary: //p' "$out.1" | head -1)
+    [ -n "$total" ] || die "$cfg: callgrind wrote no summary"
+    echo $((total / COUNT)) >"$work/$cfg"
+}
+
+echo "bench-envoy-instructions: ${#CONFIGS[@]} Envoys under callgrind, $COUNT requests each"
+mpids=()
+for cfg in "${CONFIGS[@]}"; do
+    measure "$cfg" &
+    mpids+=($!)
+done
+for pid in "${mpids[@]}"; do wait "$pid" || die "a measurement failed"; done
+
+n() { cat "$work/$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+echo
+echo "Envoy 1 worker, loopback, one connection, instructions per request (callgrind, $COUNT requests)"
+printf '%-8s | %14s | %14s | %18s\n' config "instr/request" "over no wasm" "throughput vs noop"
+printf -- '---------+----------------+----------------+-------------------\n'
+for cfg in "${CONFIGS[@]}"; do
+    printf '%-8s | %14s | %14s | %17sx\n' "$cfg" "$(n "$cfg")" \
+        "$(($(n "$cfg") - $(n nowasm)))" "$(ratio "$(n noop)" "$(n "$cfg")")"
+done
+echo
+printf 'linnet / noop throughput (CPU-bound):   %s   (goal >= 0.95)\n' "$(ratio "$(n noop)" "$(n linnet)")"
+printf 'reroute / noop throughput (CPU-bound):  %s   (the floor for routing by header)\n' \
+    "$(ratio "$(n noop)" "$(n reroute)")"
+printf 'linnet over reroute:                    %s instructions per request\n' \
+    "$(($(n linnet) - $(n reroute)))"

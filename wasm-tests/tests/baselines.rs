@@ -1,0 +1,72 @@
+//! The benchmark's baseline filter (`dist/noop.wasm`) does exactly what its numbers are read
+//! as: nothing with an empty configuration, and with `reroute` the routing header and the
+//! route re-pick Linnet needs, and nothing more. A baseline that silently did less would make
+//! Linnet look slower than it is.
+// clippy.toml allows these in #[test] functions only; test helpers fail the same way.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use linnet_wasm_tests::{Action, LogLevel, Vm};
+use std::path::Path;
+
+fn baseline(config: &str) -> (Vm, bool) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/noop.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make wasm`",
+        path.display()
+    );
+    let mut vm = Vm::load(&path).unwrap();
+    assert!(vm.start_vm("").unwrap());
+    let accepted = vm.configure(config).unwrap();
+    (vm, accepted)
+}
+
+/// One request through `vm`: the request headers after the filter.
+fn request(vm: &mut Vm) -> (Option<String>, usize) {
+    let mut req = vm.http().unwrap();
+    let headers = [(":authority", "checkout.local"), ("x-user-id", "user-1")];
+    assert_eq!(req.request_headers(&headers).unwrap(), Action::Continue);
+    let variant = req.request_header_str("x-linnet-variant");
+    let count = req.request_header_map().len();
+    assert_eq!(
+        req.response_headers(&[(":status", "200")]).unwrap(),
+        Action::Continue
+    );
+    req.done().unwrap();
+    (variant, count)
+}
+
+#[test]
+fn empty_configuration_touches_nothing() {
+    let (mut vm, accepted) = baseline("");
+    assert!(accepted);
+    for _ in 0..3 {
+        assert_eq!(request(&mut vm), (None, 2));
+    }
+    assert_eq!(vm.foreign_calls("clear_route_cache"), 0);
+    assert!(vm.metric_names().is_empty(), "{:?}", vm.metric_names());
+    assert!(vm.trapped().is_none());
+}
+
+#[test]
+fn reroute_writes_the_header_and_repicks_the_route_on_every_request() {
+    let (mut vm, accepted) = baseline(" reroute\n");
+    assert!(accepted);
+    for _ in 0..3 {
+        assert_eq!(request(&mut vm), (Some("stable".to_owned()), 3));
+    }
+    assert_eq!(vm.foreign_calls("clear_route_cache"), 3);
+    assert!(vm.metric_names().is_empty(), "{:?}", vm.metric_names());
+    assert!(vm.trapped().is_none());
+}
+
+#[test]
+fn any_other_configuration_is_refused_with_a_log_line() {
+    let (vm, accepted) = baseline(r#"{"rollouts":[]}"#);
+    assert!(!accepted);
+    assert!(
+        vm.logged(LogLevel::Error, "must be empty or \"reroute\""),
+        "{:?}",
+        vm.logs()
+    );
+}
