@@ -68,10 +68,10 @@ measure() {
     for _ in $(seq 600); do http_ok "${ADMIN[$cfg]}" /ready && break; sleep 1; done
     http_ok "${LISTENER[$cfg]}" / || { kill "$vg"; cat "$work/log.$cfg" >&2; die "$cfg: Envoy did not serve"; }
     python3 bench/requests.py "${LISTENER[$cfg]}" "$WARMUP" >/dev/null
-    callgrind_control -z "$vg" >/dev/null
+    callgrind_control -z "$vg" >/dev/null 2>&1
     python3 bench/requests.py "${LISTENER[$cfg]}" "$COUNT" "$WARMUP" >/dev/null ||
         { kill "$vg"; die "$cfg: requests failed"; }
-    callgrind_control -d "$vg" >/dev/null
+    callgrind_control -d "$vg" >/dev/null 2>&1
     for _ in $(seq 100); do [ -s "$out.1" ] && grep -q '^summary:' "$out.1" && break; sleep 0.2; done
     kill "$vg" 2>/dev/null || true
     wait "$vg" 2>/dev/null || true
