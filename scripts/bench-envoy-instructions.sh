@@ -18,44 +18,13 @@ cd "$(dirname "$0")/.."
 
 COUNT="${BENCH_COUNT:-2000}"
 WARMUP=300
-CONFIGS=(nowasm noop reroute linnet)
-# As in envoy/bench-*.yaml.
-declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004)
-declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905)
-UPSTREAM=8090
-
 die() { echo "bench-envoy-instructions: $*" >&2; exit 1; }
 envoy_bin=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -1)
 [ -x "$envoy_bin" ] || die "no Envoy binary under .venv: run 'make setup'"
 command -v valgrind >/dev/null || die "no valgrind: run 'make setup'"
-for w in dist/noop.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
-
-http_ok() (
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-    printf 'GET %s HTTP/1.1\r\nHost: checkout.local\r\nConnection: close\r\n\r\n' "$2" >&3
-    status=$(head -n1 <&3 || true)
-    [[ $status == *" 200 "* ]]
-) 2>/dev/null
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
-    port_free "$p" || die "127.0.0.1:$p is in use"
-done
-
-cargo build --quiet --release -p linnet-e2e --bin linnet-bench-upstream
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-target/release/linnet-bench-upstream "127.0.0.1:$UPSTREAM" &
-pids+=($!)
-for _ in $(seq 100); do http_ok "$UPSTREAM" / && break; sleep 0.05; done
-http_ok "$UPSTREAM" / || die "the upstream did not start"
+source bench/envoys.sh
+bench_prepare
+start_upstream
 
 # measure CONFIG: writes "$work/CONFIG" with instructions per request.
 measure() {

@@ -29,29 +29,10 @@ ROUNDS="${BENCH_ROUNDS:-5}"
 SECS="${BENCH_ROUND_SECONDS:-2}"
 WARMUP="${BENCH_WARMUP:-3}"
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
-CONFIGS=(nowasm noop reroute linnet)
-# As in envoy/bench-*.yaml.
-declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004)
-declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905)
-UPSTREAM=8090
-
 die() { echo "bench-envoy: $*" >&2; exit 1; }
 [ -x .venv/bin/envoy ] || die "no .venv/bin/envoy: run 'make setup'"
 command -v wrk >/dev/null || die "no wrk: run 'make setup'"
-for w in dist/noop.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
-
-# A plain HTTP/1.1 GET over bash's /dev/tcp; succeeds on a 200. A subshell, because a failed
-# `exec` redirection would end the script.
-http_ok() (
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
-    status=$(head -n1 <&3 || true)
-    [[ $status == *" 200 "* ]]
-) 2>/dev/null
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
-    port_free "$p" || die "127.0.0.1:$p is in use"
-done
+source bench/envoys.sh
 
 pin_proxy=() pin_load=()
 if [ "${BENCH_PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -59,21 +40,8 @@ if [ "${BENCH_PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev
 fi
 
 echo "bench-envoy: building the upstream"
-cargo build --quiet --release -p linnet-e2e --bin linnet-bench-upstream
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"${pin_load[@]}" target/release/linnet-bench-upstream "127.0.0.1:$UPSTREAM" &
-pids+=($!)
-for _ in $(seq 100); do http_ok "$UPSTREAM" / && break; sleep 0.05; done
-http_ok "$UPSTREAM" / || die "the upstream did not start"
+bench_prepare
+start_upstream "${pin_load[@]}"
 
 for cfg in "${CONFIGS[@]}"; do
     "${pin_proxy[@]}" .venv/bin/envoy -c "envoy/bench-$cfg.yaml" --concurrency 1 \

@@ -1,0 +1,45 @@
+# Sourced by scripts/bench-envoy.sh and scripts/bench-envoy-instructions.sh: the four Envoy
+# configs they compare, their ports, and the upstream they share. The sourcing script defines
+# die() and sets `pids` (killed on exit) and `work` (removed on exit).
+
+CONFIGS=(nowasm noop reroute linnet)
+# As in envoy/bench-*.yaml.
+declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004)
+declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905)
+UPSTREAM=8090
+
+# A plain HTTP/1.1 GET over bash's /dev/tcp; succeeds on a 200. A subshell, because a failed
+# `exec` redirection would end the script.
+http_ok() (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+    status=$(head -n1 <&3 || true)
+    [[ $status == *" 200 "* ]]
+) 2>/dev/null
+
+# Checks the wasm files and that no port is taken; creates $work and the exit trap.
+bench_prepare() {
+    local w p
+    for w in dist/noop.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
+    for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
+        ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "127.0.0.1:$p is in use"
+    done
+    cargo build --quiet --release -p linnet-e2e --bin linnet-bench-upstream
+    work=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+
+# start_upstream [COMMAND PREFIX...]: the upstream every Envoy routes to, serving when it returns.
+start_upstream() {
+    "$@" target/release/linnet-bench-upstream "127.0.0.1:$UPSTREAM" &
+    pids+=($!)
+    for _ in $(seq 100); do http_ok "$UPSTREAM" / && return 0; sleep 0.05; done
+    die "the upstream did not start"
+}
