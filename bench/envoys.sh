@@ -17,6 +17,9 @@ http_ok() (
     [[ $status == *" 200 "* ]]
 ) 2>/dev/null
 
+# ratio A B: A / B to three decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+
 # Checks the wasm files and that no port is taken; creates $work and the exit trap.
 bench_prepare() {
     local w p

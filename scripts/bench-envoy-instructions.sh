@@ -9,7 +9,7 @@
 # x-user-id each), and the counters are dumped. Instructions / requests is the whole process's
 # cost per request: Envoy, V8 and the filter. When Envoy is CPU-bound, throughput is inversely
 # proportional to it, so noop / linnet here is the throughput ratio the goal is stated in.
-# It measures; it does not fail on a missed goal. About 4 minutes (Envoy starts slowly under
+# It measures; it does not fail on a missed goal. About 3 minutes (Envoy starts slowly under
 # valgrind).
 #
 # Env: BENCH_COUNT (requests per config, default 2000).
@@ -59,7 +59,6 @@ done
 for pid in "${mpids[@]}"; do wait "$pid" || die "a measurement failed"; done
 
 n() { cat "$work/$1"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
 echo "Envoy 1 worker, loopback, one connection, instructions per request (callgrind, $COUNT requests)"
 printf '%-8s | %14s | %14s | %18s\n' config "instr/request" "over no wasm" "throughput vs noop"

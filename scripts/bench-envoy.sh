@@ -96,7 +96,6 @@ for cfg in "${CONFIGS[@]}"; do
         "$(median "$cfg" "$CONNECTIONS" 3)" "$(errors "$cfg")"
 done
 echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 verdict() { if [ "$1" = 1 ]; then echo "goal met"; else echo "goal MISSED"; fi; }
 ratio_n=$(ratio "$(median linnet "$CONNECTIONS" 1)" "$(median noop "$CONNECTIONS" 1)")
 ratio_1=$(ratio "$(median linnet 1 1)" "$(median noop 1 1)")

@@ -36,16 +36,22 @@ use std::path::{Path, PathBuf};
 
 /// The filter under test: `$LINNET_WASM`, else `<workspace>/dist/linnet.wasm`.
 pub fn wasm_path() -> Result<PathBuf> {
-    resolve(std::env::var_os("LINNET_WASM").map(PathBuf::from))
+    resolve(std::env::var_os("LINNET_WASM").map_or_else(|| dist("linnet.wasm"), PathBuf::from))
 }
 
-fn resolve(from_env: Option<PathBuf>) -> Result<PathBuf> {
-    let path = from_env.unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("dist")
-            .join("linnet.wasm")
-    });
+/// The benchmarks' baseline filter, `<workspace>/dist/noop.wasm`.
+pub fn baseline_wasm_path() -> Result<PathBuf> {
+    resolve(dist("noop.wasm"))
+}
+
+fn dist(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("dist")
+        .join(name)
+}
+
+fn resolve(path: PathBuf) -> Result<PathBuf> {
     if !path.is_file() {
         bail!(
             "the filter is not built: {} is missing; run `make wasm` to build it (or set LINNET_WASM)",
@@ -61,7 +67,7 @@ mod tests {
 
     #[test]
     fn missing_wasm_says_how_to_build_it() {
-        let err = resolve(Some(PathBuf::from("/nonexistent/linnet.wasm"))).unwrap_err();
+        let err = resolve(PathBuf::from("/nonexistent/linnet.wasm")).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("run `make wasm` to build it"), "{message}");
         assert!(message.contains("/nonexistent/linnet.wasm"), "{message}");

@@ -5,23 +5,17 @@
 // clippy.toml allows these in #[test] functions only; test helpers fail the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use linnet_wasm_tests::{Action, LogLevel, Vm};
-use std::path::Path;
+use linnet_wasm_tests::{baseline_wasm_path, Action, LogLevel, Vm};
 
 fn baseline(config: &str) -> (Vm, bool) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/noop.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make wasm`",
-        path.display()
-    );
-    let mut vm = Vm::load(&path).unwrap();
+    let mut vm = Vm::load(&baseline_wasm_path().unwrap()).unwrap();
     assert!(vm.start_vm("").unwrap());
     let accepted = vm.configure(config).unwrap();
     (vm, accepted)
 }
 
-/// One request through `vm`: the request headers after the filter.
+/// One request through `vm`: the routing header and how many request headers there are after
+/// the filter.
 fn request(vm: &mut Vm) -> (Option<String>, usize) {
     let mut req = vm.http().unwrap();
     let headers = [(":authority", "checkout.local"), ("x-user-id", "user-1")];
