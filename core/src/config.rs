@@ -420,6 +420,7 @@ impl RolloutConfig {
                 Some(Mirror {
                     cluster: m.cluster.clone(),
                     bp,
+                    sample_prefix: crate::decide::sample_prefix(salt.as_bytes()),
                 })
             }
         };
@@ -434,6 +435,7 @@ impl RolloutConfig {
             name: self.name.clone(),
             matcher,
             weight,
+            bucket_prefix: crate::decide::bucket_prefix(salt.as_bytes()),
             salt: salt.into_bytes().into_boxed_slice(),
             stickiness,
             anonymous,

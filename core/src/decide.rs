@@ -1,6 +1,6 @@
 //! The per-request decision: kill switch > override > cohort > sticky bucket.
 
-use crate::murmur3::murmur3_x86_32;
+use crate::murmur3::Murmur3;
 use crate::snapshot::{Anonymous, Rollout, Snapshot, Source};
 use crate::weight::FULL;
 use std::borrow::Cow;
@@ -101,8 +101,23 @@ impl Reason {
 
 /// `murmur3_x86_32(utf8(salt + ":" + key), seed 0) % 10000`.
 pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
+    bucket_after(bucket_prefix(salt), key)
+}
+
+/// The hash state after `salt ":"`, which every key of a rollout starts from.
+pub fn bucket_prefix(salt: &[u8]) -> Murmur3 {
+    Murmur3::after(0, &[salt, b":"])
+}
+
+/// The hash state after `salt ":mirror:"`, which mirror sampling starts from.
+pub(crate) fn sample_prefix(salt: &[u8]) -> Murmur3 {
+    Murmur3::after(0, &[salt, b":mirror:"])
+}
+
+/// The bucket of `bytes` hashed after `prefix`: 0..10,000.
+fn bucket_after(prefix: Murmur3, bytes: &[u8]) -> u16 {
     // The remainder is below 10,000, so it fits.
-    (murmur3_x86_32(&[salt, b":", key], 0) % u32::from(FULL)) as u16
+    (prefix.finish_with(bytes) % u32::from(FULL)) as u16
 }
 
 /// The value of cookie `name` in a `Cookie` header. Tolerates junk: pieces without `=`, stray
@@ -187,7 +202,7 @@ impl Rollout {
         if let Some(v) = self.cohorts.get(key) {
             return (v, Reason::Cohort, None);
         }
-        let b = bucket(&self.salt, key);
+        let b = bucket_after(self.bucket_prefix, key);
         let v = if b < self.weight.get() {
             Variant::Canary
         } else {
@@ -279,7 +294,7 @@ impl Rollout {
                 &entropy
             }
         };
-        let sample = (murmur3_x86_32(&[&self.salt, b":mirror:", id], 0) % u32::from(FULL)) as u16;
+        let sample = bucket_after(m.sample_prefix, id);
         (sample < m.bp.get()).then(|| m.cluster.clone())
     }
 }

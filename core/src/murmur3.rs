@@ -1,90 +1,90 @@
-//! MurmurHash3 x86_32, streamed over several byte slices so that `salt ":" key` is hashed
-//! without ever being concatenated into a new buffer.
+//! MurmurHash3 x86_32 as a streaming state, so that `salt ":" key` is hashed without being
+//! joined into a new buffer, and a rollout hashes its fixed `salt ":"` once, not per request.
 
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
-
-/// Inputs up to this size are joined on the stack and hashed in one tight loop.
-const STACK: usize = 128;
 
 /// Hashes the concatenation of `parts` with MurmurHash3 x86_32 and the given seed.
 ///
 /// The result is identical to hashing one buffer holding all parts back to back.
 pub fn murmur3_x86_32(parts: &[&[u8]], seed: u32) -> u32 {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total <= STACK {
-        // Typical keys are short: copying them is cheaper than stitching blocks across parts.
-        let mut buf = [0u8; STACK];
-        let mut at = 0;
+    Murmur3::after(seed, parts).finish()
+}
+
+/// The hash of the bytes written so far. `Copy`, so a state that has consumed a fixed prefix
+/// can be kept and copied for every key that follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Murmur3 {
+    h: u32,
+    /// Bytes written after the last whole 4-byte block, little-endian in the low bits.
+    carry: u32,
+    /// How many bytes `carry` holds, 0..=3.
+    carried: u32,
+    /// Bytes written in all. The reference implementation folds the length in as 32 bits.
+    len: u32,
+}
+
+// === impl Murmur3 ===
+
+impl Murmur3 {
+    pub const fn new(seed: u32) -> Self {
+        Murmur3 {
+            h: seed,
+            carry: 0,
+            carried: 0,
+            len: 0,
+        }
+    }
+
+    /// The state after writing each of `parts` in turn.
+    pub fn after(seed: u32, parts: &[&[u8]]) -> Self {
+        let mut state = Murmur3::new(seed);
         for part in parts {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+            state.write(part);
         }
-        return murmur3_contiguous(&buf[..at], seed);
+        state
     }
-    murmur3_streamed(parts, seed)
-}
 
-fn murmur3_contiguous(bytes: &[u8], seed: u32) -> u32 {
-    let mut h = seed;
-    let mut blocks = bytes.chunks_exact(4);
-    for b in &mut blocks {
-        h = mix_block(h, u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    }
-    let tail = blocks.remainder();
-    if !tail.is_empty() {
-        let mut k: u32 = 0;
-        for (i, b) in tail.iter().enumerate() {
-            k |= u32::from(*b) << (8 * i);
-        }
-        h ^= scramble(k);
-    }
-    // The reference implementation folds the length in as a 32-bit value.
-    fmix32(h ^ bytes.len() as u32)
-}
-
-/// The same hash without joining the parts, for inputs too long for the stack buffer.
-fn murmur3_streamed(parts: &[&[u8]], seed: u32) -> u32 {
-    let mut h = seed;
-    let mut total: usize = 0;
-    // Bytes left over from a previous part that did not fill a 4-byte block.
-    let mut pending = [0u8; 4];
-    let mut npending = 0usize;
-
-    for part in parts {
-        total = total.wrapping_add(part.len());
-        let mut rest: &[u8] = part;
-        if npending > 0 {
-            let take = (4 - npending).min(rest.len());
-            pending[npending..npending + take].copy_from_slice(&rest[..take]);
-            npending += take;
-            rest = &rest[take..];
-            if npending < 4 {
-                continue;
+    /// Appends `bytes`. Blocks are read straight from `bytes`; only a block that straddles two
+    /// writes is assembled, a byte at a time (at most three).
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        self.len = self.len.wrapping_add(bytes.len() as u32);
+        if self.carried > 0 {
+            while self.carried < 4 {
+                let Some((&b, rest)) = bytes.split_first() else {
+                    return;
+                };
+                self.carry |= u32::from(b) << (8 * self.carried);
+                self.carried += 1;
+                bytes = rest;
             }
-            h = mix_block(h, u32::from_le_bytes(pending));
+            self.h = mix_block(self.h, self.carry);
+            self.carry = 0;
+            self.carried = 0;
         }
-        let mut chunks = rest.chunks_exact(4);
-        for block in &mut chunks {
-            let k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
-            h = mix_block(h, k);
+        let mut blocks = bytes.chunks_exact(4);
+        for b in &mut blocks {
+            self.h = mix_block(self.h, u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         }
-        let tail = chunks.remainder();
-        pending[..tail.len()].copy_from_slice(tail);
-        npending = tail.len();
+        for &b in blocks.remainder() {
+            self.carry |= u32::from(b) << (8 * self.carried);
+            self.carried += 1;
+        }
     }
 
-    if npending > 0 {
-        let mut k: u32 = 0;
-        for (i, b) in pending[..npending].iter().enumerate() {
-            k |= u32::from(*b) << (8 * i);
+    pub fn finish(self) -> u32 {
+        let mut h = self.h;
+        if self.carried > 0 {
+            h ^= scramble(self.carry);
         }
-        h ^= scramble(k);
+        fmix32(h ^ self.len)
     }
 
-    // The reference implementation folds the length in as a 32-bit value.
-    h ^= total as u32;
-    fmix32(h)
+    /// The hash of everything written so far followed by `bytes`, leaving `self` as it is.
+    pub fn finish_with(mut self, bytes: &[u8]) -> u32 {
+        self.write(bytes);
+        self.finish()
+    }
 }
 
 #[inline]
@@ -112,7 +112,7 @@ fn fmix32(mut h: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::murmur3_x86_32;
+    use super::{murmur3_x86_32, Murmur3};
     use proptest::prelude::*;
 
     fn reference(bytes: &[u8], seed: u32) -> u32 {
@@ -151,7 +151,30 @@ mod tests {
     }
 
     #[test]
-    fn long_inputs_take_the_streamed_path_and_agree() {
+    fn a_kept_prefix_state_hashes_like_the_whole_input() {
+        // Prefix lengths 0..=8 put the key at every offset within a block.
+        for salt in ["", "a", "ab", "abc", "abcd", "checkout", "search-v2"] {
+            let mut prefix = Murmur3::new(0);
+            prefix.write(salt.as_bytes());
+            prefix.write(b":");
+            for key in [
+                "",
+                "u",
+                "user-48213",
+                "4f1c2d0e-9b1a-4a7e-8c55-0c7a3f1e9d21",
+            ] {
+                let joined = format!("{salt}:{key}");
+                assert_eq!(
+                    prefix.finish_with(key.as_bytes()),
+                    reference(joined.as_bytes(), 0),
+                    "{joined}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_inputs_split_anywhere_agree() {
         let long: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         for cut in [0, 1, 3, 128, 129, 500, 999, 1000] {
             let (a, b) = long.split_at(cut);

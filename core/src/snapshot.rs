@@ -1,6 +1,7 @@
 //! The compiled, immutable form of a configuration: what the request path reads.
 
 use crate::decide::Variant;
+use crate::murmur3::Murmur3;
 use crate::weight::Bp;
 use rustc_hash::FxHashMap;
 
@@ -21,6 +22,8 @@ pub struct Rollout {
     pub matcher: Matcher,
     pub weight: Bp,
     pub salt: Box<[u8]>,
+    /// The hash state after `salt ":"`, so a request hashes only its key.
+    pub(crate) bucket_prefix: Murmur3,
     /// Key sources in order; the first one present and non-empty is the user's key.
     pub stickiness: Vec<Source>,
     pub anonymous: Anonymous,
@@ -54,6 +57,8 @@ pub struct Override {
 pub struct Mirror {
     pub cluster: String,
     pub bp: Bp,
+    /// The hash state after `salt ":mirror:"`, so a request hashes only its request id.
+    pub(crate) sample_prefix: Murmur3,
 }
 
 /// Exact-match key lists, held as one map so a key costs one lookup. A key may not be on both.
@@ -81,10 +86,11 @@ enum Authority {
 impl Snapshot {
     /// The first rollout whose match accepts this request, with its index, if any.
     pub fn find(&self, authority: &[u8], path: &[u8]) -> Option<(usize, &Rollout)> {
+        let host = host_of(authority);
         self.rollouts
             .iter()
             .enumerate()
-            .find(|(_, r)| r.matcher.matches(authority, path))
+            .find(|(_, r)| r.matcher.matches_host(host, path))
     }
 
     pub fn rollout(&self, name: &str) -> Option<&Rollout> {
@@ -187,6 +193,12 @@ impl Matcher {
     }
 
     pub fn matches(&self, authority: &[u8], path: &[u8]) -> bool {
+        self.matches_host(host_of(authority), path)
+    }
+
+    /// `matches` for a host already taken out of its authority, so that a request is parsed
+    /// once however many rollouts it is tried against.
+    fn matches_host(&self, host: &[u8], path: &[u8]) -> bool {
         if let Some(prefix) = &self.path_prefix {
             if !path.starts_with(prefix) {
                 return false;
@@ -194,17 +206,18 @@ impl Matcher {
         }
         match &self.authority {
             None => true,
-            Some(pattern) => {
-                let host = host_of(authority);
-                match pattern {
-                    Authority::Exact(h) => host.eq_ignore_ascii_case(h),
-                    Authority::Suffix(s) => {
-                        host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
-                    }
-                }
+            Some(Authority::Exact(h)) => same_host(host, h),
+            Some(Authority::Suffix(s)) => {
+                host.len() > s.len() && same_host(&host[host.len() - s.len()..], s)
             }
         }
     }
+}
+
+/// `host` equals the lower-case `pattern`, ignoring ASCII case. Clients nearly always send
+/// lower case, so the exact comparison (a vectorised memcmp) decides most requests by itself.
+fn same_host(host: &[u8], pattern: &[u8]) -> bool {
+    host.len() == pattern.len() && (host == pattern || host.eq_ignore_ascii_case(pattern))
 }
 
 /// The host of an authority: no port, no trailing dot (`Example.com.:80` → `Example.com`).
@@ -221,8 +234,14 @@ fn strip_port(authority: &[u8]) -> &[u8] {
             None => authority,
         };
     }
-    match authority.iter().rposition(|&b| b == b':') {
-        Some(i) if authority[i + 1..].iter().all(u8::is_ascii_digit) => &authority[..i],
+    // One pass from the end: digits, then the colon that makes them a port.
+    let digits = authority
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    match authority.len().checked_sub(digits + 1) {
+        Some(colon) if authority[colon] == b':' => &authority[..colon],
         _ => authority,
     }
 }
@@ -251,5 +270,10 @@ mod tests {
         assert!(Matcher::new(None, Some("api")).is_err());
         assert_eq!(strip_port(b"[::1]:10000"), b"[::1]");
         assert_eq!(strip_port(b"host:abc"), b"host:abc");
+        assert_eq!(strip_port(b"host:"), b"host");
+        assert_eq!(strip_port(b"a:1:2"), b"a:1");
+        assert_eq!(strip_port(b"10000"), b"10000");
+        assert_eq!(strip_port(b":80"), b"");
+        assert_eq!(strip_port(b"[::1"), b"[::1");
     }
 }
