@@ -1,11 +1,11 @@
-# Sourced by scripts/bench-envoy.sh and scripts/bench-envoy-instructions.sh: the four Envoy
+# Sourced by scripts/bench-envoy.sh and scripts/bench-envoy-instructions.sh: the five Envoy
 # configs they compare, their ports, and the upstream they share. The sourcing script defines
 # die() and sets `pids` (killed on exit) and `work` (removed on exit).
 
-CONFIGS=(nowasm noop reroute linnet)
+CONFIGS=(nowasm noop key reroute linnet)
 # As in envoy/bench-*.yaml.
-declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004)
-declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905)
+declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004 [key]=10005)
+declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905 [key]=9906)
 UPSTREAM=8090
 
 # A plain HTTP/1.1 GET over bash's /dev/tcp; succeeds on a 200. A subshell, because a failed

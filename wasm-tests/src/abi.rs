@@ -6,7 +6,7 @@
 
 use crate::state::{
     deserialize_map, header, len_u32, serialize_map, HostState, HttpCall, LocalResponse, LogLevel,
-    MetricKind, Status, StreamCall,
+    MapRead, MetricKind, Status, StreamCall,
 };
 use crate::Metric;
 use wasmtime::{bail, format_err, Caller, Extern, Linker, Memory, Result};
@@ -249,6 +249,10 @@ fn define_maps(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, kind: u32, ptr_ptr: u32, size_ptr: u32| -> Result<u32> {
+            c.data_mut().map_reads.push(MapRead {
+                map: kind,
+                key: None,
+            });
             let Some(map) = c.data_mut().map(kind) else {
                 return Ok(NOT_FOUND);
             };
@@ -295,6 +299,10 @@ fn define_maps(l: &mut Linker<HostState>) -> Result<()> {
          size_ptr: u32|
          -> Result<u32> {
             let key = read(&mut c, kptr, klen)?;
+            c.data_mut().map_reads.push(MapRead {
+                map: kind,
+                key: Some(key.clone()),
+            });
             let Some(map) = c.data_mut().map(kind) else {
                 return Ok(NOT_FOUND);
             };

@@ -26,8 +26,8 @@ mod vm;
 
 pub use shared::SharedData;
 pub use state::{
-    deserialize_map, serialize_map, Headers, HttpCall, LocalResponse, LogLevel, LogLine, Metric,
-    MetricKind, Status, StreamCall,
+    deserialize_map, serialize_map, Headers, HttpCall, LocalResponse, LogLevel, LogLine, MapRead,
+    Metric, MetricKind, Status, StreamCall,
 };
 pub use vm::{Action, Http, Vm};
 

@@ -60,6 +60,16 @@ impl HttpCall {
     }
 }
 
+/// A read of a header map by the guest: one header's value, or the whole map (`key: None`).
+/// Each read that finds something costs a real host a call back into the guest's allocator,
+/// so the count is part of what a request costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRead {
+    /// The ABI's map type: 0 request headers, 2 response headers, ...
+    pub map: u32,
+    pub key: Option<Vec<u8>>,
+}
+
 /// A `proxy_send_local_response` the guest made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -133,6 +143,7 @@ pub struct HostState {
     pub foreign_functions: HashSet<String>,
     /// Accepted foreign calls: name and arguments.
     pub foreign_calls: Vec<(String, Vec<u8>)>,
+    pub map_reads: Vec<MapRead>,
     pub metrics: Vec<Metric>,
     pub properties: HashMap<Vec<u8>, Vec<u8>>,
     pub local_responses: Vec<LocalResponse>,
@@ -162,6 +173,7 @@ impl HostState {
             next_token: 1,
             foreign_functions: HashSet::from(["clear_route_cache".to_owned()]),
             foreign_calls: Vec::new(),
+            map_reads: Vec::new(),
             metrics: Vec::new(),
             properties: HashMap::new(),
             local_responses: Vec::new(),

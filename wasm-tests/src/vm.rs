@@ -3,7 +3,7 @@
 use crate::abi;
 use crate::shared::SharedData;
 use crate::state::{
-    header, CallResponse, Headers, HostState, HttpCall, LocalResponse, LogLevel, LogLine,
+    header, CallResponse, Headers, HostState, HttpCall, LocalResponse, LogLevel, LogLine, MapRead,
     MetricKind, Stream, StreamCall,
 };
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -363,6 +363,11 @@ impl Vm {
 
     pub fn stream_calls(&self) -> &[StreamCall] {
         &self.store.data().stream_calls
+    }
+
+    /// Every header map read the guest made, in order.
+    pub fn map_reads(&self) -> &[MapRead] {
+        &self.store.data().map_reads
     }
 
     /// How many times the guest called `proxy_done`.

@@ -1,11 +1,11 @@
 //! The benchmark's baseline filter (`dist/noop.wasm`) does exactly what its numbers are read
-//! as: nothing with an empty configuration, and with `reroute` the routing header and the
-//! route re-pick Linnet needs, and nothing more. A baseline that silently did less would make
+//! as: nothing with an empty configuration; with `key` one read of the user's key header; with
+//! `reroute` the routing header and the route re-pick Linnet needs; and nothing more. A baseline that silently did less would make
 //! Linnet look slower than it is.
 // clippy.toml allows these in #[test] functions only; test helpers fail the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use linnet_wasm_tests::{baseline_wasm_path, Action, LogLevel, Vm};
+use linnet_wasm_tests::{baseline_wasm_path, Action, LogLevel, MapRead, Vm};
 
 fn baseline(config: &str) -> (Vm, bool) {
     let mut vm = Vm::load(&baseline_wasm_path().unwrap()).unwrap();
@@ -38,6 +38,24 @@ fn empty_configuration_touches_nothing() {
         assert_eq!(request(&mut vm), (None, 2));
     }
     assert_eq!(vm.foreign_calls("clear_route_cache"), 0);
+    assert!(vm.map_reads().is_empty(), "{:?}", vm.map_reads());
+    assert!(vm.metric_names().is_empty(), "{:?}", vm.metric_names());
+    assert!(vm.trapped().is_none());
+}
+
+#[test]
+fn key_reads_the_user_header_once_per_request_and_changes_nothing() {
+    let (mut vm, accepted) = baseline("key");
+    assert!(accepted);
+    for _ in 0..3 {
+        assert_eq!(request(&mut vm), (None, 2));
+    }
+    let one = MapRead {
+        map: 0,
+        key: Some(b"x-user-id".to_vec()),
+    };
+    assert_eq!(vm.map_reads(), [one.clone(), one.clone(), one]);
+    assert_eq!(vm.foreign_calls("clear_route_cache"), 0);
     assert!(vm.metric_names().is_empty(), "{:?}", vm.metric_names());
     assert!(vm.trapped().is_none());
 }
@@ -50,6 +68,7 @@ fn reroute_writes_the_header_and_repicks_the_route_on_every_request() {
         assert_eq!(request(&mut vm), (Some("stable".to_owned()), 3));
     }
     assert_eq!(vm.foreign_calls("clear_route_cache"), 3);
+    assert!(vm.map_reads().is_empty(), "{:?}", vm.map_reads());
     assert!(vm.metric_names().is_empty(), "{:?}", vm.metric_names());
     assert!(vm.trapped().is_none());
 }
@@ -59,7 +78,7 @@ fn any_other_configuration_is_refused_with_a_log_line() {
     let (vm, accepted) = baseline(r#"{"rollouts":[]}"#);
     assert!(!accepted);
     assert!(
-        vm.logged(LogLevel::Error, "must be empty or \"reroute\""),
+        vm.logged(LogLevel::Error, "must be empty, \"key\" or \"reroute\""),
         "{:?}",
         vm.logs()
     );

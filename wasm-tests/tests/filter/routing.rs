@@ -6,6 +6,7 @@ use crate::support::{
 };
 use linnet_core::metrics::requests;
 use linnet_core::{Reason, Variant};
+use linnet_wasm_tests::MapRead;
 
 #[test]
 fn weight_20_buckets_every_user_like_core() {
@@ -101,6 +102,41 @@ fn one_clear_route_cache_per_matched_request() {
         ],
     );
     assert_eq!(vm.foreign_calls("clear_route_cache"), 10);
+}
+
+/// Each host call that returns data costs Envoy a call back into the VM to allocate the answer,
+/// so the filter reads everything it needs from the request (authority, path, key header, cookie,
+/// override and token) in one read of the whole map, and the response's `:status` in one more.
+#[test]
+fn a_request_costs_two_header_reads_whatever_the_rollout_reads() {
+    let mut vm = vm(&checkout(
+        "50",
+        r#""stickiness":[{"header":"x-user-id"},{"cookie":"uid"}],"override":{"token":"t"}"#,
+    ));
+    let whole_request = MapRead { map: 0, key: None };
+    let status = MapRead {
+        map: 2,
+        key: Some(b":status".to_vec()),
+    };
+    round_trip(
+        &mut vm,
+        &[
+            (":authority", AUTHORITY),
+            (":path", "/"),
+            ("cookie", "uid=u1"),
+            ("x-linnet-override", "canary"),
+            ("x-linnet-override-token", "t"),
+        ],
+    );
+    assert_eq!(vm.map_reads(), [whole_request.clone(), status.clone()]);
+    // Outside every rollout: the request is read once (to strip Linnet's headers), the
+    // response not at all.
+    round_trip(&mut vm, &[(":authority", "other.local"), (":path", "/")]);
+    assert_eq!(
+        vm.map_reads(),
+        [whole_request.clone(), status, whole_request]
+    );
+    assert_healthy(&vm);
 }
 
 #[test]
