@@ -23,6 +23,12 @@ pub struct PluginConfig {
     pub routing_header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_header: Option<String>,
+    /// Also write the routing header (`stable`) on requests decided stable, and so have Envoy
+    /// match their route again. Off: a stable request that arrived without Linnet's headers
+    /// goes on untouched, on the route Envoy already matched (the route config sends everything
+    /// but `canary` to stable), which saves a second route match per stable request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mark_stable: bool,
     /// Sends every rollout's traffic to stable and stops mirroring.
     #[serde(default)]
     pub kill_switch: bool,
@@ -279,6 +285,7 @@ impl PluginConfig {
             kill_switch: self.kill_switch,
             routing_header,
             mirror_header,
+            mark_stable: self.mark_stable,
             rollouts,
         })
     }

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub kill_switch: bool,
     pub routing_header: String,
     pub mirror_header: String,
+    /// Write the routing header for stable decisions too (see `PluginConfig::mark_stable`).
+    pub mark_stable: bool,
     pub rollouts: Vec<Rollout>,
 }
 
@@ -95,6 +97,13 @@ impl Snapshot {
 
     pub fn rollout(&self, name: &str) -> Option<&Rollout> {
         self.rollouts.iter().find(|r| r.name == name)
+    }
+
+    /// Whether the filter writes the routing header for `variant`. The canary always: the route
+    /// config sends it there by the header. Stable only with `mark_stable`: everything without
+    /// `canary` goes to stable anyway, so an untouched request needs no second route match.
+    pub fn marks(&self, variant: Variant) -> bool {
+        variant == Variant::Canary || self.mark_stable
     }
 }
 

@@ -174,6 +174,11 @@ fn every_error_names_its_field() {
             "between",
         ),
         (
+            r#"{"mark_stable":"yes"}"#,
+            "mark_stable",
+            "expected a boolean",
+        ),
+        (
             r#"{"sidecar":{"cluster":"s","on_stale":"maybe"}}"#,
             "sidecar.on_stale",
             "unknown variant `maybe`",

@@ -1,4 +1,5 @@
-//! One HTTP stream: strip Linnet's headers, decide, write the routing header, count.
+//! One HTTP stream: strip Linnet's headers, decide, mark the request and have its route matched
+//! again when the decision needs it, count.
 
 use crate::abi::{self, Map};
 use crate::host::{self, EnvoyRequest, Headers};
@@ -37,7 +38,7 @@ fn remove_request_header(name: &str) {
     let _ = abi::remove_header(Map::Request, name);
 }
 
-/// Asks Envoy to pick the route again now that the routing header changed.
+/// Asks Envoy to match the route again now that the request's headers changed.
 fn clear_route_cache() {
     if let Err(status) = abi::call_foreign("clear_route_cache") {
         if !NO_CLEAR_ROUTE_CACHE.with(|c| c.replace(true)) {
@@ -83,13 +84,18 @@ impl Http {
             }
         }
         active.metrics.stripped(stripped);
+        let mut removed = stripped > 0;
 
         let authority = headers.get(":authority").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
-        let Some((i, rollout)) = snap.find(authority, path) else {
-            return;
-        };
-        let Some(metrics) = active.metrics.rollouts.get(i) else {
+        let found = snap
+            .find(authority, path)
+            .and_then(|(i, r)| Some((i, r, active.metrics.rollouts.get(i)?)));
+        let Some((i, rollout, metrics)) = found else {
+            // Envoy matched the route with the client's copies in place: match it without them.
+            if removed {
+                clear_route_cache();
+            }
             return;
         };
         // The override and its token are for Linnet, not for the upstream.
@@ -97,6 +103,7 @@ impl Http {
             for name in [&o.header, &o.token_header] {
                 if headers.get(name).is_some() {
                     remove_request_header(name);
+                    removed = true;
                 }
             }
         }
@@ -110,12 +117,20 @@ impl Http {
             metrics.override_rejected();
         }
 
-        set_request_header(&snap.routing_header, decision.variant.as_str().as_bytes());
+        // The mirror header needs no new route match: the router reads it when it sends.
         if let Some(cluster) = &decision.mirror {
             set_request_header(&snap.mirror_header, cluster.as_bytes());
             metrics.mirrored();
         }
-        clear_route_cache();
+        // Envoy matched the route on the request as it arrived. A stable request that arrived
+        // without Linnet's headers and is not marked is still that request: its route stands.
+        let marked = snap.marks(decision.variant);
+        if marked {
+            set_request_header(&snap.routing_header, decision.variant.as_str().as_bytes());
+        }
+        if marked || removed {
+            clear_route_cache();
+        }
         metrics.request(decision.variant, decision.reason);
 
         self.routed = Some(Routed {

@@ -156,3 +156,31 @@ pub fn pick(salt: &str, weight: f64, variant: &str) -> String {
         .find(|u| expected(salt, u.as_bytes(), weight) == variant)
         .unwrap()
 }
+
+#[test]
+fn mark_stable_tags_stable_requests_and_still_routes_by_the_decision() {
+    let mut config = plugin(checkout(20.0));
+    config["mark_stable"] = true.into();
+    let mut stack = Stack::start(&config).unwrap();
+    let stable_user = pick("checkout", 20.0, "stable");
+    let canary_user = pick("checkout", 20.0, "canary");
+    bounded(0..10, |_| {
+        assert_eq!(stack.user(&stable_user).unwrap(), "stable");
+        assert_eq!(stack.user(&canary_user).unwrap(), "canary");
+        let spoofed = stack
+            .variant_of(&[
+                ("x-user-id", stable_user.as_bytes()),
+                ("x-linnet-variant", b"canary"),
+            ])
+            .unwrap();
+        assert_eq!(spoofed, "stable");
+    });
+    let at_stable = stack.stable.received();
+    assert_eq!(at_stable.len(), 20);
+    for r in at_stable {
+        assert_eq!(r.header("x-linnet-variant"), Some(&b"stable"[..]));
+    }
+    for r in stack.canary.received() {
+        assert_eq!(r.header("x-linnet-variant"), Some(&b"canary"[..]));
+    }
+}

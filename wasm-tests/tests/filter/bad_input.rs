@@ -145,7 +145,7 @@ fn missing_pseudo_headers() {
 
     // No match rules: any request belongs to the rollout, even one without pseudo-headers.
     let mut vm = crate::support::vm(
-        r#"{"rollouts":[{"name":"all","weight":100,"stickiness":[{"header":"x-user-id"}]}]}"#,
+        r#"{"mark_stable":true,"rollouts":[{"name":"all","weight":100,"stickiness":[{"header":"x-user-id"}]}]}"#,
     );
     for headers in [
         &[("x-user-id", &b"u1"[..])][..],

@@ -185,7 +185,7 @@ fn override_beats_cohorts() {
 #[test]
 fn kill_switch_beats_everything() {
     let everything = format!(r#"{OVERRIDE},"cohorts":{{"canary":["alice"]}},"kill_switch":true"#);
-    let global = r#"{"kill_switch":true,"rollouts":[{"name":"checkout","weight":100,"stickiness":[{"header":"x-user-id"}],
+    let global = r#"{"mark_stable":true,"kill_switch":true,"rollouts":[{"name":"checkout","weight":100,"stickiness":[{"header":"x-user-id"}],
         "cohorts":{"canary":["alice"]},"override":{"token":"s3cret"}}]}"#;
     for config in [checkout("100", &everything), global.to_owned()] {
         let mut vm = vm(&config);

@@ -8,7 +8,7 @@ const STABLE_USER: &str = "u-stays";
 
 fn config(on_stale: &str) -> String {
     format!(
-        r#"{{"rollouts":[{{"name":"checkout","weight":0,"match":{{"authority":"{AUTHORITY}"}},
+        r#"{{"mark_stable":true,"rollouts":[{{"name":"checkout","weight":0,"match":{{"authority":"{AUTHORITY}"}},
         "stickiness":[{{"header":"x-user-id"}}]}}],
         "sidecar":{{"cluster":"linnet_sidecar","token":"poll-secret","poll_timeout_ms":30000,
         "stale_after_s":10,"on_stale":"{on_stale}"}}}}"#

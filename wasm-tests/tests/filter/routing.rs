@@ -215,7 +215,7 @@ fn authority_matches_without_port_and_path_by_prefix() {
 
 #[test]
 fn first_rollout_that_matches_wins() {
-    let config = r#"{"rollouts":[
+    let config = r#"{"mark_stable":true,"rollouts":[
         {"name":"api","match":{"authority":"checkout.local","path_prefix":"/api"},"weight":100,"stickiness":[{"header":"x-user-id"}]},
         {"name":"site","match":{"authority":"checkout.local"},"weight":0,"stickiness":[{"header":"x-user-id"}]}]}"#;
     let mut vm = vm(config);

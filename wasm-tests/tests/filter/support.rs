@@ -20,8 +20,14 @@ pub fn vm(config: &str) -> Vm {
 
 /// The one-rollout configuration most tests start from: `checkout` on `checkout.local`,
 /// sticky on `x-user-id`, with `extra` JSON fields added to (or replacing the match and
-/// stickiness of) the rollout.
+/// stickiness of) the rollout. It sets `mark_stable`, so that every decision can be read from
+/// the routing header; `marking.rs` tests the default, which leaves stable requests untouched.
 pub fn checkout(weight: &str, extra: &str) -> String {
+    checkout_unmarked(weight, extra).replacen('{', r#"{"mark_stable":true,"#, 1)
+}
+
+/// `checkout` with the default `mark_stable: false`, as users run it.
+pub fn checkout_unmarked(weight: &str, extra: &str) -> String {
     let mut fields = vec![
         r#""name":"checkout""#.to_owned(),
         format!(r#""weight":{weight}"#),
