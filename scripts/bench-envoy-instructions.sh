@@ -10,7 +10,7 @@
 # x-user-id each), and the counters are dumped. Instructions / requests is the whole process's
 # cost per request: Envoy, V8 and the filter. When Envoy is CPU-bound, throughput is inversely
 # proportional to it, so noop / linnet here is the throughput ratio the goal is stated in.
-# It measures; it does not fail on a missed goal. About 3 minutes (Envoy starts slowly under
+# It measures; it does not fail on a missed goal. About 4 minutes (Envoy starts slowly under
 # valgrind).
 #
 # Env: BENCH_COUNT (requests per config, default 2000).
