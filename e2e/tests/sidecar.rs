@@ -175,8 +175,22 @@ steps: [{weight: 20, pause: 1h}, {weight: 50, pause: 1h}, {weight: 100}]
         .iter()
         .map(|u| if in_canary(u) { "canary" } else { "stable" })
         .collect();
-    // Wait for the snapshot to land: users on either side of the new weight.
-    until_all(&mut s, &users_between(2000, 5000, 4), "canary");
+    // Wait for the snapshot to land on every worker: a fresh connection lands on either one,
+    // so the users between the old and the new weight must be canary on several in a row.
+    let between = users_between(2000, 5000, 4);
+    let start = Instant::now();
+    let mut in_a_row = 0;
+    while in_a_row < 8 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "weight 50 did not reach every worker"
+        );
+        s.client = s.envoy.client();
+        let landed = between
+            .iter()
+            .all(|u| variant(&mut s.client, u) == "canary");
+        in_a_row = if landed { in_a_row + 1 } else { 0 };
+    }
     let check_split = |s: &mut Setup| {
         s.client = s.envoy.client();
         for (u, want) in users.iter().zip(&expected) {
