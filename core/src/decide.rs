@@ -105,7 +105,7 @@ pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
 }
 
 /// The hash state after `salt ":"`, which every key of a rollout starts from.
-pub fn bucket_prefix(salt: &[u8]) -> Murmur3 {
+pub(crate) fn bucket_prefix(salt: &[u8]) -> Murmur3 {
     Murmur3::after(0, &[salt, b":"])
 }
 
