@@ -280,6 +280,8 @@ impl PluginConfig {
             }
             rollouts.push(rollout);
         }
+        // Precedence by specificity, never by name; equal ones keep the order they came in.
+        rollouts.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
         Ok(Snapshot {
             version,
             kill_switch: self.kill_switch,

@@ -86,7 +86,8 @@ enum Authority {
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// The first rollout whose match accepts this request, with its index, if any.
+    /// The rollout whose match accepts this request, with its index, if any. `rollouts` is in
+    /// precedence order (see [`Matcher::specificity`]), so the first match is the most specific.
     pub fn find(&self, authority: &[u8], path: &[u8]) -> Option<(usize, &Rollout)> {
         let host = host_of(authority);
         self.rollouts
@@ -201,6 +202,44 @@ impl Matcher {
         })
     }
 
+    /// How specific the match is; a larger key wins when several rollouts accept a request:
+    /// an exact host over a wildcard (a longer wildcard suffix first) over any host, then a
+    /// longer path prefix. Never the name or the order they were written in.
+    pub fn specificity(&self) -> (u8, usize, usize) {
+        let (rank, host_len) = match &self.authority {
+            Some(Authority::Exact(h)) => (2, h.len()),
+            Some(Authority::Suffix(s)) => (1, s.len()),
+            None => (0, 0),
+        };
+        (
+            rank,
+            host_len,
+            self.path_prefix.as_ref().map_or(0, |p| p.len()),
+        )
+    }
+
+    /// Whether some request is accepted by both matches: the hosts can be the same and one
+    /// path prefix starts with the other.
+    pub fn overlaps(&self, other: &Matcher) -> bool {
+        let hosts = match (&self.authority, &other.authority) {
+            (None, _) | (_, None) => true,
+            (Some(Authority::Exact(a)), Some(Authority::Exact(b))) => a == b,
+            (Some(Authority::Exact(h)), Some(Authority::Suffix(s)))
+            | (Some(Authority::Suffix(s)), Some(Authority::Exact(h))) => {
+                h.len() > s.len() && h.ends_with(s)
+            }
+            // `*.a.example` and `*.example` share every host under `.a.example`.
+            (Some(Authority::Suffix(a)), Some(Authority::Suffix(b))) => {
+                a.ends_with(b) || b.ends_with(a)
+            }
+        };
+        let paths = match (&self.path_prefix, &other.path_prefix) {
+            (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
+            _ => true,
+        };
+        hosts && paths
+    }
+
     /// `matches_host` from a whole authority; the request path goes through `Snapshot::find`.
     #[cfg(test)]
     fn matches(&self, authority: &[u8], path: &[u8]) -> bool {
@@ -286,5 +325,61 @@ mod tests {
         assert_eq!(strip_port(b"10000"), b"10000");
         assert_eq!(strip_port(b":80"), b"");
         assert_eq!(strip_port(b"[::1"), b"[::1");
+    }
+
+    fn m(authority: Option<&str>, path: Option<&str>) -> Matcher {
+        Matcher::new(authority, path).unwrap()
+    }
+
+    #[test]
+    fn overlapping_matches() {
+        let host = m(Some("checkout.local"), None);
+        let api = m(Some("Checkout.Local"), Some("/api"));
+        let web = m(Some("checkout.local"), Some("/web"));
+        let wild = m(Some("*.local"), None);
+        let deeper = m(Some("*.a.local"), None);
+        let other = m(Some("cart.example"), None);
+        let any = m(None, None);
+        for (a, b) in [
+            (&host, &api),
+            (&api, &api),
+            (&host, &wild),
+            (&wild, &deeper),
+            (&any, &other),
+            (&any, &api),
+        ] {
+            assert!(a.overlaps(b) && b.overlaps(a), "{a:?} {b:?}");
+        }
+        for (a, b) in [(&api, &web), (&host, &other), (&wild, &other)] {
+            assert!(!a.overlaps(b) && !b.overlaps(a), "{a:?} {b:?}");
+        }
+        // `*.local` never matches `local` itself.
+        assert!(!wild.overlaps(&m(Some("local"), None)));
+        assert!(!deeper.overlaps(&m(Some("b.local"), None)));
+    }
+
+    #[test]
+    fn specificity_orders_exact_wildcard_any_then_path() {
+        let mut all = [
+            m(None, Some("/")),
+            m(Some("*.local"), None),
+            m(Some("checkout.local"), Some("/api/v2")),
+            m(None, None),
+            m(Some("*.shop.local"), None),
+            m(Some("checkout.local"), None),
+        ];
+        all.sort_by_key(|x| std::cmp::Reverse(x.specificity()));
+        let order: Vec<_> = all.iter().map(Matcher::specificity).collect();
+        assert_eq!(
+            order,
+            [
+                (2, 14, 7),
+                (2, 14, 0),
+                (1, 11, 0),
+                (1, 6, 0),
+                (0, 0, 1),
+                (0, 0, 0)
+            ]
+        );
     }
 }

@@ -361,18 +361,34 @@ fn mirror_percent_samples_by_request_id() {
 }
 
 #[test]
-fn first_matching_rollout_wins() {
+fn the_most_specific_rollout_wins_whatever_the_order_or_names() {
+    // Written least specific first, with names that sort the other way round.
     let s = snapshot(
         r#"{"rollouts":[
-        {"name":"api","match":{"authority":"shop.local","path_prefix":"/api"}},
-        {"name":"web","match":{"authority":"shop.local"}},
-        {"name":"any-sub","match":{"authority":"*.shop.local"}}]}"#,
+        {"name":"a-everything"},
+        {"name":"b-any-sub","match":{"authority":"*.shop.local"}},
+        {"name":"c-web","match":{"authority":"shop.local"}},
+        {"name":"d-api","match":{"authority":"shop.local","path_prefix":"/api"}},
+        {"name":"e-api-v2","match":{"authority":"shop.local","path_prefix":"/api/v2"}}]}"#,
     );
     let name = |a: &[u8], p: &[u8]| s.find(a, p).map(|(_, r)| r.name.clone());
-    assert_eq!(name(b"shop.local:10000", b"/api/x").as_deref(), Some("api"));
-    assert_eq!(name(b"shop.local", b"/"), Some("web".into()));
-    assert_eq!(name(b"eu.shop.local", b"/api"), Some("any-sub".into()));
-    assert_eq!(name(b"other.local", b"/"), None);
+    assert_eq!(
+        name(b"shop.local:10000", b"/api/x").as_deref(),
+        Some("d-api")
+    );
+    assert_eq!(
+        name(b"shop.local", b"/api/v2/cart").as_deref(),
+        Some("e-api-v2")
+    );
+    assert_eq!(name(b"shop.local", b"/").as_deref(), Some("c-web"));
+    assert_eq!(
+        name(b"eu.shop.local", b"/api").as_deref(),
+        Some("b-any-sub")
+    );
+    assert_eq!(name(b"other.local", b"/").as_deref(), Some("a-everything"));
+    // The index returned is the compiled position, which the filter's metrics follow.
+    let (i, r) = s.find(b"shop.local", b"/").unwrap();
+    assert_eq!(s.rollouts[i].name, r.name);
 }
 
 #[test]
