@@ -4,7 +4,7 @@
 //! [`App::handle`] takes any request body, so tests call it directly without a socket.
 
 use crate::auth::{Auth, Need};
-use crate::controller::{Controller, CtlError};
+use crate::controller::{Controller, CtlError, RolloutRef, MAX_HISTORY};
 use crate::machine::Control;
 use crate::spec::{self, Format, RolloutSpec};
 use crate::sse;
@@ -77,6 +77,7 @@ enum Action {
     Promote,
     Abort,
     Retry,
+    Complete,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,11 +86,12 @@ enum Route {
     Readyz,
     Metrics,
     Rollouts,
-    Rollout(String),
-    Control(String, Action),
-    Weight(String),
-    RolloutKill(String),
-    Explain(String),
+    Rollout(RolloutRef),
+    Control(RolloutRef, Action),
+    Weight(RolloutRef),
+    RolloutKill(RolloutRef),
+    Explain(RolloutRef),
+    History,
     KillSwitch,
     Audit,
     Snapshot,
@@ -159,21 +161,23 @@ impl Route {
             ["readyz"] => Route::Readyz,
             ["metrics"] => Route::Metrics,
             ["v1", "rollouts"] => Route::Rollouts,
-            ["v1", "rollouts", name] => Route::Rollout((*name).to_owned()),
+            ["v1", "rollouts", name] => Route::Rollout(RolloutRef::parse(name)),
             ["v1", "rollouts", name, action] => {
-                let name = (*name).to_owned();
+                let name = RolloutRef::parse(name);
                 match *action {
                     "pause" => Route::Control(name, Action::Pause),
                     "resume" => Route::Control(name, Action::Resume),
                     "promote" => Route::Control(name, Action::Promote),
                     "abort" => Route::Control(name, Action::Abort),
                     "retry" => Route::Control(name, Action::Retry),
+                    "complete" => Route::Control(name, Action::Complete),
                     "weight" => Route::Weight(name),
                     "kill-switch" => Route::RolloutKill(name),
                     "explain" => Route::Explain(name),
                     _ => return None,
                 }
             }
+            ["v1", "history"] => Route::History,
             ["v1", "kill-switch"] => Route::KillSwitch,
             ["v1", "audit"] => Route::Audit,
             ["v1", "snapshot"] => Route::Snapshot,
@@ -195,9 +199,11 @@ impl Route {
             Route::Control(_, Action::Promote) => "/v1/rollouts/{name}/promote",
             Route::Control(_, Action::Abort) => "/v1/rollouts/{name}/abort",
             Route::Control(_, Action::Retry) => "/v1/rollouts/{name}/retry",
+            Route::Control(_, Action::Complete) => "/v1/rollouts/{name}/complete",
             Route::Weight(_) => "/v1/rollouts/{name}/weight",
             Route::RolloutKill(_) => "/v1/rollouts/{name}/kill-switch",
             Route::Explain(_) => "/v1/rollouts/{name}/explain",
+            Route::History => "/v1/history",
             Route::KillSwitch => "/v1/kill-switch",
             Route::Audit => "/v1/audit",
             Route::Snapshot => "/v1/snapshot",
@@ -362,10 +368,10 @@ impl App {
             (Route::Rollout(name), Method::GET) => Ok(ok_json(&ctl.status(name).await?)),
             (Route::Explain(name), _) => {
                 let limit = query.limit()?;
-                let status = ctl.status(name.clone()).await?;
-                let events = ctl.timeline(name, limit).await?;
+                let (status, events) = ctl.timeline(name, limit).await?;
                 Ok(ok_json(&json!({
                     "rollout": status.name,
+                    "id": status.id,
                     "state": status.state,
                     "step": status.step,
                     "weight": status.weight,
@@ -380,6 +386,7 @@ impl App {
                     Action::Resume => empty_body(&body).map(|()| Control::Resume)?,
                     Action::Abort => empty_body(&body).map(|()| Control::Abort)?,
                     Action::Retry => empty_body(&body).map(|()| Control::Retry)?,
+                    Action::Complete => empty_body(&body).map(|()| Control::Complete)?,
                     Action::Promote => {
                         let p: PromoteBody = if is_blank(&body) {
                             PromoteBody::default()
@@ -405,6 +412,27 @@ impl App {
                 Ok(ok_json(
                     &ctl.control(name, Control::KillSwitch(k.on)).await?,
                 ))
+            }
+            (Route::History, _) => {
+                let limit = match query.int("limit")? {
+                    None => DEFAULT_AUDIT_LIMIT,
+                    Some(l) => usize::try_from(l)
+                        .ok()
+                        .filter(|l| (1..=MAX_HISTORY).contains(l))
+                        .ok_or_else(|| {
+                            ApiError::bad(format!("limit: must be between 1 and {MAX_HISTORY}"))
+                        })?,
+                };
+                let name = query
+                    .get("name")
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned);
+                let host = query
+                    .get("match")
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned);
+                let releases = ctl.history(name, host, limit).await?;
+                Ok(ok_json(&json!({ "releases": releases })))
             }
             (Route::KillSwitch, Method::GET) => {
                 Ok(ok_json(&json!({ "on": ctl.kill_switch().await? })))
@@ -717,7 +745,14 @@ mod tests {
         assert_eq!(Route::parse("/v1/rollouts/"), Some(Route::Rollouts));
         assert_eq!(
             Route::parse("/v1/rollouts/a/promote"),
-            Some(Route::Control("a".into(), Action::Promote))
+            Some(Route::Control(
+                RolloutRef::Name("a".into()),
+                Action::Promote
+            ))
+        );
+        assert_eq!(
+            Route::parse("/v1/rollouts/12/complete"),
+            Some(Route::Control(RolloutRef::Id(12), Action::Complete))
         );
         assert_eq!(Route::parse("/v1/rollouts/a/bogus"), None);
         assert_eq!(Route::parse("/"), None);

@@ -60,6 +60,7 @@ pub enum Command {
     Whereis { rollout: String, key: String },
     /// A rollout's decisions in plain words: steps, analysis checks, rollbacks, and why.
     Explain {
+        /// A name (its unfinished rollout, else its latest) or a release id from `history`.
         rollout: String,
         /// How many of the latest events to read.
         #[arg(long, default_value_t = 200)]
@@ -113,6 +114,22 @@ pub enum RolloutCmd {
     /// Start a rolled back, aborted or timed out rollout again from step 0.
     Retry {
         name: String,
+    },
+    /// Hand a promoted rollout over: stable now runs the promoted version, so the rollout
+    /// leaves the snapshot and the route's stable cluster takes all traffic again.
+    Complete {
+        name: String,
+    },
+    /// Past and present releases, newest first, with their outcome and times.
+    History {
+        /// Only releases whose match overlaps this host (e.g. checkout.local).
+        #[arg(long = "match")]
+        host: Option<String>,
+        /// Only releases of this name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
     /// Set the weight by hand (pauses automatic stepping).
     Weight {
@@ -273,6 +290,23 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
         Command::Rollout(RolloutCmd::Retry { name }) => {
             show(c.json(Method::POST, &control(&name, "retry"), None).await?)
         }
+        Command::Rollout(RolloutCmd::Complete { name }) => show(
+            c.json(Method::POST, &control(&name, "complete"), None)
+                .await?,
+        ),
+        Command::Rollout(RolloutCmd::History { host, name, limit }) => {
+            let mut path = format!("/v1/history?limit={limit}");
+            for (k, v) in [("match", host), ("name", name)] {
+                if let Some(v) = v {
+                    path += &format!("&{k}={}", percent_encode(&v));
+                }
+            }
+            print!(
+                "{}",
+                render_history(&c.json(Method::GET, &path, None).await?)
+            );
+            Ok(())
+        }
         Command::Rollout(RolloutCmd::Promote { name, full }) => show(
             c.json(
                 Method::POST,
@@ -400,11 +434,51 @@ async fn status(c: &Client, args: StatusArgs) -> Result<(), String> {
     }
 }
 
+/// Done stepping: promoted (waiting to be completed) or finished; `finished` is the API's own
+/// word for the rest.
 fn is_terminal(v: &Value) -> bool {
-    matches!(
-        v["state"].as_str(),
-        Some("promoted" | "rolled_back" | "aborted" | "timed_out")
-    )
+    v["finished"] == true || v["state"] == "promoted"
+}
+
+/// Query values are names and host names; anything else is escaped.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The history as a table, newest first.
+pub fn render_history(v: &Value) -> String {
+    let time = |t: &Value| {
+        t.as_i64()
+            .map_or("-".to_owned(), crate::explain::clock_time)
+    };
+    let mut out = format!(
+        "{:>5} {:<20} {:<24} {:<12} {:>7} {:<8} {:<8}  {}\n",
+        "ID", "NAME", "MATCH", "STATE", "WEIGHT", "CREATED", "FINISHED", "REASON"
+    );
+    for r in v["releases"].as_array().into_iter().flatten() {
+        let m = &r["match"];
+        let host = m["authority"].as_str().unwrap_or("*");
+        let matcher = format!("{host}{}", m["path_prefix"].as_str().unwrap_or(""));
+        out += &format!(
+            "{:>5} {:<20} {:<24} {:<12} {:>6}% {:<8} {:<8}  {}\n",
+            r["id"],
+            r["name"].as_str().unwrap_or("?"),
+            matcher,
+            r["state"].as_str().unwrap_or("?"),
+            r["weight"],
+            time(&r["created_at_ms"]),
+            time(&r["finished_at_ms"]),
+            r["reason"].as_str().unwrap_or(""),
+        );
+    }
+    out
 }
 
 fn ms(v: &Value) -> String {
@@ -417,8 +491,9 @@ fn ms(v: &Value) -> String {
 /// A rollout status, for people.
 pub fn render_status(v: &Value) -> String {
     let mut out = format!(
-        "rollout {}\n  state:    {}\n  step:     {} (of steps 0..{}){}\n  weight:   {}%\n",
+        "rollout {} (id {})\n  state:    {}\n  step:     {} (of steps 0..{}){}\n  weight:   {}%\n",
         v["name"].as_str().unwrap_or("?"),
+        v["id"],
         v["state"].as_str().unwrap_or("?"),
         v["step"],
         v["steps"].as_u64().map_or(0, |n| n.saturating_sub(1)),

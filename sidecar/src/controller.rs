@@ -3,15 +3,22 @@
 //!
 //! One mutex serializes every mutation, and each runs on the blocking pool, so concurrent
 //! controls on a rollout are applied one after another and none is lost.
+//!
+//! The lifecycle of a service: at most one unfinished rollout per traffic match (creating one
+//! whose match overlaps another is refused); a finished rollout (completed, rolled back,
+//! aborted, timed out) leaves the snapshot and memory at once and stays in the store as the
+//! archive, so the next release of the same service starts clean and routes at once.
 
-use crate::analysis::{Analysis, Check, Decision, Memory};
+use crate::analysis::step::Step;
+use crate::analysis::{Analysis, Decision};
 use crate::clock::{Millis, SharedClock};
-use crate::machine::{Control, Illegal, Runtime, State};
+use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::spec::{Plan, RolloutSpec};
-use crate::store::{Change, Event, Loaded, RolloutWrite, Store, StoreError, Transition};
+use crate::store::{Change, Event, Loaded, Release, RolloutWrite, Store, StoreError, Transition};
 use bytes::Bytes;
-use linnet_core::config::RolloutConfig;
+use linnet_core::config::{MatchConfig, RolloutConfig};
+use linnet_core::snapshot::Matcher;
 use linnet_core::{ConfigError, SnapshotDoc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -23,6 +30,8 @@ use tokio::sync::{broadcast, watch, Notify};
 
 /// How many transitions a status shows.
 const RECENT_TRANSITIONS: usize = 20;
+/// How many releases a history lists at most.
+pub const MAX_HISTORY: usize = 1000;
 
 #[derive(Clone)]
 pub struct Controller {
@@ -40,15 +49,27 @@ struct Shared {
 
 struct Inner {
     store: Store,
+    /// The unfinished rollouts, by name (a name has at most one).
     rollouts: BTreeMap<String, Entry>,
     version: u64,
     kill_switch: bool,
 }
 
 struct Entry {
+    /// The release's id in the store.
+    id: i64,
     spec: RolloutSpec,
     plan: Plan,
     rt: Runtime,
+    created_ms: Millis,
+}
+
+/// How a caller names a rollout: by name (its unfinished release, else its latest), or by
+/// a release id (all digits; names never are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutRef {
+    Name(String),
+    Id(i64),
 }
 
 /// The snapshot as served, serialized once per version.
@@ -70,7 +91,13 @@ pub enum CtlError {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub name: String,
+    /// The release's id: each rollout of a name has its own.
+    pub id: i64,
     pub state: State,
+    /// Finished rollouts are archived: out of the snapshot, kept in the history.
+    pub finished: bool,
+    pub created_at_ms: Millis,
+    pub finished_at_ms: Option<Millis>,
     pub step: usize,
     pub steps: usize,
     pub weight: f64,
@@ -89,33 +116,71 @@ pub struct Status {
     pub spec: RolloutSpec,
 }
 
-/// A rollout that analysis judges now: running, or paused by analysis for lack of data.
+/// One past or present release, as `history` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    pub state: State,
+    pub step: usize,
+    pub weight: f64,
+    pub created_at_ms: Millis,
+    pub finished_at_ms: Option<Millis>,
+    /// Why it is where it is: its last transition's reason.
+    pub reason: Option<String>,
+}
+
+/// A rollout that analysis judges now: running, or paused (by analysis, by an operator, or
+/// held at a manual weight: a hold never switches the guardrails off).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
+    /// The release, so a run is never recorded on a later rollout of the same name.
+    pub id: i64,
     pub analysis: Analysis,
+    pub plan: Plan,
     /// The shadow cluster, during a step that mirrors with no user on the canary.
     pub shadow: Option<String>,
-    pub memory: Memory,
-    pub state: State,
-    pub step: usize,
+    /// Where the rollout is as the run begins, with what analysis remembers.
+    pub rt: Runtime,
 }
 
 /// One analysis run's result, to record and act on.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub name: String,
-    /// Where the rollout was when the run began; a run that a transition overtook is dropped.
-    pub state: State,
-    pub step: usize,
-    /// Whether analysis had paused it when the run began.
-    pub was_paused: bool,
+    pub id: i64,
+    /// Where the rollout was when the run began; a run that anything overtook is dropped.
+    pub was: Runtime,
     pub subject: &'static str,
-    pub checks: Vec<Check>,
-    pub decision: Decision,
-    pub memory: Memory,
+    /// What the run judged and decided, with the run's memory.
+    pub step: Step,
+    /// The transitions its decision leads to, in order.
+    pub transitions: Vec<(Runtime, Outcome)>,
     /// The inputs: every window the source returned, or why there were none.
     pub observed: Value,
+}
+
+// === impl RolloutRef ===
+
+impl RolloutRef {
+    pub fn parse(s: &str) -> RolloutRef {
+        match s.parse::<i64>() {
+            Ok(id) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => RolloutRef::Id(id),
+            _ => RolloutRef::Name(s.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RolloutRef::Name(n) => write!(f, "{n:?}"),
+            RolloutRef::Id(id) => write!(f, "id {id}"),
+        }
+    }
 }
 
 // === impl CtlError ===
@@ -158,13 +223,10 @@ impl Controller {
             rollouts,
         } = store.load()?;
         let mut map = BTreeMap::new();
-        for (spec, rt) in rollouts {
-            // A stored spec was valid when written; if the rules have tightened since, say so.
-            let plan = spec
-                .validate()
-                .map_err(|e| StoreError(format!("stored rollout {:?}: {e}", spec.name)))?;
-            metrics.set_rollout(&spec.name, &rt);
-            map.insert(spec.name.clone(), Entry { spec, plan, rt });
+        for r in rollouts {
+            let entry = Entry::from_release(r)?;
+            metrics.set_rollout(&entry.spec.name, &entry.rt);
+            map.insert(entry.spec.name.clone(), entry);
         }
         let inner = Inner {
             store,
@@ -209,33 +271,113 @@ impl Controller {
         self.blocking(move |c| c.create_now(spec, plan)).await
     }
 
-    pub async fn control(&self, name: String, control: Control) -> Result<Status, CtlError> {
+    pub async fn control(&self, rollout: RolloutRef, control: Control) -> Result<Status, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
-            c.apply(&mut inner, &name, &control, now)?;
+            let name = match inner.live_name(&rollout) {
+                Some(name) => name,
+                None => {
+                    // A finished rollout: only a retry brings it back; anything else is refused
+                    // by the state machine with the state named.
+                    let release = inner.archived(&rollout)?;
+                    let entry = Entry::from_release(release)?;
+                    entry.rt.apply(&entry.plan, &control, now)?;
+                    if control != Control::Retry {
+                        return Err(CtlError::Conflict(format!(
+                            "rollout {:?} (id {}) is {} and archived",
+                            entry.spec.name, entry.id, entry.rt.state
+                        )));
+                    }
+                    inner.may_retry(&entry)?;
+                    let name = entry.spec.name.clone();
+                    inner.rollouts.insert(name.clone(), entry);
+                    name
+                }
+            };
+            let id = inner.rollouts.get(&name).map_or(0, |e| e.id);
             // A control may make a step due at once (e.g. resume with nothing left).
-            c.advance(&mut inner, &name, now)?;
+            if let Err(e) = c.settle(&mut inner, &name, Some(&control), now) {
+                // A retry that did not happen leaves the rollout in the archive.
+                if inner
+                    .rollouts
+                    .get(&name)
+                    .is_some_and(|e| e.rt.state.is_finished())
+                {
+                    inner.rollouts.remove(&name);
+                }
+                return Err(e);
+            }
             c.shared.wake.notify_one();
-            inner.status(&name, now, true)
+            inner.status(&RolloutRef::Id(id), now, true)
         })
         .await
     }
 
-    pub async fn status(&self, name: String) -> Result<Status, CtlError> {
-        self.blocking(move |c| c.lock().status(&name, c.now_ms(), true))
+    pub async fn status(&self, rollout: RolloutRef) -> Result<Status, CtlError> {
+        self.blocking(move |c| c.lock().status(&rollout, c.now_ms(), true))
             .await
     }
 
+    /// The unfinished rollouts.
     pub async fn list(&self) -> Result<Vec<Status>, CtlError> {
         self.blocking(|c| {
             let inner = c.lock();
             let now = c.now_ms();
             inner
                 .rollouts
-                .keys()
-                .map(|n| inner.status(n, now, false))
+                .values()
+                .map(|e| Ok(e.status(now, Vec::new(), None)))
                 .collect()
+        })
+        .await
+    }
+
+    /// Every release, newest first: of one name, and/or whose match overlaps a host.
+    pub async fn history(
+        &self,
+        name: Option<String>,
+        host: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, CtlError> {
+        let host = match host {
+            None => None,
+            Some(h) => Some(Matcher::new(Some(&h), None).map_err(|(_, m)| {
+                CtlError::Invalid(ConfigError {
+                    field: "match".into(),
+                    message: m,
+                })
+            })?),
+        };
+        self.blocking(move |c| {
+            let inner = c.lock();
+            let mut out = Vec::new();
+            for r in inner.store.history(usize::MAX)? {
+                if out.len() >= limit {
+                    break;
+                }
+                if name.as_ref().is_some_and(|n| *n != r.spec.name) {
+                    continue;
+                }
+                if let Some(h) = &host {
+                    if !matcher(&r.spec.matcher).is_ok_and(|m| m.overlaps(h)) {
+                        continue;
+                    }
+                }
+                let reason = inner.store.transitions(r.id, 1)?.pop().map(|t| t.reason);
+                out.push(HistoryEntry {
+                    id: r.id,
+                    name: r.spec.name,
+                    matcher: r.spec.matcher,
+                    state: r.runtime.state,
+                    step: r.runtime.step,
+                    weight: r.runtime.weight,
+                    created_at_ms: r.created_ms,
+                    finished_at_ms: r.finished_ms,
+                    reason,
+                });
+            }
+            Ok(out)
         })
         .await
     }
@@ -314,11 +456,12 @@ impl Controller {
                 .values()
                 .filter_map(|e| {
                     let analysis = e.plan.analysis.as_ref()?;
-                    let judged = match e.rt.state {
-                        State::Progressing | State::Shadowing => true,
-                        State::Paused => e.rt.analysis.paused,
-                        _ => false,
-                    };
+                    // Paused by anyone, or held at a manual weight, users are still on the
+                    // canary: the guardrails keep judging, and a critical failure rolls back.
+                    let judged = matches!(
+                        e.rt.state,
+                        State::Progressing | State::Shadowing | State::Paused
+                    );
                     if !judged {
                         return None;
                     }
@@ -329,11 +472,11 @@ impl Controller {
                     };
                     Some(Target {
                         name: e.spec.name.clone(),
+                        id: e.id,
                         analysis: analysis.clone(),
+                        plan: e.plan.clone(),
                         shadow,
-                        memory: e.rt.analysis.clone(),
-                        state: e.rt.state,
-                        step: e.rt.step,
+                        rt: e.rt.clone(),
                     })
                 })
                 .collect())
@@ -350,20 +493,15 @@ impl Controller {
             let Inner {
                 store, rollouts, ..
             } = &mut *inner;
-            let entry = rollouts
-                .get_mut(&run.name)
-                .ok_or_else(|| CtlError::NotFound(format!("no rollout named {:?}", run.name)))?;
-            if entry.rt.state != run.state
-                || entry.rt.step != run.step
-                || entry.rt.analysis.paused != run.was_paused
-            {
+            let Some(entry) = rollouts.get_mut(&run.name).filter(|e| e.id == run.id) else {
+                // Finished while the run was out: nothing left to act on.
+                return Ok(false);
+            };
+            if entry.rt != run.was {
                 return Ok(false);
             }
-            let rt = Runtime {
-                analysis: run.memory,
-                ..entry.rt.clone()
-            };
-            let (action, reason) = match &run.decision {
+            let rt = run.step.judged.clone();
+            let (action, reason) = match &run.step.decision {
                 Decision::Pass(r) => ("pass", r),
                 Decision::Hold(r) => ("hold", r),
                 Decision::RollBack(r) => ("roll_back", r),
@@ -376,37 +514,33 @@ impl Controller {
             data.insert("subject".into(), json!(run.subject));
             data.insert("decision".into(), json!(action));
             data.insert("reason".into(), json!(reason));
-            data.insert("checks".into(), json!(run.checks));
+            data.insert("checks".into(), json!(run.step.checks));
             data.insert("observed".into(), run.observed);
             let (event, _) = store.commit(Change {
                 at_ms: now,
                 rollout: Some(RolloutWrite {
+                    id: Some(entry.id),
                     spec: &entry.spec,
                     plan: &entry.plan,
                     runtime: &rt,
-                    created: false,
                     transition: None,
                 }),
                 kill_switch: None,
                 bump_version: false,
                 kind: "analysis",
                 data,
-                checks: &run.checks,
+                checks: &run.step.checks,
             })?;
             tracing::info!(rollout = %run.name, decision = action, %reason, "analysis");
+            c.shared.metrics.set_rollout(&run.name, &rt);
             entry.rt = rt;
             c.shared.metrics.count_analysis(&run.name, action);
             c.published(&inner, event, false);
-            let control = match run.decision {
-                Decision::RollBack(r) => Some(Control::RollBack(r)),
-                Decision::Pause(r) => Some(Control::AnalysisPause(r)),
-                Decision::Resume(r) => Some(Control::AnalysisResume(r)),
-                Decision::Pass(_) | Decision::Hold(_) => None,
-            };
-            if let Some(control) = control {
-                c.apply(&mut inner, &run.name, &control, now)?;
+            // The decision's control, and any step that enough passes made due.
+            for (next, outcome) in run.transitions {
+                c.commit_transition(&mut inner, &run.name, next, &outcome, now)?;
             }
-            // Enough passes may let a step whose pause is over advance now.
+            // Anything that fell due since the run began.
             c.advance(&mut inner, &run.name, now)?;
             c.shared.wake.notify_one();
             Ok(true)
@@ -414,14 +548,17 @@ impl Controller {
         .await
     }
 
-    /// The latest `limit` events of a rollout, oldest first: its timeline.
-    pub async fn timeline(&self, name: String, limit: usize) -> Result<Vec<Event>, CtlError> {
+    /// A release's status and its latest `limit` events, oldest first: its timeline.
+    pub async fn timeline(
+        &self,
+        rollout: RolloutRef,
+        limit: usize,
+    ) -> Result<(Status, Vec<Event>), CtlError> {
         self.blocking(move |c| {
             let inner = c.lock();
-            if !inner.rollouts.contains_key(&name) {
-                return Err(CtlError::NotFound(format!("no rollout named {name:?}")));
-            }
-            Ok(inner.store.latest_events(&name, limit)?)
+            let status = inner.status(&rollout, c.now_ms(), false)?;
+            let events = inner.store.latest_events(status.id, limit)?;
+            Ok((status, events))
         })
         .await
     }
@@ -471,11 +608,15 @@ impl Controller {
     fn create_now(&self, spec: RolloutSpec, plan: Plan) -> Result<Status, CtlError> {
         let mut inner = self.lock();
         let name = spec.name.clone();
-        if inner.rollouts.contains_key(&name) {
+        if let Some(e) = inner.rollouts.get(&name) {
             return Err(CtlError::Conflict(format!(
-                "a rollout named {name:?} already exists"
+                "a rollout named {name:?} (id {}) is {}; {}",
+                e.id,
+                e.rt.state,
+                finish_it_first(&name, e.rt.state)
             )));
         }
+        inner.refuse_overlap(&spec, None)?;
         let now = self.now_ms();
         let rt = Runtime::new(&plan, now);
         let mut data = Map::new();
@@ -485,10 +626,10 @@ impl Controller {
         let (event, version) = inner.store.commit(Change {
             at_ms: now,
             rollout: Some(RolloutWrite {
+                id: None,
                 spec: &spec,
                 plan: &plan,
                 runtime: &rt,
-                created: true,
                 transition: None,
             }),
             kill_switch: None,
@@ -497,49 +638,70 @@ impl Controller {
             data,
             checks: &[],
         })?;
+        let id = event
+            .rollout_id
+            .ok_or_else(|| StoreError("a created rollout got no id".into()))?;
         inner.version = version;
-        inner
-            .rollouts
-            .insert(name.clone(), Entry { spec, plan, rt });
+        self.shared.metrics.set_rollout(&name, &rt);
+        inner.rollouts.insert(
+            name.clone(),
+            Entry {
+                id,
+                spec,
+                plan,
+                rt,
+                created_ms: now,
+            },
+        );
         self.published(&inner, event, true);
         // Enter the first step at once, as its own recorded transition.
         self.advance(&mut inner, &name, now)?;
         self.shared.wake.notify_one();
-        inner.status(&name, now, true)
+        inner.status(&RolloutRef::Id(id), now, true)
     }
 
     /// Ticks one rollout until nothing more is due (pause-0 steps pass in one go).
     fn advance(&self, inner: &mut Inner, name: &str, now: Millis) -> Result<(), CtlError> {
-        let limit = inner
-            .rollouts
-            .get(name)
-            .map_or(0, |e| e.plan.steps.len() + 2);
-        for _ in 0..limit {
-            if !self.apply(inner, name, &Control::Tick, now)? {
-                break;
-            }
+        self.settle(inner, name, None, now)
+    }
+
+    /// Applies a control and what it makes due, committing each transition in order.
+    fn settle(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        control: Option<&Control>,
+        now: Millis,
+    ) -> Result<(), CtlError> {
+        let Some(entry) = inner.rollouts.get(name) else {
+            // Finished (and archived) by an earlier transition: nothing more is due.
+            return Ok(());
+        };
+        let chain = machine::settle(&entry.plan, &entry.rt, control, now)?;
+        for (rt, outcome) in chain {
+            self.commit_transition(inner, name, rt, &outcome, now)?;
         }
         Ok(())
     }
 
-    /// Applies one control and commits it. `Ok(false)`: nothing changed.
-    fn apply(
+    /// Commits one transition of a live rollout: store, metrics, events, snapshot.
+    fn commit_transition(
         &self,
         inner: &mut Inner,
         name: &str,
-        control: &Control,
+        rt: Runtime,
+        outcome: &Outcome,
         now: Millis,
-    ) -> Result<bool, CtlError> {
+    ) -> Result<(), CtlError> {
         let Inner {
             store, rollouts, ..
         } = &mut *inner;
         let entry = rollouts
             .get_mut(name)
             .ok_or_else(|| CtlError::NotFound(format!("no rollout named {name:?}")))?;
-        let Some((rt, outcome)) = entry.rt.apply(&entry.plan, control, now)? else {
-            return Ok(false);
-        };
-        let bump = served(&entry.spec, &entry.rt) != served(&entry.spec, &rt);
+        // A finished rollout leaves the snapshot.
+        let bump =
+            rt.state.is_finished() || served(&entry.spec, &entry.rt) != served(&entry.spec, &rt);
         let moved = entry.rt.state != rt.state || entry.rt.step != rt.step;
         let mut data = Map::new();
         data.insert("from".into(), json!(entry.rt.state));
@@ -552,10 +714,10 @@ impl Controller {
         let (event, version) = store.commit(Change {
             at_ms: now,
             rollout: Some(RolloutWrite {
+                id: Some(entry.id),
                 spec: &entry.spec,
                 plan: &entry.plan,
                 runtime: &rt,
-                created: false,
                 transition: moved.then_some((entry.rt.state, outcome.reason.as_str())),
             }),
             kill_switch: None,
@@ -565,22 +727,23 @@ impl Controller {
             checks: &[],
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
+        self.shared.metrics.set_rollout(name, &rt);
+        let finished = rt.state.is_finished();
         entry.rt = rt;
         inner.version = version;
+        if finished {
+            // Archived: the store has it; the snapshot and the live set no longer do.
+            inner.rollouts.remove(name);
+        }
         if moved {
             self.shared.metrics.count_transition(name);
         }
         self.published(inner, event, bump);
-        Ok(true)
+        Ok(())
     }
 
-    /// After a commit: metrics, the event stream, and (when it changed) the snapshot.
+    /// After a commit: the event stream, and (when it changed) the snapshot.
     fn published(&self, inner: &Inner, event: Event, snapshot_changed: bool) {
-        if let Some(name) = &event.rollout {
-            if let Some(e) = inner.rollouts.get(name) {
-                self.shared.metrics.set_rollout(name, &e.rt);
-            }
-        }
         // No subscriber is fine: the store has the event for anyone who comes later.
         let _ = self.shared.events.send(Arc::new(event));
         if snapshot_changed {
@@ -625,40 +788,181 @@ impl Inner {
         }
     }
 
-    fn status(&self, name: &str, now: Millis, with_transitions: bool) -> Result<Status, CtlError> {
-        let e = self
-            .rollouts
-            .get(name)
-            .ok_or_else(|| CtlError::NotFound(format!("no rollout named {name:?}")))?;
-        let rt = &e.rt;
-        let transitions = if with_transitions {
-            self.store.transitions(name, RECENT_TRANSITIONS)?
-        } else {
-            Vec::new()
+    /// The name of the unfinished rollout `r` names, if it names one.
+    fn live_name(&self, r: &RolloutRef) -> Option<String> {
+        match r {
+            RolloutRef::Name(n) => self.rollouts.contains_key(n).then(|| n.clone()),
+            RolloutRef::Id(id) => self
+                .rollouts
+                .values()
+                .find(|e| e.id == *id)
+                .map(|e| e.spec.name.clone()),
+        }
+    }
+
+    /// A finished release from the store: by id, or a name's latest.
+    fn archived(&self, r: &RolloutRef) -> Result<Release, CtlError> {
+        let found = match r {
+            RolloutRef::Name(n) => self.store.latest_release(n)?,
+            RolloutRef::Id(id) => self.store.release(*id)?,
         };
-        Ok(Status {
-            name: name.to_owned(),
+        found.ok_or_else(|| CtlError::NotFound(format!("no rollout with {}", ref_words(r))))
+    }
+
+    fn status(
+        &self,
+        r: &RolloutRef,
+        now: Millis,
+        with_transitions: bool,
+    ) -> Result<Status, CtlError> {
+        let transitions = |id| -> Result<Vec<Transition>, CtlError> {
+            Ok(if with_transitions {
+                self.store.transitions(id, RECENT_TRANSITIONS)?
+            } else {
+                Vec::new()
+            })
+        };
+        if let Some(e) = self.live_name(r).and_then(|n| self.rollouts.get(&n)) {
+            return Ok(e.status(now, transitions(e.id)?, None));
+        }
+        let release = self.archived(r)?;
+        let finished = release.finished_ms;
+        let entry = Entry::from_release(release)?;
+        Ok(entry.status(now, transitions(entry.id)?, finished))
+    }
+
+    /// A retried rollout becomes unfinished again: only as its name's latest release, and
+    /// only if no unfinished rollout has taken its traffic since.
+    fn may_retry(&self, entry: &Entry) -> Result<(), CtlError> {
+        let name = &entry.spec.name;
+        if let Some(latest) = self.store.latest_release(name)? {
+            if latest.id != entry.id {
+                return Err(CtlError::Conflict(format!(
+                    "cannot retry rollout {name:?} id {}: id {} is a later release of that name; create a new rollout instead",
+                    entry.id, latest.id
+                )));
+            }
+        }
+        self.refuse_overlap(&entry.spec, Some(entry.id))
+    }
+
+    /// At most one unfinished rollout per traffic match.
+    fn refuse_overlap(&self, spec: &RolloutSpec, except: Option<i64>) -> Result<(), CtlError> {
+        let mine = matcher(&spec.matcher).map_err(CtlError::Invalid)?;
+        for e in self.rollouts.values().filter(|e| Some(e.id) != except) {
+            let Ok(theirs) = matcher(&e.spec.matcher) else {
+                continue;
+            };
+            if mine.overlaps(&theirs) {
+                return Err(CtlError::Conflict(format!(
+                    "rollout {:?} (id {}, {}) matches {}, which overlaps {} of {:?}: at most one unfinished rollout per traffic match; {}",
+                    e.spec.name,
+                    e.id,
+                    e.rt.state,
+                    describe_match(&e.spec.matcher),
+                    describe_match(&spec.matcher),
+                    spec.name,
+                    finish_it_first(&e.spec.name, e.rt.state)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl Entry ===
+
+impl Entry {
+    fn from_release(r: Release) -> Result<Entry, StoreError> {
+        // A stored spec was valid when written; if the rules have tightened since, say so.
+        let plan = r.spec.validate().map_err(|e| {
+            StoreError(format!(
+                "stored rollout {:?} (id {}): {e}",
+                r.spec.name, r.id
+            ))
+        })?;
+        Ok(Entry {
+            id: r.id,
+            spec: r.spec,
+            plan,
+            rt: r.runtime,
+            created_ms: r.created_ms,
+        })
+    }
+
+    fn status(
+        &self,
+        now: Millis,
+        transitions: Vec<Transition>,
+        finished_at: Option<Millis>,
+    ) -> Status {
+        let rt = &self.rt;
+        let stepping = !rt.state.is_done_stepping();
+        Status {
+            name: self.spec.name.clone(),
+            id: self.id,
             state: rt.state,
+            finished: rt.state.is_finished(),
+            created_at_ms: self.created_ms,
+            finished_at_ms: finished_at,
             step: rt.step,
-            steps: e.plan.steps.len(),
+            steps: self.plan.steps.len(),
             weight: rt.weight,
-            mirror: served(&e.spec, rt)
+            mirror: served(&self.spec, rt)
                 .mirror
                 .map(|m| json!({"cluster": m.cluster, "percent": m.percent})),
             kill_switch: rt.kill_switch,
-            at_gate: rt.at_gate(&e.plan),
-            remaining_pause_ms: rt.remaining_ms(now),
+            at_gate: rt.at_gate(&self.plan),
+            remaining_pause_ms: rt.remaining_ms(now).filter(|_| stepping),
             step_started_at_ms: rt.step_started_ms,
             step_ends_at_ms: rt.step_ends_ms,
-            deadline_at_ms: rt.deadline_ms.filter(|_| !rt.state.is_terminal()),
+            deadline_at_ms: rt.deadline_ms.filter(|_| stepping),
             deadline_remaining_ms: rt
                 .deadline_ms
-                .filter(|_| !rt.state.is_terminal())
+                .filter(|_| stepping)
                 .map(|d| (d - now).max(0)),
             now_ms: now,
             transitions,
-            spec: e.spec.clone(),
-        })
+            spec: self.spec.clone(),
+        }
+    }
+}
+
+fn matcher(m: &MatchConfig) -> Result<Matcher, ConfigError> {
+    Matcher::new(m.authority.as_deref(), m.path_prefix.as_deref()).map_err(|(field, message)| {
+        ConfigError {
+            field: format!("match.{field}"),
+            message,
+        }
+    })
+}
+
+/// `checkout.local`, `checkout.local under /api`, `any host`.
+fn describe_match(m: &MatchConfig) -> String {
+    let host = m
+        .authority
+        .as_deref()
+        .filter(|a| *a != "*")
+        .map_or("any host".to_owned(), |a| format!("host {a}"));
+    match &m.path_prefix {
+        Some(p) => format!("{host} under {p}"),
+        None => host,
+    }
+}
+
+/// What to do about an unfinished rollout in the way.
+fn finish_it_first(name: &str, state: State) -> String {
+    if state == State::Promoted {
+        format!("complete it first (`linnet rollout complete {name}`) once stable runs its version, or abort it")
+    } else {
+        format!("wait for it to finish, or abort it (`linnet rollout abort {name}`)")
+    }
+}
+
+fn ref_words(r: &RolloutRef) -> String {
+    match r {
+        RolloutRef::Name(n) => format!("the name {n:?}"),
+        RolloutRef::Id(id) => format!("id {id}"),
     }
 }
 

@@ -148,6 +148,7 @@ mod tests {
             id,
             at_ms: id * 1000,
             rollout: Some("r".into()),
+            rollout_id: Some(1),
             kind: kind.into(),
             data,
         }

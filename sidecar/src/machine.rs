@@ -17,7 +17,10 @@ pub enum State {
     Progressing,
     /// Automatic stepping is stopped (by an operator, or by a manual weight).
     Paused,
+    /// At 100%, still in the snapshot, until stable runs the promoted version (`Complete`).
     Promoted,
+    /// Handed over: stable runs the promoted version. Finished, archived.
+    Completed,
     RolledBack,
     Aborted,
     TimedOut,
@@ -35,7 +38,8 @@ pub struct Runtime {
     pub mirror: Option<f64>,
     pub kill_switch: bool,
     pub step_started_ms: Millis,
-    /// When the current step's pause ends. `None`: a manual gate, paused, or terminal.
+    /// When the current step's pause ends; once promoted, when `complete_after` completes it.
+    /// `None`: a manual gate, paused, or finished.
     pub step_ends_ms: Option<Millis>,
     /// While paused: what was left of the step's pause (`None`: a manual gate).
     pub paused_remaining_ms: Option<Millis>,
@@ -54,6 +58,8 @@ pub enum Control {
     },
     Abort,
     Retry,
+    /// Stable now runs the promoted version: the rollout leaves the snapshot.
+    Complete,
     SetWeight(f64),
     KillSwitch(bool),
     /// Analysis found the canary bad.
@@ -80,12 +86,13 @@ pub struct Illegal(pub String);
 // === impl State ===
 
 impl State {
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 9] = [
         State::Pending,
         State::Shadowing,
         State::Progressing,
         State::Paused,
         State::Promoted,
+        State::Completed,
         State::RolledBack,
         State::Aborted,
         State::TimedOut,
@@ -98,6 +105,7 @@ impl State {
             State::Progressing => "progressing",
             State::Paused => "paused",
             State::Promoted => "promoted",
+            State::Completed => "completed",
             State::RolledBack => "rolled_back",
             State::Aborted => "aborted",
             State::TimedOut => "timed_out",
@@ -108,11 +116,18 @@ impl State {
         State::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    pub const fn is_terminal(self) -> bool {
+    /// Finished: out of the snapshot (traffic goes as the route config sends it, as if there
+    /// were no rollout) and archived. Only a rolled back, aborted or timed out one may retry.
+    pub const fn is_finished(self) -> bool {
         matches!(
             self,
-            State::Promoted | State::RolledBack | State::Aborted | State::TimedOut
+            State::Completed | State::RolledBack | State::Aborted | State::TimedOut
         )
+    }
+
+    /// No more steps: promoted (waiting to be completed) or finished.
+    pub const fn is_done_stepping(self) -> bool {
+        matches!(self, State::Promoted) || self.is_finished()
     }
 
     /// Running on its own: its timers move it.
@@ -162,7 +177,7 @@ impl Runtime {
 
     /// Waiting at a manual gate for a promote.
     pub fn at_gate(&self, plan: &Plan) -> bool {
-        !self.state.is_terminal()
+        !self.state.is_done_stepping()
             && self.state != State::Pending
             && plan
                 .steps
@@ -173,11 +188,12 @@ impl Runtime {
     /// The earliest time a tick could change this rollout. A step held back by analysis
     /// waits for the next analysis run, not for a timer.
     pub fn next_wake(&self, plan: &Plan) -> Option<Millis> {
-        if self.state.is_terminal() {
-            return None;
-        }
-        if self.state == State::Pending {
-            return Some(Millis::MIN);
+        match self.state {
+            s if s.is_finished() => return None,
+            State::Pending => return Some(Millis::MIN),
+            // `complete_after`, when the spec has one.
+            State::Promoted => return self.step_ends_ms,
+            _ => {}
         }
         let step_end = if self.state.is_running() && may_advance(plan, self) {
             self.step_ends_ms
@@ -208,10 +224,13 @@ impl Runtime {
                         "cannot pause: the rollout is already paused".into(),
                     ));
                 }
-                self.require_live("pause")?;
+                self.require_stepping("pause")?;
                 Ok(Some((
                     self.paused(plan, now),
-                    out("paused", "paused by operator".into()),
+                    out(
+                        "paused",
+                        "paused by operator; analysis keeps judging".into(),
+                    ),
                 )))
             }
             Control::Resume => {
@@ -226,7 +245,7 @@ impl Runtime {
                 )))
             }
             Control::AnalysisPause(why) => {
-                self.require_live("pause")?;
+                self.require_stepping("pause")?;
                 if state == State::Paused {
                     return Ok(None);
                 }
@@ -243,7 +262,7 @@ impl Runtime {
                 Ok(Some((self.resumed(plan, now), out("resumed", why.clone()))))
             }
             Control::Promote { full } => {
-                self.require_live("promote")?;
+                self.require_stepping("promote")?;
                 let next = self.step + 1;
                 if *full || next >= plan.steps.len() {
                     let why = if *full {
@@ -252,7 +271,7 @@ impl Runtime {
                         "promoted past the last step by operator"
                     };
                     Ok(Some((
-                        self.finished(State::Promoted),
+                        self.promoted(plan, now),
                         out("promoted", why.into()),
                     )))
                 } else {
@@ -291,14 +310,38 @@ impl Runtime {
                     out("retried", "retried from step 0 by operator".into()),
                 )))
             }
+            Control::Complete => {
+                if state != State::Promoted {
+                    return Err(Illegal(format!(
+                        "cannot complete: the rollout is {state}; only a promoted rollout can be completed (promote it first, or abort it)"
+                    )));
+                }
+                Ok(Some((
+                    self.finished(State::Completed),
+                    out(
+                        "completed",
+                        "completed by operator: stable runs the promoted version".into(),
+                    ),
+                )))
+            }
             Control::SetWeight(w) => {
-                self.require_live("set the weight of")?;
+                self.require_stepping("set the weight of")?;
                 let mut rt = self.paused(plan, now);
                 rt.weight = *w;
-                let reason = format!("weight set to {w} by operator; automatic stepping paused");
+                let reason = if *w < self.weight {
+                    format!(
+                        "weight lowered from {} to {w} by operator, moving users back to stable; automatic stepping paused, analysis keeps judging",
+                        self.weight
+                    )
+                } else {
+                    format!(
+                        "weight set to {w} by operator; automatic stepping paused, analysis keeps judging"
+                    )
+                };
                 Ok(Some((rt, out("weight", reason))))
             }
             Control::KillSwitch(on) => {
+                self.require_live("switch the kill switch of")?;
                 if self.kill_switch == *on {
                     return Ok(None);
                 }
@@ -313,28 +356,33 @@ impl Runtime {
     }
 
     fn tick(&self, plan: &Plan, now: Millis) -> Option<(Runtime, Outcome)> {
-        if self.state.is_terminal() {
+        let outcome = |kind: &'static str, reason: String| Outcome { kind, reason };
+        if self.state.is_finished() {
             return None;
+        }
+        if self.state == State::Promoted {
+            // The deadline is for reaching 100%; a promoted rollout only waits to be completed.
+            let due = self.step_ends_ms.is_some_and(|end| end <= now);
+            return due.then(|| {
+                let held = plan
+                    .complete_after
+                    .map_or_else(String::new, |d| humantime::format_duration(d).to_string());
+                (
+                    self.finished(State::Completed),
+                    outcome(
+                        "completed",
+                        format!("completed by itself after {held} at 100% (complete_after)"),
+                    ),
+                )
+            });
         }
         if self.deadline_ms.is_some_and(|d| d <= now) {
             let rt = self.finished(State::TimedOut);
-            return Some((
-                rt,
-                Outcome {
-                    kind: "timed_out",
-                    reason: "the deadline passed".into(),
-                },
-            ));
+            return Some((rt, outcome("timed_out", "the deadline passed".into())));
         }
         if self.state == State::Pending {
             let rt = self.enter_step(plan, 0, now);
-            return Some((
-                rt,
-                Outcome {
-                    kind: "started",
-                    reason: "entered step 0".into(),
-                },
-            ));
+            return Some((rt, outcome("started", "entered step 0".into())));
         }
         let due = self.state.is_running() && self.step_ends_ms.is_some_and(|end| end <= now);
         if !due || !may_advance(plan, self) {
@@ -342,28 +390,19 @@ impl Runtime {
         }
         let next = self.step + 1;
         if next >= plan.steps.len() {
-            let rt = self.finished(State::Promoted);
             return Some((
-                rt,
-                Outcome {
-                    kind: "promoted",
-                    reason: "the last step's pause elapsed".into(),
-                },
+                self.promoted(plan, now),
+                outcome("promoted", "the last step's pause elapsed".into()),
             ));
         }
         let rt = self.enter_step(plan, next, now);
         let reason = format!("step {} pause elapsed; entered step {next}", self.step);
-        Some((
-            rt,
-            Outcome {
-                kind: "step",
-                reason,
-            },
-        ))
+        Some((rt, outcome("step", reason)))
     }
 
+    /// Not finished: a promoted rollout can still be aborted or have its kill switch thrown.
     fn require_live(&self, what: &str) -> Result<(), Illegal> {
-        if self.state.is_terminal() {
+        if self.state.is_finished() {
             Err(Illegal(format!(
                 "cannot {what} the rollout: it is {}",
                 self.state
@@ -373,13 +412,27 @@ impl Runtime {
         }
     }
 
-    /// Step `i` starts now, with its weight, mirror and pause.
+    /// Still stepping: neither promoted nor finished.
+    fn require_stepping(&self, what: &str) -> Result<(), Illegal> {
+        self.require_live(what)?;
+        if self.state == State::Promoted {
+            return Err(Illegal(format!(
+                "cannot {what} the rollout: it is promoted; complete it once stable runs the promoted version, or abort it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Step `i` starts now, with its pause and mirror, and its weight unless the canary
+    /// already has more users: no step moves a user back to stable (after a manual weight above
+    /// the plan, the rollout stays there until the plan catches up).
     fn enter_step(&self, plan: &Plan, i: usize, now: Millis) -> Runtime {
         let Some(step) = plan.steps.get(i) else {
-            return self.finished(State::Promoted);
+            return self.promoted(plan, now);
         };
+        let weight = step.weight.max(self.weight);
         let mirror = step.mirror.filter(|m| *m > 0.0);
-        let state = if mirror.is_some() && step.weight == 0.0 {
+        let state = if mirror.is_some() && weight == 0.0 {
             State::Shadowing
         } else {
             State::Progressing
@@ -387,7 +440,7 @@ impl Runtime {
         Runtime {
             state,
             step: i,
-            weight: step.weight,
+            weight,
             mirror,
             step_started_ms: now,
             step_ends_ms: match step.pause {
@@ -404,7 +457,7 @@ impl Runtime {
         }
     }
 
-    /// Back to running the current step with the pause it had left.
+    /// Back to running the current step with the pause it had left, at the weight it has.
     fn resumed(&self, plan: &Plan, now: Millis) -> Runtime {
         let ends = self.paused_remaining_ms.map(|r| now + r);
         let passes = self.analysis.passes;
@@ -432,16 +485,52 @@ impl Runtime {
         }
     }
 
+    /// Everyone on the canary; with `complete_after`, completed by itself after that hold.
+    fn promoted(&self, plan: &Plan, now: Millis) -> Runtime {
+        Runtime {
+            step_ends_ms: plan.complete_after.map(|d| now.saturating_add(millis(d))),
+            ..self.finished(State::Promoted)
+        }
+    }
+
     fn finished(&self, state: State) -> Runtime {
+        let weight = match state {
+            State::Promoted | State::Completed => 100.0,
+            _ => 0.0,
+        };
         Runtime {
             state,
-            weight: if state == State::Promoted { 100.0 } else { 0.0 },
+            weight,
             mirror: None,
             step_ends_ms: None,
             paused_remaining_ms: None,
             ..self.clone()
         }
     }
+}
+
+/// Applies `control` (if any), then ticks until nothing more is due (pause-0 steps pass in
+/// one go): every transition, in order. The controller commits each; the simulation keeps the
+/// last.
+pub fn settle(
+    plan: &Plan,
+    rt: &Runtime,
+    control: Option<&Control>,
+    now: Millis,
+) -> Result<Vec<(Runtime, Outcome)>, Illegal> {
+    let mut out: Vec<(Runtime, Outcome)> = Vec::new();
+    if let Some(c) = control {
+        out.extend(rt.apply(plan, c, now)?);
+    }
+    // Each tick enters a later step or ends the rollout, so this many always suffice.
+    for _ in 0..plan.steps.len() + 2 {
+        let current = out.last().map_or(rt, |(r, _)| r);
+        match current.apply(plan, &Control::Tick, now)? {
+            Some(next) => out.push(next),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a step whose pause has elapsed may advance: with analysis, only after its
@@ -528,11 +617,102 @@ mod tests {
             (rt.state, rt.weight, rt.paused_remaining_ms),
             (State::Paused, 37.5, Some(15_000))
         );
+        // Resume keeps the step's remaining pause and never moves a user back to stable.
         let rt = step(&rt, &p, Control::Resume, 20_000);
         assert_eq!(
             (rt.state, rt.weight, rt.step_ends_ms),
-            (State::Progressing, 10.0, Some(35_000))
+            (State::Progressing, 37.5, Some(35_000))
         );
+        // The next step's 50 is above it: the plan takes over again.
+        let rt = step(&rt, &p, Control::Tick, 35_000);
+        assert_eq!((rt.step, rt.weight), (2, 50.0));
+    }
+
+    #[test]
+    fn only_an_explicit_lower_weight_moves_users_back_and_it_says_so() {
+        let p = plan();
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let rt = step(&rt, &p, Control::Tick, 10_000);
+        let (_, raised) = rt
+            .apply(&p, &Control::SetWeight(30.0), 11_000)
+            .unwrap()
+            .unwrap();
+        assert!(
+            !raised.reason.contains("back to stable"),
+            "{}",
+            raised.reason
+        );
+        let (low, lowered) = rt
+            .apply(&p, &Control::SetWeight(4.0), 11_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(low.weight, 4.0);
+        assert!(
+            lowered.reason.contains("from 10 to 4") && lowered.reason.contains("back to stable"),
+            "{}",
+            lowered.reason
+        );
+        // Promote to the next step from a manual weight above it keeps the weight.
+        let high = step(&rt, &p, Control::SetWeight(80.0), 12_000);
+        let next = step(&high, &p, Control::Promote { full: false }, 13_000);
+        assert_eq!((next.step, next.weight), (2, 80.0));
+    }
+
+    #[test]
+    fn a_promoted_rollout_only_completes_or_aborts() {
+        let p = plan();
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let promoted = step(&rt, &p, Control::Promote { full: true }, 5);
+        assert_eq!((promoted.state, promoted.weight), (State::Promoted, 100.0));
+        // Without complete_after it waits for the operator, past the deadline too.
+        assert!(promoted
+            .apply(&p, &Control::Tick, 10_000_000)
+            .unwrap()
+            .is_none());
+        for c in [
+            Control::Pause,
+            Control::Promote { full: true },
+            Control::SetWeight(50.0),
+        ] {
+            let e = promoted.apply(&p, &c, 6).unwrap_err();
+            assert!(e.0.contains("promoted") && e.0.contains("complete"), "{e}");
+        }
+        assert!(live_complete_refused(&rt, &p).contains("shadowing"));
+        let done = step(&promoted, &p, Control::Complete, 7);
+        assert_eq!((done.state, done.weight), (State::Completed, 100.0));
+        assert!(done.state.is_finished());
+        for c in [
+            Control::Complete,
+            Control::Abort,
+            Control::KillSwitch(true),
+            Control::Retry,
+        ] {
+            let e = done.apply(&p, &c, 8).unwrap_err();
+            assert!(e.0.contains("completed"), "{e}");
+        }
+        // A promoted rollout can still be aborted.
+        assert_eq!(step(&promoted, &p, Control::Abort, 9).state, State::Aborted);
+    }
+
+    fn live_complete_refused(rt: &Runtime, p: &Plan) -> String {
+        rt.apply(p, &Control::Complete, 1).unwrap_err().0
+    }
+
+    #[test]
+    fn complete_after_completes_by_itself_after_the_hold() {
+        let yaml = "name: a\ncomplete_after: 1m\nsteps:\n- {weight: 10, pause: 10s}\n";
+        let p = RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap().1;
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let promoted = step(&rt, &p, Control::Tick, 10_000);
+        assert_eq!(promoted.state, State::Promoted);
+        assert_eq!(promoted.next_wake(&p), Some(70_000));
+        assert!(promoted
+            .apply(&p, &Control::Tick, 69_999)
+            .unwrap()
+            .is_none());
+        let (done, why) = promoted.apply(&p, &Control::Tick, 70_000).unwrap().unwrap();
+        assert_eq!(done.state, State::Completed);
+        assert!(why.reason.contains("complete_after"), "{}", why.reason);
     }
 
     #[test]

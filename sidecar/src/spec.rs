@@ -36,6 +36,10 @@ pub struct RolloutSpec {
     /// How long the whole rollout may take; past it the rollout times out to weight 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// After promotion, hand over by itself after this hold (stable is taken to run the
+    /// promoted version by then); absent: wait for `complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_after: Option<String>,
     /// Guardrails judged every interval; a step advances only on passing checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
@@ -67,6 +71,7 @@ pub struct Sticky(pub SourceConfig);
 pub struct Plan {
     pub steps: Vec<Step>,
     pub deadline: Option<Duration>,
+    pub complete_after: Option<Duration>,
     pub analysis: Option<Analysis>,
 }
 
@@ -175,6 +180,15 @@ impl RolloutSpec {
     /// Checks every field and builds the schedule.
     pub fn validate(&self) -> Result<Plan, ConfigError> {
         validate_name("name", &self.name)?;
+        if self.name.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err(
+                "name",
+                format!(
+                    "{:?} is all digits, which reads as a release id; add a letter",
+                    self.name
+                ),
+            ));
+        }
         if self.steps.is_empty() {
             return Err(err("steps", "needs at least one step"));
         }
@@ -217,14 +231,8 @@ impl RolloutSpec {
             steps.push(step);
             previous = weight;
         }
-        let deadline = match &self.deadline {
-            None => None,
-            Some(d) => match parse_duration(d) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => return Err(err("deadline", "must be longer than 0")),
-                Err(e) => return Err(err("deadline", e)),
-            },
-        };
+        let deadline = positive_duration("deadline", self.deadline.as_deref())?;
+        let complete_after = positive_duration("complete_after", self.complete_after.as_deref())?;
         let analysis = self
             .analysis
             .as_ref()
@@ -233,6 +241,7 @@ impl RolloutSpec {
         Ok(Plan {
             steps,
             deadline,
+            complete_after,
             analysis,
         })
     }
@@ -294,6 +303,16 @@ fn parse_pause(field: &str, pause: Option<&str>) -> Result<Pause, ConfigError> {
         None => Ok(Pause::For(Duration::ZERO)),
         Some(p) if p.eq_ignore_ascii_case(UNTIL_PROMOTED) => Ok(Pause::UntilPromoted),
         Some(p) => parse_duration(p).map(Pause::For).map_err(|m| err(field, m)),
+    }
+}
+
+/// An optional duration longer than 0; `Err` names the field.
+fn positive_duration(field: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    match value.map(parse_duration) {
+        None => Ok(None),
+        Some(Ok(d)) if !d.is_zero() => Ok(Some(d)),
+        Some(Ok(_)) => Err(err(field, "must be longer than 0")),
+        Some(Err(e)) => Err(err(field, e)),
     }
 }
 
@@ -382,6 +401,13 @@ deadline: 1h
         assert_eq!(e.field, "match.path_prefix");
         let e = yaml_err("name: a\nsteps: [{weight: 1}]\ndeadline: forever");
         assert_eq!(e.field, "deadline");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\ncomplete_after: 0s");
+        assert_eq!(e.field, "complete_after");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\ncomplete_after: later");
+        assert_eq!(e.field, "complete_after");
+        let e = yaml_err("name: '2024'\nsteps: [{weight: 1}]");
+        assert_eq!(e.field, "name");
+        assert!(e.message.contains("release id"), "{e}");
         let e = yaml_err("name: a\nsteps: [{pause: 1s}]");
         assert_eq!(e.field, "steps[0]");
         let e = yaml_err("name: a\nsteps: [{weight: 1}]\ncohorts: {canary: [u], stable: [u]}");

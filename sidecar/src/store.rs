@@ -1,5 +1,8 @@
 //! The durable store (SQLite): rollouts, their steps, transitions and audit events, each
 //! change written in one transaction together with the snapshot version it produced.
+//!
+//! Every rollout ever created is one row with its own id (a release); a name is used again
+//! once the rollout that had it is finished, and finished ones stay as the archive.
 
 use crate::analysis::{Check, Memory};
 use crate::clock::Millis;
@@ -77,7 +80,96 @@ CREATE TABLE checks (
 );
 CREATE INDEX checks_by_rollout ON checks (rollout, event);
 "#,
+    // Releases: a rollout row per release, keyed by id, so a name can be used again once its
+    // rollout is finished. At most one unfinished rollout per name, enforced by an index.
+    r#"
+CREATE TABLE rollouts_v3 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    weight REAL NOT NULL,
+    mirror REAL,
+    kill_switch INTEGER NOT NULL,
+    step_started_ms INTEGER NOT NULL,
+    step_ends_ms INTEGER,
+    paused_remaining_ms INTEGER,
+    deadline_ms INTEGER,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    analysis TEXT NOT NULL DEFAULT '{}',
+    finished_ms INTEGER
+);
+INSERT INTO rollouts_v3 (name, spec, state, step, weight, mirror, kill_switch, step_started_ms,
+        step_ends_ms, paused_remaining_ms, deadline_ms, created_ms, updated_ms, analysis, finished_ms)
+    SELECT name, spec, state, step, weight, mirror, kill_switch, step_started_ms, step_ends_ms,
+        paused_remaining_ms, deadline_ms, created_ms, updated_ms, analysis,
+        CASE WHEN state IN ('rolled_back', 'aborted', 'timed_out') THEN updated_ms END
+    FROM rollouts ORDER BY created_ms, name;
+CREATE TABLE steps_v3 (
+    rollout_id INTEGER NOT NULL REFERENCES rollouts_v3(id),
+    idx INTEGER NOT NULL,
+    weight REAL NOT NULL,
+    mirror REAL,
+    pause_ms INTEGER,
+    PRIMARY KEY (rollout_id, idx)
+);
+INSERT INTO steps_v3 SELECT r.id, s.idx, s.weight, s.mirror, s.pause_ms
+    FROM steps s JOIN rollouts_v3 r ON r.name = s.rollout;
+CREATE TABLE transitions_v3 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id INTEGER NOT NULL REFERENCES rollouts_v3(id),
+    rollout TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    weight REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+INSERT INTO transitions_v3 SELECT t.id, r.id, t.rollout, t.at_ms, t.from_state, t.to_state,
+        t.step, t.weight, t.reason
+    FROM transitions t JOIN rollouts_v3 r ON r.name = t.rollout;
+CREATE TABLE checks_v3 (
+    event INTEGER NOT NULL REFERENCES events(id),
+    rollout_id INTEGER NOT NULL REFERENCES rollouts_v3(id),
+    rollout TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    guardrail TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    observed REAL,
+    limit_value REAL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (event, guardrail)
+);
+INSERT INTO checks_v3 SELECT c.event, r.id, c.rollout, c.at_ms, c.guardrail, c.kind,
+        c.severity, c.verdict, c.observed, c.limit_value, c.text
+    FROM checks c JOIN rollouts_v3 r ON r.name = c.rollout;
+ALTER TABLE events ADD COLUMN rollout_id INTEGER;
+UPDATE events SET rollout_id = (SELECT id FROM rollouts_v3 r WHERE r.name = events.rollout);
+DROP TABLE checks;
+DROP TABLE transitions;
+DROP TABLE steps;
+DROP TABLE rollouts;
+ALTER TABLE rollouts_v3 RENAME TO rollouts;
+ALTER TABLE steps_v3 RENAME TO steps;
+ALTER TABLE transitions_v3 RENAME TO transitions;
+ALTER TABLE checks_v3 RENAME TO checks;
+CREATE UNIQUE INDEX rollouts_unfinished_name ON rollouts (name) WHERE finished_ms IS NULL;
+CREATE INDEX rollouts_by_name ON rollouts (name, id);
+CREATE INDEX transitions_by_rollout ON transitions (rollout_id, id);
+CREATE INDEX checks_by_rollout ON checks (rollout, event);
+CREATE INDEX events_by_rollout_id ON events (rollout_id, id);
+"#,
 ];
+
+/// The columns a [`Release`] is read from, in [`release_row`]'s order.
+const RELEASE_COLUMNS: &str = "id, name, spec, state, step, weight, mirror, kill_switch,
+    step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, analysis, created_ms,
+    finished_ms";
 
 pub struct Store {
     conn: Connection,
@@ -90,7 +182,19 @@ pub struct StoreError(pub String);
 pub struct Loaded {
     pub version: u64,
     pub kill_switch: bool,
-    pub rollouts: Vec<(RolloutSpec, Runtime)>,
+    /// The unfinished rollouts, oldest first.
+    pub rollouts: Vec<Release>,
+}
+
+/// One rollout as stored: a release of its name, with its own id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    pub id: i64,
+    pub spec: RolloutSpec,
+    pub runtime: Runtime,
+    pub created_ms: Millis,
+    /// When it finished (completed, rolled back, aborted, timed out) and was archived.
+    pub finished_ms: Option<Millis>,
 }
 
 /// An audit event; its id orders every event ever written.
@@ -100,6 +204,9 @@ pub struct Event {
     pub at_ms: Millis,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// The release (rollout id) the event belongs to, when it belongs to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<i64>,
     pub kind: String,
     pub data: Value,
 }
@@ -131,11 +238,11 @@ pub struct Change<'a> {
 }
 
 pub struct RolloutWrite<'a> {
+    /// `None`: a new rollout; it is inserted with its steps and gets an id (the event's).
+    pub id: Option<i64>,
     pub spec: &'a RolloutSpec,
     pub plan: &'a Plan,
     pub runtime: &'a Runtime,
-    /// A new rollout: insert it and its steps.
-    pub created: bool,
     /// The state or step changed: record a transition from this state.
     pub transition: Option<(State, &'a str)>,
 }
@@ -172,10 +279,13 @@ impl Store {
         // WAL lets readers run beside the writer; FULL makes a commit survive power loss.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Off while migrating: a migration rebuilds tables that others reference, and SQLite
+        // ignores this pragma inside the migration's transaction.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         let mut store = Store { conn };
         store.migrate()?;
+        store.conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(store)
     }
 
@@ -214,68 +324,51 @@ impl Store {
     pub fn load(&self) -> Result<Loaded, StoreError> {
         let version = meta(&self.conn, "version")?;
         let kill_switch = meta(&self.conn, "kill_switch")? != 0;
-        let mut stmt = self.conn.prepare(
-            "SELECT name, spec, state, step, weight, mirror, kill_switch, step_started_ms,
-                    step_ends_ms, paused_remaining_ms, deadline_ms, analysis
-             FROM rollouts ORDER BY name",
+        let rollouts = self.releases(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM rollouts WHERE finished_ms IS NULL ORDER BY id"
+            ),
+            [],
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, Option<f64>>(5)?,
-                r.get::<_, bool>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-                r.get::<_, Option<i64>>(10)?,
-                r.get::<_, String>(11)?,
-            ))
-        })?;
-        let mut rollouts = Vec::new();
-        for row in rows {
-            let (
-                name,
-                spec,
-                state,
-                step,
-                weight,
-                mirror,
-                kill,
-                started,
-                ends,
-                remaining,
-                deadline,
-                analysis,
-            ) = row?;
-            let spec: RolloutSpec = serde_json::from_str(&spec)
-                .map_err(|e| StoreError(format!("rollout {name:?}: stored spec: {e}")))?;
-            let state = State::parse(&state)
-                .ok_or_else(|| StoreError(format!("rollout {name:?}: unknown state {state:?}")))?;
-            let analysis: Memory = serde_json::from_str(&analysis)
-                .map_err(|e| StoreError(format!("rollout {name:?}: stored analysis: {e}")))?;
-            let runtime = Runtime {
-                state,
-                step: usize::try_from(step).unwrap_or(0),
-                weight,
-                mirror,
-                kill_switch: kill,
-                step_started_ms: started,
-                step_ends_ms: ends,
-                paused_remaining_ms: remaining,
-                deadline_ms: deadline,
-                analysis,
-            };
-            rollouts.push((spec, runtime));
-        }
         Ok(Loaded {
             version: u64::try_from(version).unwrap_or(0),
             kill_switch,
             rollouts,
         })
+    }
+
+    /// One release by id.
+    pub fn release(&self, id: i64) -> Result<Option<Release>, StoreError> {
+        let sql = format!("SELECT {RELEASE_COLUMNS} FROM rollouts WHERE id = ?1");
+        Ok(self.releases(&sql, [id])?.pop())
+    }
+
+    /// The latest release of a name, finished or not.
+    pub fn latest_release(&self, name: &str) -> Result<Option<Release>, StoreError> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM rollouts WHERE name = ?1 ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self.releases(&sql, [name])?.pop())
+    }
+
+    /// Every release, newest first, up to `limit`.
+    pub fn history(&self, limit: usize) -> Result<Vec<Release>, StoreError> {
+        let sql = format!("SELECT {RELEASE_COLUMNS} FROM rollouts ORDER BY id DESC LIMIT ?1");
+        self.releases(&sql, [i64::try_from(limit).unwrap_or(i64::MAX)])
+    }
+
+    fn releases(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Release>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, release_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
     }
 
     /// Writes a change and its audit event atomically; returns the event and the version.
@@ -290,31 +383,34 @@ impl Store {
             set_meta(&tx, "kill_switch", i64::from(on))?;
         }
         let mut rollout_name = None;
+        let mut rollout_id = None;
         if let Some(w) = &change.rollout {
-            write_rollout(&tx, w, change.at_ms)?;
+            rollout_id = Some(write_rollout(&tx, w, change.at_ms)?);
             rollout_name = Some(w.spec.name.clone());
         }
         let mut data = change.data;
         data.insert("version".into(), Value::from(version));
         let data = Value::Object(data);
         tx.execute(
-            "INSERT INTO events (at_ms, rollout, kind, data) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO events (at_ms, rollout, rollout_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 change.at_ms,
                 rollout_name,
+                rollout_id,
                 change.kind,
                 serde_json::to_string(&data)?
             ],
         )?;
         let id = tx.last_insert_rowid();
-        if let Some(name) = &rollout_name {
+        if let (Some(name), Some(rid)) = (&rollout_name, rollout_id) {
             for c in change.checks {
                 tx.execute(
-                    "INSERT INTO checks (event, rollout, at_ms, guardrail, kind, severity, verdict,
-                        observed, limit_value, text)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO checks (event, rollout_id, rollout, at_ms, guardrail, kind,
+                        severity, verdict, observed, limit_value, text)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         id,
+                        rid,
                         name,
                         change.at_ms,
                         c.guardrail,
@@ -333,6 +429,7 @@ impl Store {
             id,
             at_ms: change.at_ms,
             rollout: rollout_name,
+            rollout_id,
             kind: change.kind.to_owned(),
             data,
         };
@@ -347,42 +444,32 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, at_ms, rollout, kind, data FROM events
+            "SELECT id, at_ms, rollout, rollout_id, kind, data FROM events
              WHERE id > ?1 AND (?2 IS NULL OR rollout = ?2) ORDER BY id LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![after, rollout, limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
+        let rows = stmt.query_map(params![after, rollout, limit], event_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, at_ms, rollout, kind, data) = row?;
-            out.push(Event {
-                id,
-                at_ms,
-                rollout,
-                kind,
-                data: serde_json::from_str(&data)?,
-            });
+            out.push(row??);
         }
         Ok(out)
     }
 
-    /// The latest `limit` events of a rollout, oldest first.
-    pub fn latest_events(&self, rollout: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let first: i64 = self.conn.query_row(
-            "SELECT COALESCE(MIN(id), 1) FROM (SELECT id FROM events WHERE rollout = ?1
-                 ORDER BY id DESC LIMIT ?2)",
-            params![rollout, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| r.get(0),
+    /// The latest `limit` events of one release, oldest first.
+    pub fn latest_events(&self, rollout_id: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at_ms, rollout, rollout_id, kind, data FROM events
+             WHERE rollout_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
-        self.events(first - 1, Some(rollout), limit)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![rollout_id, limit], event_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Checks of a rollout's analysis runs, by verdict (`pass`, `fail`, `no_data`).
@@ -402,14 +489,18 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The latest `limit` transitions of a rollout, oldest first.
-    pub fn transitions(&self, rollout: &str, limit: usize) -> Result<Vec<Transition>, StoreError> {
+    /// The latest `limit` transitions of a release, oldest first.
+    pub fn transitions(
+        &self,
+        rollout_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Transition>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, at_ms, from_state, to_state, step, weight, reason FROM transitions
-             WHERE rollout = ?1 ORDER BY id DESC LIMIT ?2",
+             WHERE rollout_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![rollout, limit], |r| {
+        let rows = stmt.query_map(params![rollout_id, limit], |r| {
             Ok(Transition {
                 id: r.get(0)?,
                 at_ms: r.get(1)?,
@@ -426,77 +517,106 @@ impl Store {
     }
 }
 
+/// Inserts or updates a release; returns its id.
 fn write_rollout(
     tx: &Transaction<'_>,
     w: &RolloutWrite<'_>,
     now: Millis,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let rt = w.runtime;
     let name = &w.spec.name;
     let step = i64::try_from(rt.step).unwrap_or(i64::MAX);
     let analysis = serde_json::to_string(&rt.analysis)?;
-    if w.created {
-        tx.execute(
-            "INSERT INTO rollouts (name, spec, state, step, weight, mirror, kill_switch,
-                step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, created_ms, updated_ms,
-                analysis)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
-            params![
-                name,
-                serde_json::to_string(w.spec)?,
-                rt.state.as_str(),
-                step,
-                rt.weight,
-                rt.mirror,
-                rt.kill_switch,
-                rt.step_started_ms,
-                rt.step_ends_ms,
-                rt.paused_remaining_ms,
-                rt.deadline_ms,
-                now,
-                analysis
-            ],
-        )?;
-        for (i, s) in w.plan.steps.iter().enumerate() {
-            let pause_ms = match s.pause {
-                Pause::For(d) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                Pause::UntilPromoted => None,
-            };
+    let finished = rt.state.is_finished().then_some(now);
+    let id = match w.id {
+        None => {
             tx.execute(
-                "INSERT INTO steps (rollout, idx, weight, mirror, pause_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, i64::try_from(i).unwrap_or(i64::MAX), s.weight, s.mirror, pause_ms],
+                "INSERT INTO rollouts (name, spec, state, step, weight, mirror, kill_switch,
+                    step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, created_ms,
+                    updated_ms, analysis, finished_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
+                params![
+                    name,
+                    serde_json::to_string(w.spec)?,
+                    rt.state.as_str(),
+                    step,
+                    rt.weight,
+                    rt.mirror,
+                    rt.kill_switch,
+                    rt.step_started_ms,
+                    rt.step_ends_ms,
+                    rt.paused_remaining_ms,
+                    rt.deadline_ms,
+                    now,
+                    analysis,
+                    finished
+                ],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError(format!(
+                    "an unfinished rollout named {name:?} is already stored"
+                )),
+                _ => e.into(),
+            })?;
+            let id = tx.last_insert_rowid();
+            for (i, s) in w.plan.steps.iter().enumerate() {
+                let pause_ms = match s.pause {
+                    Pause::For(d) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    Pause::UntilPromoted => None,
+                };
+                tx.execute(
+                    "INSERT INTO steps (rollout_id, idx, weight, mirror, pause_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        id,
+                        i64::try_from(i).unwrap_or(i64::MAX),
+                        s.weight,
+                        s.mirror,
+                        pause_ms
+                    ],
+                )?;
+            }
+            id
+        }
+        Some(id) => {
+            // A retried rollout is unfinished again, so `finished_ms` goes back to NULL.
+            let n = tx.execute(
+                "UPDATE rollouts SET state = ?2, step = ?3, weight = ?4, mirror = ?5,
+                    kill_switch = ?6, step_started_ms = ?7, step_ends_ms = ?8,
+                    paused_remaining_ms = ?9, deadline_ms = ?10, updated_ms = ?11, analysis = ?12,
+                    finished_ms = CASE WHEN ?13 IS NULL THEN NULL ELSE COALESCE(finished_ms, ?13) END
+                 WHERE id = ?1",
+                params![
+                    id,
+                    rt.state.as_str(),
+                    step,
+                    rt.weight,
+                    rt.mirror,
+                    rt.kill_switch,
+                    rt.step_started_ms,
+                    rt.step_ends_ms,
+                    rt.paused_remaining_ms,
+                    rt.deadline_ms,
+                    now,
+                    analysis,
+                    finished
+                ],
             )?;
+            if n != 1 {
+                return Err(StoreError(format!(
+                    "rollout {name:?} (id {id}) is not in the store"
+                )));
+            }
+            id
         }
-    } else {
-        let n = tx.execute(
-            "UPDATE rollouts SET state = ?2, step = ?3, weight = ?4, mirror = ?5, kill_switch = ?6,
-                step_started_ms = ?7, step_ends_ms = ?8, paused_remaining_ms = ?9, deadline_ms = ?10,
-                updated_ms = ?11, analysis = ?12
-             WHERE name = ?1",
-            params![
-                name,
-                rt.state.as_str(),
-                step,
-                rt.weight,
-                rt.mirror,
-                rt.kill_switch,
-                rt.step_started_ms,
-                rt.step_ends_ms,
-                rt.paused_remaining_ms,
-                rt.deadline_ms,
-                now,
-                analysis
-            ],
-        )?;
-        if n != 1 {
-            return Err(StoreError(format!("rollout {name:?} is not in the store")));
-        }
-    }
+    };
     if let Some((from, reason)) = w.transition {
         tx.execute(
-            "INSERT INTO transitions (rollout, at_ms, from_state, to_state, step, weight, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO transitions (rollout_id, rollout, at_ms, from_state, to_state, step,
+                weight, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
+                id,
                 name,
                 now,
                 from.as_str(),
@@ -507,7 +627,66 @@ fn write_rollout(
             ],
         )?;
     }
-    Ok(())
+    Ok(id)
+}
+
+/// A [`Release`] from a row of [`RELEASE_COLUMNS`]; the inner `Err` is a row that does not
+/// read back (a spec or state this binary does not know).
+fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Release, StoreError>> {
+    let id: i64 = r.get(0)?;
+    let name: String = r.get(1)?;
+    let spec: String = r.get(2)?;
+    let state: String = r.get(3)?;
+    let analysis: String = r.get(12)?;
+    let at = |what: &str, e: &dyn fmt::Display| {
+        StoreError(format!("rollout {name:?} (id {id}): {what}: {e}"))
+    };
+    let spec: RolloutSpec = match serde_json::from_str(&spec) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(at("stored spec", &e))),
+    };
+    let Some(state) = State::parse(&state) else {
+        return Ok(Err(at("unknown state", &state)));
+    };
+    let analysis: Memory = match serde_json::from_str(&analysis) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(at("stored analysis", &e))),
+    };
+    let runtime = Runtime {
+        state,
+        step: usize::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+        weight: r.get(5)?,
+        mirror: r.get(6)?,
+        kill_switch: r.get(7)?,
+        step_started_ms: r.get(8)?,
+        step_ends_ms: r.get(9)?,
+        paused_remaining_ms: r.get(10)?,
+        deadline_ms: r.get(11)?,
+        analysis,
+    };
+    Ok(Ok(Release {
+        id,
+        spec,
+        runtime,
+        created_ms: r.get(13)?,
+        finished_ms: r.get(14)?,
+    }))
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+    let data: String = r.get(5)?;
+    let data = match serde_json::from_str(&data) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    Ok(Ok(Event {
+        id: r.get(0)?,
+        at_ms: r.get(1)?,
+        rollout: r.get(2)?,
+        rollout_id: r.get(3)?,
+        kind: r.get(4)?,
+        data,
+    }))
 }
 
 fn meta(conn: &Connection, key: &str) -> Result<i64, StoreError> {
@@ -531,44 +710,175 @@ mod tests {
     use super::*;
     use crate::spec::Format;
 
+    fn spec(name: &str) -> (RolloutSpec, Plan) {
+        let yaml = format!("name: {name}\nsteps: [{{weight: 5, pause: 1m}}]");
+        RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap()
+    }
+
+    fn write(
+        s: &mut Store,
+        id: Option<i64>,
+        spec: &RolloutSpec,
+        plan: &Plan,
+        rt: &Runtime,
+    ) -> Event {
+        s.commit(Change {
+            at_ms: 10,
+            rollout: Some(RolloutWrite {
+                id,
+                spec,
+                plan,
+                runtime: rt,
+                transition: Some((State::Pending, "created")),
+            }),
+            kill_switch: Some(true),
+            bump_version: true,
+            kind: "created",
+            data: Map::new(),
+            checks: &[],
+        })
+        .unwrap()
+        .0
+    }
+
     #[test]
     fn migrates_writes_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let (spec, plan) =
-            RolloutSpec::parse(b"name: a\nsteps: [{weight: 5, pause: 1m}]", Format::Yaml).unwrap();
+        let (spec, plan) = spec("a");
         let rt = Runtime::new(&plan, 10);
         {
             let mut s = Store::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 2);
-            let (ev, v) = s
-                .commit(Change {
-                    at_ms: 10,
-                    rollout: Some(RolloutWrite {
-                        spec: &spec,
-                        plan: &plan,
-                        runtime: &rt,
-                        created: true,
-                        transition: Some((State::Pending, "created")),
-                    }),
-                    kill_switch: Some(true),
-                    bump_version: true,
-                    kind: "created",
-                    data: Map::new(),
-                    checks: &[],
-                })
-                .unwrap();
-            assert_eq!((ev.id, v), (1, 1));
+            assert_eq!(s.schema_version().unwrap(), 3);
+            let ev = write(&mut s, None, &spec, &plan, &rt);
+            assert_eq!((ev.id, ev.rollout_id), (1, Some(1)));
             assert_eq!(ev.data["version"], 1);
         }
         // Reopening applies no migration twice and finds everything.
         let s = Store::open(&path).unwrap();
         let loaded = s.load().unwrap();
         assert_eq!((loaded.version, loaded.kill_switch), (1, true));
-        assert_eq!(loaded.rollouts, vec![(spec, rt)]);
+        assert_eq!(loaded.rollouts.len(), 1);
+        let r = &loaded.rollouts[0];
+        assert_eq!(
+            (r.id, &r.spec, &r.runtime, r.finished_ms),
+            (1, &spec, &rt, None)
+        );
         assert_eq!(s.events(0, Some("a"), 10).unwrap().len(), 1);
         assert_eq!(s.events(1, None, 10).unwrap().len(), 0);
-        assert_eq!(s.transitions("a", 5).unwrap().len(), 1);
+        assert_eq!(s.latest_events(1, 10).unwrap().len(), 1);
+        assert_eq!(s.transitions(1, 5).unwrap().len(), 1);
         assert_eq!(s.event_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_name_has_one_unfinished_release_and_any_number_of_finished_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let (spec, plan) = spec("a");
+        let rt = Runtime::new(&plan, 10);
+        write(&mut s, None, &spec, &plan, &rt);
+        // A second unfinished `a` is refused by the store itself, and nothing is written.
+        let e = s
+            .commit(Change {
+                at_ms: 11,
+                rollout: Some(RolloutWrite {
+                    id: None,
+                    spec: &spec,
+                    plan: &plan,
+                    runtime: &rt,
+                    transition: None,
+                }),
+                kill_switch: None,
+                bump_version: true,
+                kind: "created",
+                data: Map::new(),
+                checks: &[],
+            })
+            .err()
+            .unwrap();
+        assert!(e.0.contains("unfinished rollout named \"a\""), "{e}");
+        assert_eq!(s.event_count().unwrap(), 1);
+        let done = Runtime {
+            state: State::Aborted,
+            ..rt.clone()
+        };
+        write(&mut s, Some(1), &spec, &plan, &done);
+        let ev = write(&mut s, None, &spec, &plan, &rt);
+        assert_eq!(ev.rollout_id, Some(2));
+        let loaded = s.load().unwrap();
+        assert_eq!(
+            loaded.rollouts.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(s.latest_release("a").unwrap().unwrap().id, 2);
+        let old = s.release(1).unwrap().unwrap();
+        assert_eq!(
+            (old.runtime.state, old.finished_ms),
+            (State::Aborted, Some(10))
+        );
+        assert_eq!(
+            s.history(10)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
+        // Each release keeps its own events and transitions.
+        assert_eq!(s.latest_events(1, 10).unwrap().len(), 2);
+        assert_eq!(s.latest_events(2, 10).unwrap().len(), 1);
+        assert_eq!(s.transitions(2, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_database_from_before_releases_keeps_its_rollouts_and_their_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let (spec, _) = spec("a");
+        {
+            // Schema 2 as it shipped, with a promoted `a` and an aborted `b`.
+            let mut conn = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", i + 1).unwrap();
+                tx.commit().unwrap();
+            }
+            let json = serde_json::to_string(&spec).unwrap();
+            let bjson = json.replace("\"a\"", "\"b\"");
+            conn.execute_batch(&format!(
+                "INSERT INTO rollouts (name, spec, state, step, weight, kill_switch, step_started_ms,
+                    created_ms, updated_ms) VALUES
+                    ('a', '{json}', 'promoted', 0, 100, 0, 5, 1, 7),
+                    ('b', '{bjson}', 'aborted', 0, 0, 0, 5, 2, 8);
+                 INSERT INTO steps VALUES ('a', 0, 5, NULL, 60000), ('b', 0, 5, NULL, 60000);
+                 INSERT INTO transitions (rollout, at_ms, from_state, to_state, step, weight, reason)
+                    VALUES ('a', 7, 'progressing', 'promoted', 0, 100, 'done');
+                 INSERT INTO events (at_ms, rollout, kind, data) VALUES (7, 'a', 'promoted', '{{}}');
+                 INSERT INTO checks VALUES (1, 'a', 7, 'g', 'error_rate', 'critical', 'pass', 0, 5, 't');"
+            ))
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 3);
+        let loaded = s.load().unwrap();
+        // The promoted one is unfinished (it waits to be completed); the aborted one archived.
+        assert_eq!(loaded.rollouts.len(), 1);
+        assert_eq!(
+            (loaded.rollouts[0].id, loaded.rollouts[0].runtime.state),
+            (1, State::Promoted)
+        );
+        assert_eq!(s.release(2).unwrap().unwrap().finished_ms, Some(8));
+        assert_eq!(s.transitions(1, 10).unwrap()[0].reason, "done");
+        assert_eq!(s.latest_events(1, 10).unwrap()[0].rollout_id, Some(1));
+        assert_eq!(s.check_count("a", "pass").unwrap(), 1);
+        let fk: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(fk, 0);
     }
 }

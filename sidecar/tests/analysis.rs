@@ -321,14 +321,55 @@ async fn missing_data_never_promotes_pauses_with_the_reason_and_resumes_after() 
 }
 
 #[tokio::test]
-async fn an_operator_pause_is_not_lifted_by_analysis() {
+async fn an_operator_pause_keeps_judging_and_a_bad_canary_is_rolled_back_while_paused() {
     let mut r = rig().await;
     assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
     assert_eq!(r.h.post("/v1/rollouts/web/pause", "").await.status, 200);
     r.run_for(60).await;
+    // Judged every interval, passing, and still held: a pass never lifts an operator's pause.
     assert_eq!(r.state().await.0, "paused");
-    // A paused rollout is not judged at all.
-    assert!(r.events("analysis").await.len() <= 1);
+    let runs = r.events("analysis").await;
+    assert!(runs.len() >= 5, "{runs:?}");
+    assert!(r.events("resumed").await.is_empty());
+    // No data while held: a hold that says so, and neither an analysis pause nor a resume
+    // once data is back.
+    r.source.set(Health::Down);
+    r.run_for(30).await;
+    r.source.set(Health::Good);
+    r.run_for(20).await;
+    assert_eq!(r.state().await.0, "paused");
+    assert!(r.events("resumed").await.is_empty());
+    let held = r.events("analysis").await;
+    assert!(
+        held.iter().any(|e| e["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already held by an operator")),
+        "{held:?}"
+    );
+    // The canary turns bad while paused: rolled back at the next run.
+    r.source.set(Health::Errors(20.0));
+    r.run_for(10).await;
+    assert_eq!(r.state().await, ("rolled_back".into(), 0, 0.0));
+    assert!(r.rollback_reason().await.contains("error-rate"));
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn a_manual_weight_keeps_judging_and_a_bad_canary_is_rolled_back() {
+    let mut r = rig().await;
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(5).await;
+    let set =
+        r.h.post("/v1/rollouts/web/weight", r#"{"weight": 30}"#)
+            .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    r.run_for(30).await;
+    assert_eq!(r.state().await, ("paused".into(), 0, 30.0));
+    r.source.set(Health::SlowMs(400.0));
+    r.run_for(40).await; // three warnings in a row, then the limit
+    assert_eq!(r.state().await, ("rolled_back".into(), 0, 0.0));
+    assert!(r.rollback_reason().await.contains("p99-latency"));
     r.h.close().await;
 }
 

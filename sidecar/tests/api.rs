@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 const SIMPLE: &str =
-    "name: web\nsteps: [{weight: 10, pause: 1m}, {weight: 50, pause: 1m}, {weight: 100}]";
+    "name: web\nmatch: {authority: web.example}\nsteps: [{weight: 10, pause: 1m}, {weight: 50, pause: 1m}, {weight: 100}]";
 
 async fn harness() -> (tempfile::TempDir, Harness) {
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +161,7 @@ async fn every_control_and_its_illegal_cases() {
     conflict(post("retry", "").await, "promoted");
 
     // DELETE aborts.
-    h.create_yaml("name: other\nsteps: [{weight: 1}, {weight: 2, pause: 1h}]")
+    h.create_yaml("name: other\nmatch: {authority: other.example}\nsteps: [{weight: 1}, {weight: 2, pause: 1h}]")
         .await;
     let r = h
         .request(
@@ -368,7 +368,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             SIMPLE.into(),
             &yaml,
             StatusCode::CONFLICT,
-            "already exists",
+            "is progressing",
         ),
         (
             Method::POST,

@@ -86,7 +86,7 @@ async fn manual_gate_waits_for_promote() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn deadline_times_out_to_weight_zero() {
+async fn deadline_times_out_and_leaves_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::open(&dir.path().join("l.db"), EPOCH_MS);
     h.create_yaml("name: slow\ndeadline: 10m\nsteps: [{weight: 20, pause: 1h}, {weight: 100}]")
@@ -108,7 +108,10 @@ async fn deadline_times_out_to_weight_zero() {
         )
         .await
         .json();
-    assert_eq!(snap["rollouts"][0]["weight"], 0.0);
+    // Timed out: archived, out of the snapshot, so the route's stable cluster serves all.
+    assert_eq!(snap["rollouts"], serde_json::json!([]), "{snap}");
+    assert_eq!(s["finished"], true);
+    assert!(s["finished_at_ms"].as_i64().is_some(), "{s}");
     h.close().await;
 }
 
@@ -118,11 +121,11 @@ async fn restart_resumes_at_the_same_step_with_the_remaining_pause() {
     let db = dir.path().join("l.db");
     let h = Harness::open(&db, EPOCH_MS);
     h.create_yaml(
-        "name: a\nsteps: [{weight: 5, pause: 30s}, {weight: 20, pause: 1m}, {weight: 100}]",
+        "name: a\nmatch: {authority: a.example}\nsteps: [{weight: 5, pause: 30s}, {weight: 20, pause: 1m}, {weight: 100}]",
     )
     .await;
     h.create_yaml(
-        "name: b\nsteps: [{weight: 5, pause: 10s}, {weight: 20, pause: 1m}, {weight: 100}]",
+        "name: b\nmatch: {authority: b.example}\nsteps: [{weight: 5, pause: 10s}, {weight: 20, pause: 1m}, {weight: 100}]",
     )
     .await;
     sleep_ms(40_000).await; // a: step 1 with 50s left; b: step 1 with 30s left

@@ -8,6 +8,7 @@ pub mod runner;
 pub mod sim;
 pub mod source;
 pub mod spec;
+pub mod step;
 pub mod text;
 pub mod window;
 

@@ -4,6 +4,7 @@
 use super::judge::{self, Observed};
 use super::source::{self, Query, Source};
 use super::spec::{Kind, SourceSpec};
+use super::step;
 use crate::clock::Millis;
 use crate::controller::{Controller, Run, Target};
 use serde_json::json;
@@ -70,10 +71,10 @@ pub async fn run_due(ctl: &Controller, sources: &mut Sources) -> Result<Millis, 
     let now = ctl.now_ms();
     let mut next = now + IDLE_MS;
     for t in targets {
-        let due = t
-            .memory
-            .last_run_ms
-            .map_or(now, |last| last + t.analysis.interval_ms);
+        let due =
+            t.rt.analysis
+                .last_run_ms
+                .map_or(now, |last| last + t.analysis.interval_ms);
         if due > now {
             next = next.min(due);
             continue;
@@ -92,7 +93,7 @@ pub async fn run_due(ctl: &Controller, sources: &mut Sources) -> Result<Millis, 
 /// Observes, judges and decides one rollout.
 async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis) -> (Run, Millis) {
     let a = &t.analysis;
-    let increment_ms = t.memory.last_run_ms.map_or(a.interval_ms, |last| {
+    let increment_ms = t.rt.analysis.last_run_ms.map_or(a.interval_ms, |last| {
         (now - last).clamp(1, a.interval_ms * 10)
     });
     let query = Query {
@@ -119,15 +120,27 @@ async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis
     } else {
         "canary"
     };
-    let mut memory = t.memory.clone();
-    let checks = judge::judge(
-        a,
+    let (step, transitions) = match step::run(
+        &t.plan,
+        &t.rt,
         observed.as_ref().map_err(String::as_str),
         subject,
-        &mut memory,
-    );
-    let decision = judge::decide(a, &checks, &mut memory);
-    memory.last_run_ms = Some(now);
+        now,
+    ) {
+        Ok(done) => done,
+        Err(e) => {
+            // Only a rollout the machine cannot move gets here; judge it, move nothing.
+            tracing::warn!(rollout = %t.name, error = %e.0, "analysis decision not applicable");
+            let step = step::judge(
+                a,
+                &t.rt,
+                observed.as_ref().map_err(String::as_str),
+                subject,
+                now,
+            );
+            (step, Vec::new())
+        }
+    };
     let observed = match &observed {
         Ok(o) => json!(o),
         Err(e) => json!({ "error": e }),
@@ -135,13 +148,11 @@ async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis
     (
         Run {
             name: t.name,
-            state: t.state,
-            step: t.step,
-            was_paused: t.memory.paused,
+            id: t.id,
+            was: t.rt,
             subject,
-            checks,
-            decision,
-            memory,
+            step,
+            transitions,
             observed,
         },
         a.interval_ms,

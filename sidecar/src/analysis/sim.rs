@@ -9,8 +9,9 @@
 //! variant): two policies at the same weight in the same interval of the same rollout see the
 //! same errors, and where their steps part, each sees its own traffic from the same seed.
 
-use super::judge::{self, Check, Decision, Observed, Verdict};
+use super::judge::{self, Check, Observed, Verdict};
 use super::spec::{Kind, Severity};
+use super::step;
 use super::window::{Traffic, Window};
 use crate::clock::Millis;
 use crate::machine::{Control, Runtime, State};
@@ -306,29 +307,11 @@ fn linnet(plan: &Plan, load: &Load, seed: u64, cap_ms: Millis) -> Result<Rollout
                 .map(|s| window(&history, *s, interval, counters))
                 .collect(),
         };
-        // As the runner does: judge and decide on a copy of the memory, then record it.
-        let mut memory = rt.analysis.clone();
-        let checks = judge::judge(a, Ok(&observed), "canary", &mut memory);
-        let decision = judge::decide(a, &checks, &mut memory);
-        memory.last_run_ms = Some(now);
-        rt.analysis = memory;
-        // As the controller's `record_analysis` does: act on the decision, then advance.
-        let control = match decision {
-            Decision::RollBack(r) => Some(Control::RollBack(r)),
-            Decision::Pause(r) => Some(Control::AnalysisPause(r)),
-            Decision::Resume(r) => Some(Control::AnalysisResume(r)),
-            Decision::Pass(_) | Decision::Hold(_) => None,
-        };
-        if let Some(control) = control {
-            rt = tick(rt, &control, now)?;
-        }
-        for _ in 0..plan.steps.len() + 2 {
-            let before = (rt.state, rt.step);
-            rt = tick(rt, &Control::Tick, now)?;
-            if (rt.state, rt.step) == before {
-                break;
-            }
-        }
+        // The product's own analysis step: judge, decide, act, settle.
+        let (step, mut transitions) =
+            step::run(plan, &rt, Ok(&observed), "canary", now).map_err(|e| e.0)?;
+        let checks = step.checks;
+        rt = transitions.pop().map_or(step.judged, |(last, _)| last);
         let end = match rt.state {
             State::RolledBack => Some(End::RolledBack(culprit(&checks))),
             State::Promoted => Some(End::Reached),

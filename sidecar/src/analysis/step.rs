@@ -1,0 +1,80 @@
+//! One analysis run on one rollout, from what its source observed to where the state machine
+//! settles: judge every guardrail, decide, turn the decision into a control, and apply it with
+//! the steps it makes due. The runner and the simulation both call [`run`]; neither holds a
+//! copy of any part of it, so the decision-quality figures describe the code that ships.
+
+use super::judge::{self, Check, Decision, Observed};
+use super::spec::Analysis;
+use crate::clock::Millis;
+use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
+use crate::spec::Plan;
+
+/// What one run found and what it leads to.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub checks: Vec<Check>,
+    pub decision: Decision,
+    /// The runtime with the run's memory, before any transition: what the run records.
+    pub judged: Runtime,
+    /// The control the decision asks for (`None`: pass or hold).
+    pub control: Option<Control>,
+}
+
+/// Judges and decides. A rollout held by an operator (paused, or at a manual weight) stays
+/// held: analysis neither pauses nor resumes it, and still rolls it back.
+pub fn judge(
+    analysis: &Analysis,
+    rt: &Runtime,
+    observed: Result<&Observed, &str>,
+    subject: &str,
+    now: Millis,
+) -> Step {
+    let held = held_by_operator(rt);
+    let mut memory = rt.analysis.clone();
+    let checks = judge::judge(analysis, observed, subject, &mut memory);
+    let mut decision = judge::decide(analysis, &checks, &mut memory);
+    memory.last_run_ms = Some(now);
+    if held {
+        if let Decision::Pause(why) = decision {
+            memory.paused = false;
+            decision = Decision::Hold(format!("{why}; the rollout is already held by an operator"));
+        }
+    }
+    let control = match &decision {
+        Decision::RollBack(r) => Some(Control::RollBack(r.clone())),
+        Decision::Pause(r) => Some(Control::AnalysisPause(r.clone())),
+        Decision::Resume(r) => Some(Control::AnalysisResume(r.clone())),
+        Decision::Pass(_) | Decision::Hold(_) => None,
+    };
+    Step {
+        checks,
+        decision,
+        judged: Runtime {
+            analysis: memory,
+            ..rt.clone()
+        },
+        control,
+    }
+}
+
+/// Judges, decides and settles: the transitions the run leads to, in order.
+pub fn run(
+    plan: &Plan,
+    rt: &Runtime,
+    observed: Result<&Observed, &str>,
+    subject: &str,
+    now: Millis,
+) -> Result<(Step, Vec<(Runtime, Outcome)>), Illegal> {
+    let analysis = plan
+        .analysis
+        .as_ref()
+        .ok_or_else(|| Illegal("the rollout has no analysis".into()))?;
+    let step = judge(analysis, rt, observed, subject, now);
+    let transitions = machine::settle(plan, &step.judged, step.control.as_ref(), now)?;
+    Ok((step, transitions))
+}
+
+/// Paused by someone other than analysis: an operator's pause or a manual weight.
+pub fn held_by_operator(rt: &Runtime) -> bool {
+    rt.state == State::Paused && !rt.analysis.paused
+}
