@@ -14,6 +14,19 @@ pub const RESPONSE_TIME: &str = "linnet_response_time_ms";
 pub const MIRRORED: &str = "linnet_mirrored_total";
 pub const OVERRIDE_REJECTED: &str = "linnet_override_rejected_total";
 pub const STRIPPED_HEADERS: &str = "linnet_stripped_headers_total";
+/// The filter's series that a client moves on its own, with how: a guardrail on one of them
+/// would let any client roll a release back.
+pub const CLIENT_MOVED: [(&str, &str); 3] = [
+    (
+        OVERRIDE_REJECTED,
+        "any client moves by sending a wrong override token",
+    ),
+    (
+        STRIPPED_HEADERS,
+        "any client moves by sending Linnet's own headers",
+    ),
+    (REQUESTS, "any client moves by sending requests"),
+];
 /// Version of the snapshot a VM routes by (0: the plugin configuration's own rollouts).
 pub const SNAPSHOT_VERSION: &str = "linnet_snapshot_version";
 /// Seconds since the process last heard from the sidecar.

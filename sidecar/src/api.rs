@@ -362,8 +362,14 @@ impl App {
                 let body = self.body(req).await?;
                 let (spec, plan) = RolloutSpec::parse(&body, format)
                     .map_err(|e| ApiError::bad(format!("invalid rollout spec: {e}")))?;
+                let warnings = plan.warnings();
+                for w in &warnings {
+                    tracing::warn!(rollout = %spec.name, "{w}");
+                }
                 let status = ctl.create(spec, plan).await?;
-                Ok(json_response(StatusCode::CREATED, &status))
+                let mut body = json!(status);
+                body["warnings"] = json!(warnings);
+                Ok(json_response(StatusCode::CREATED, &body))
             }
             (Route::Rollout(name), Method::GET) => Ok(ok_json(&ctl.status(name).await?)),
             (Route::Explain(name), _) => {

@@ -235,6 +235,9 @@ fn validate(path: &PathBuf) -> Result<(), String> {
                 .join(", ")
         );
     }
+    for w in plan.warnings() {
+        println!("warning: {w}");
+    }
     Ok(())
 }
 
@@ -262,6 +265,9 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
                 .await?;
             let v = crate::client::parse_answer(status, &body)?;
             print!("{}", render_status(&v));
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
             Ok(())
         }
         Command::Rollout(RolloutCmd::List) => {

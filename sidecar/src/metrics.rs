@@ -151,7 +151,11 @@ impl Metrics {
             .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
+    /// `route` is a pattern (a known set); `method` is what the client sent, so anything but
+    /// the methods the API knows is counted as `other`: a client cannot make new series.
     pub fn count_request(&self, method: &str, route: &str, code: u16) {
+        const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        let method = KNOWN.iter().find(|m| **m == method).map_or("other", |m| m);
         self.api_requests
             .get_or_create(&ApiLabels {
                 method: method.to_owned(),

@@ -160,6 +160,17 @@ impl<'de> Deserialize<'de> for Sticky {
     }
 }
 
+// === impl Plan ===
+
+impl Plan {
+    /// Said at create and by `linnet validate`; the spec is valid all the same.
+    pub fn warnings(&self) -> Vec<String> {
+        self.analysis
+            .as_ref()
+            .map_or_else(Vec::new, Analysis::warnings)
+    }
+}
+
 // === impl RolloutSpec ===
 
 impl RolloutSpec {

@@ -27,6 +27,8 @@ enum Health {
     NaN,
     /// A zero-tolerance counter rose, and there is no traffic at all.
     Violation,
+    /// Healthy, but no series matches the zero-tolerance metric.
+    Misspelled,
 }
 
 struct Scripted {
@@ -52,7 +54,7 @@ impl Scripted {
                     .unwrap(),
             };
             let (canary, stable) = match h {
-                Good => (traffic(1000.0, 0.5, 20.0), traffic(9000.0, 0.5, 20.0)),
+                Good | Misspelled => (traffic(1000.0, 0.5, 20.0), traffic(9000.0, 0.5, 20.0)),
                 Errors(p) => (traffic(1000.0, p, 20.0), traffic(9000.0, 0.5, 20.0)),
                 SlowMs(ms) => (traffic(1000.0, 0.5, ms), traffic(9000.0, 0.5, 20.0)),
                 NaN => (
@@ -73,7 +75,11 @@ impl Scripted {
                 counters: q
                     .counters
                     .iter()
-                    .map(|_| (h == Violation).then_some(1.0))
+                    .map(|_| match h {
+                        Violation => Some(1.0),
+                        Misspelled => None,
+                        _ => Some(0.0),
+                    })
                     .collect(),
             }
         };
@@ -114,7 +120,7 @@ analysis:
     - {latency: {quantile: p99, max_ms: 150}, severity: warning}
     - {compare: {ratio: 2, alpha: 0.01}}
     - {burn_rate: {windows: [{long: 30s, short: 10s, factor: 10}]}, severity: warning}
-    - {zero_tolerance: {metric: 'linnet_override_rejected_total{rollout="web"}'}}
+    - {zero_tolerance: {metric: 'checkout_security_violations_total{variant="canary"}'}}
 "#;
 
 struct Rig {
@@ -383,10 +389,28 @@ async fn a_zero_tolerance_counter_rolls_back_at_once_even_without_traffic() {
     assert_eq!(r.state().await.0, "rolled_back");
     let reason = r.rollback_reason().await;
     assert!(
-        reason.contains("linnet_override_rejected_total"),
+        reason.contains("checkout_security_violations_total"),
         "{reason}"
     );
     assert!(reason.contains("rose by 1"), "{reason}");
+    r.h.close().await;
+}
+
+#[tokio::test]
+async fn a_zero_tolerance_series_that_does_not_exist_is_no_data_then_pauses() {
+    let mut r = rig().await;
+    r.source.set(Health::Misspelled);
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(15).await;
+    let (state, step, _) = r.state().await;
+    assert_eq!((state.as_str(), step), ("paused", 0));
+    let paused = r.events("paused").await;
+    let reason = paused[0]["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("no series matches"), "{reason}");
+    assert!(
+        reason.contains("checkout_security_violations_total"),
+        "{reason}"
+    );
     r.h.close().await;
 }
 

@@ -754,3 +754,31 @@ async fn concurrent_mutations_are_serialized_and_none_is_lost() {
     assert_eq!(s["state"], "paused");
     assert_eq!(s["weight"], last_weight[49]["data"]["weight"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn clients_cannot_make_new_metric_series() {
+    let (_d, h) = harness().await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("linnet_api_requests_total{"))
+            .count()
+    };
+    h.get("/nowhere").await;
+    let before = series(&String::from_utf8(h.get("/metrics").await.body.to_vec()).unwrap());
+    for i in 0..30 {
+        let method = Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let r = h.request(method, &format!("/nowhere/{i}"), "", &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+    let text = String::from_utf8(h.get("/metrics").await.body.to_vec()).unwrap();
+    // One new series at most (`other` on the unmatched route), not thirty.
+    assert!(series(&text) <= before + 2, "{text}");
+    assert!(
+        text.contains(
+            r#"linnet_api_requests_total{method="other",route="unmatched",code="404"} 30"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("MADEUP"), "{text}");
+    h.close().await;
+}

@@ -1,11 +1,14 @@
-//! `make demo`: three releases of `checkout`, each a rollout judged by analysis from Envoy's
-//! own stats, told as it happens. It starts two backends that say who served (the canary
+//! `make demo`: three releases of one service, `checkout` on `checkout.local`, each its own
+//! rollout judged by analysis from Envoy's own stats, told as it happens. It starts two backends that say who served (the canary
 //! one can be made to fail or slow down), the `linnet` sidecar, and Envoy (two workers) from
 //! `envoy/demo.yaml` with the filter, sends bounded traffic from a few hundred users, and:
 //!
-//! 1. v2, healthy: promoted step by step (dark launch, 5%, 20%, 50%, 100%) with no human;
+//! 1. v2, healthy: promoted step by step (dark launch, 5%, 20%, 50%, 100%) with no human, then
+//!    completed (stable now runs v2), which hands the host back for the next release;
 //! 2. v3, 20% of answers are 500s: rolled back by itself during the dark launch;
 //! 3. v4, 200 ms slower, shipped without a dark launch: rolled back at 5%.
+//!
+//! The history of `checkout.local` lists all three at the end.
 //!
 //! The rollouts come from `examples/checkout.yaml`. Everything stays on 127.0.0.1 and stops
 //! by itself.
@@ -17,11 +20,13 @@ use linnet_e2e::upstream::{Faults, Upstream};
 use linnet_e2e::{repo_root, served_by, Error};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The one host every release of the service is on.
+const HOST: &str = "checkout.local";
 /// Each act ends by itself after this, whatever the rollout did.
 const ACT_DEADLINE: Duration = Duration::from_secs(120);
 const USERS: usize = 400;
@@ -30,7 +35,6 @@ const CLIENTS: usize = 6;
 struct Act {
     title: &'static str,
     name: &'static str,
-    host: &'static str,
     faults: Faults,
     dark_launch: bool,
     expect: &'static str,
@@ -39,8 +43,7 @@ struct Act {
 const ACTS: [Act; 3] = [
     Act {
         title: "v2, a healthy release",
-        name: "checkout",
-        host: "checkout.local",
+        name: "checkout-v2",
         faults: Faults {
             error_percent: 0.0,
             delay_ms: 0,
@@ -51,7 +54,6 @@ const ACTS: [Act; 3] = [
     Act {
         title: "v3, which answers 500 to one request in five",
         name: "checkout-v3",
-        host: "checkout-v3.local",
         faults: Faults {
             error_percent: 20.0,
             delay_ms: 0,
@@ -62,7 +64,6 @@ const ACTS: [Act; 3] = [
     Act {
         title: "v4, 200 ms slower, shipped without a dark launch",
         name: "checkout-v4",
-        host: "checkout-v4.local",
         faults: Faults {
             error_percent: 0.0,
             delay_ms: 200,
@@ -120,20 +121,14 @@ fn demo(dir: &Path) -> Result<(), Error> {
     ));
     let example = load_example()?;
     say("every rollout is judged every 3 s from Envoy's stats: error rate ≤ 10%, p99 ≤ 100 ms,");
-    say("errors against stable (sequential test), error-budget burn, and override abuse (zero tolerance)");
+    say("errors against stable (sequential test), error-budget burn, and canary crashes (zero tolerance)");
 
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let act_index = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (counts, stop, act, addr) = (
-                counts.clone(),
-                stop.clone(),
-                act_index.clone(),
-                envoy.listener,
-            );
-            thread::spawn(move || traffic(c, addr, &counts, &stop, &act))
+            let (counts, stop, addr) = (counts.clone(), stop.clone(), envoy.listener);
+            thread::spawn(move || traffic(c, addr, &counts, &stop))
         })
         .collect();
 
@@ -142,7 +137,6 @@ fn demo(dir: &Path) -> Result<(), Error> {
         canary
             .set_faults(act.faults)
             .map_err(|e| Error::new(format!("canary faults: {e}")))?;
-        act_index.store(i, Ordering::Relaxed);
         say("");
         say(&format!("══ act {}: {} ══", i + 1, act.title));
         let result = play(act, &example, dir, &sidecar, &envoy, &counts);
@@ -153,6 +147,15 @@ fn demo(dir: &Path) -> Result<(), Error> {
                 return Err(e);
             }
         };
+        if result.0 == "promoted" {
+            // Stable now runs this version (in production: the stable deployment is updated
+            // to it); completing hands checkout.local back for the next release.
+            say(&format!(
+                "── linnet rollout complete {}  (stable now runs {})",
+                act.name, act.name
+            ));
+            sidecar.cli(&["rollout", "complete", act.name])?;
+        }
         results.push(result);
     }
     stop.store(true, Ordering::Relaxed);
@@ -181,7 +184,9 @@ fn demo(dir: &Path) -> Result<(), Error> {
         canary.count(|r| r.is_shadow()),
         counts.failed.load(Ordering::Relaxed)
     ));
-    say("the whole story of a rollout, in plain words: linnet explain <rollout>");
+    say(&format!("── linnet rollout history --match {HOST}"));
+    print!("{}", sidecar.cli(&["rollout", "history", "--match", HOST])?);
+    say("the whole story of a rollout, in plain words: linnet explain <rollout or id>");
     if all_as_expected {
         Ok(())
     } else {
@@ -291,16 +296,8 @@ fn load_example() -> Result<Value, Error> {
 fn spec_for(act: &Act, example: &Value, envoy: &Envoy) -> Value {
     let mut spec = example.clone();
     spec["name"] = act.name.into();
-    spec["match"]["authority"] = act.host.into();
+    spec["match"]["authority"] = HOST.into();
     spec["analysis"]["source"]["envoy"]["admin"] = serde_json::json!([envoy.admin.to_string()]);
-    if let Some(guards) = spec["analysis"]["guardrails"].as_array_mut() {
-        for g in guards {
-            if let Some(m) = g["zero_tolerance"]["metric"].as_str() {
-                let m = m.replace("rollout=\"checkout\"", &format!("rollout=\"{}\"", act.name));
-                g["zero_tolerance"]["metric"] = m.into();
-            }
-        }
-    }
     if !act.dark_launch {
         if let Some(steps) = spec["steps"].as_array_mut() {
             steps.retain(|s| s["weight"].is_number());
@@ -311,24 +308,15 @@ fn spec_for(act: &Act, example: &Value, envoy: &Envoy) -> Value {
 
 /// Users send requests one after another on keep-alive connections until told to stop; each
 /// client thread has its own share of the users.
-fn traffic(
-    client_no: usize,
-    addr: std::net::SocketAddr,
-    counts: &Counts,
-    stop: &AtomicBool,
-    act: &AtomicUsize,
-) {
+fn traffic(client_no: usize, addr: std::net::SocketAddr, counts: &Counts, stop: &AtomicBool) {
     let mut client = linnet_e2e::http::Client::new(addr);
     let deadline = Instant::now() + ACT_DEADLINE * 3;
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         let user = (i * CLIENTS + client_no) % USERS;
         i += 1;
-        let host = ACTS
-            .get(act.load(Ordering::Relaxed))
-            .map_or("checkout.local", |a| a.host);
         let req = Request::get("/")
-            .host(host)
+            .host(HOST)
             .header("x-user-id", format!("user-{user}"));
         let sent = Instant::now();
         match client.send(&req) {

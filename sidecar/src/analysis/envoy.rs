@@ -90,7 +90,13 @@ impl EnvoySource {
         tokio::time::sleep(FLUSH_WAIT).await;
         let mut per_admin = Vec::with_capacity(self.admins.len());
         for admin in &self.admins {
-            let path = "/stats/prometheus?usedonly";
+            // A zero-tolerance counter must be seen while it is still zero (absent is no
+            // data, never a pass), so with counters every stat is read, used or not.
+            let path = if q.counters.is_empty() {
+                "/stats/prometheus?usedonly"
+            } else {
+                "/stats/prometheus"
+            };
             let (status, body) = admin.client.send(Method::GET, path, None).await?;
             if !status.is_success() {
                 return Err(format!("{}{path} answered {status}", admin.url));

@@ -308,12 +308,11 @@ fn one(
                 .count();
             match obs.increment.counters.get(slot) {
                 None => no_data(format!("the source did not read {label}")),
-                Some(None) => (
-                    Verdict::Pass,
-                    Some(0.0),
-                    Some(0.0),
-                    format!("{label} did not rise (no such series yet)"),
-                ),
+                // A series that is not there cannot say the canary is fine: a typo in the
+                // metric would switch the guardrail off.
+                Some(None) => no_data(format!(
+                    "no series matches {label}: is the name or a label misspelled, or does the canary not export it?"
+                )),
                 Some(Some(v)) if !v.is_finite() => no_data(format!("{label} is not a number")),
                 Some(Some(v)) if *v > 0.0 => (
                     Verdict::Fail,

@@ -268,6 +268,44 @@ mod q {
     }
 }
 
+// === impl Analysis ===
+
+impl Analysis {
+    /// What a reader should know before trusting a valid spec: zero-tolerance guardrails that
+    /// a client could trip on its own, or that do not look at the canary at all.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in &self.guardrails {
+            let Kind::ZeroTolerance(c) = &g.kind else {
+                continue;
+            };
+            let (text, names_canary) = match (&c.metric, &c.query) {
+                (Some(m), _) => (
+                    m.to_string(),
+                    m.labels.iter().any(|(_, v)| v.contains("canary")),
+                ),
+                (None, Some(q)) => (q.clone(), q.contains("canary")),
+                (None, None) => continue,
+            };
+            let moved = linnet_core::metrics::CLIENT_MOVED
+                .iter()
+                .find(|(name, _)| text.contains(name));
+            if let Some((name, how)) = moved {
+                out.push(format!(
+                    "guardrail {:?} reads {name}, which {how}: a client alone could roll the release back; watch a series the canary itself emits",
+                    g.name
+                ));
+            } else if !names_canary {
+                out.push(format!(
+                    "guardrail {:?} reads {text}, which names no canary label or cluster (no label value containing \"canary\"): stable or another service could roll this canary back",
+                    g.name
+                ));
+            }
+        }
+        out
+    }
+}
+
 // === impl Queries ===
 
 impl Default for Queries {
@@ -684,6 +722,54 @@ mod tests {
     fn check(yaml: &str) -> Result<Analysis, ConfigError> {
         let spec: AnalysisSpec = serde_yaml::from_str(yaml).unwrap();
         spec.validate()
+    }
+
+    #[test]
+    fn guardrails_a_client_could_trip_or_that_miss_the_canary_are_warned_about() {
+        let warns = |metric: &str| {
+            let yaml = format!("{{guardrails: [{{zero_tolerance: {{metric: '{metric}'}}}}]}}");
+            check(&yaml).unwrap().warnings()
+        };
+        let w = warns(r#"linnet_override_rejected_total{rollout="checkout"}"#);
+        assert!(
+            w.len() == 1 && w[0].contains("wrong override token"),
+            "{w:?}"
+        );
+        let w = warns("linnet_stripped_headers_total");
+        assert!(
+            w.len() == 1 && w[0].contains("Linnet's own headers"),
+            "{w:?}"
+        );
+        let w = warns(r#"app_errors_total{service="checkout"}"#);
+        assert!(w.len() == 1 && w[0].contains("names no canary"), "{w:?}");
+        assert_eq!(
+            warns(r#"app_violations_total{variant="canary"}"#),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            warns(
+                r#"envoy_cluster_upstream_cx_destroy_remote_with_active_rq{envoy_cluster_name="checkout-canary"}"#
+            ),
+            Vec::<String>::new()
+        );
+        let q = check("{source: {prometheus: {url: 'http://127.0.0.1:9090'}}, guardrails: [{zero_tolerance: {query: 'sum(increase(x_total{pod=~\"checkout-canary-.*\"}[{window}]))'}}]}")
+            .unwrap();
+        assert_eq!(q.warnings(), Vec::<String>::new());
+    }
+
+    /// The shipped example must not carry the trap it warns about.
+    #[test]
+    fn the_shipped_example_has_no_warnings() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/checkout.yaml");
+        let text = std::fs::read(path).unwrap();
+        let (_, plan) = crate::spec::RolloutSpec::parse(&text, crate::spec::Format::Yaml).unwrap();
+        assert_eq!(plan.warnings(), Vec::<String>::new());
+        assert!(plan
+            .analysis
+            .unwrap()
+            .guardrails
+            .iter()
+            .any(|g| matches!(g.kind, Kind::ZeroTolerance(_))));
     }
 
     fn field(yaml: &str) -> String {
