@@ -64,6 +64,8 @@ struct Rig {
     _stable: Upstream,
     canary: Upstream,
     dir: TestDir,
+    /// The rollout the waits and reads are about: the last one created.
+    name: std::cell::RefCell<String>,
 }
 
 // === impl Rig ===
@@ -103,6 +105,7 @@ impl Rig {
             _stable: stable,
             canary,
             dir,
+            name: std::cell::RefCell::new(ROLLOUT.into()),
         }
     }
 
@@ -118,18 +121,33 @@ impl Rig {
         }
     }
 
+    /// Creates a rollout; the rig's reads and waits are about it from now on.
     fn create(&self, yaml: &str) {
         let path = self.dir.path().join("rollout.yaml");
         std::fs::write(&path, yaml).unwrap();
         self.sidecar
             .cli(&["rollout", "create", &path.to_string_lossy()])
             .unwrap();
+        let spec: Value = serde_yaml::from_str(yaml).unwrap();
+        *self.name.borrow_mut() = spec["name"].as_str().unwrap().to_owned();
     }
 
-    /// `GET /v1/rollouts/checkout`.
+    fn name(&self) -> String {
+        self.name.borrow().clone()
+    }
+
+    /// `linnet <args…>` about the current rollout (its name goes last).
+    fn cli(&self, args: &[&str]) -> String {
+        let name = self.name();
+        let mut all = args.to_vec();
+        all.push(&name);
+        self.sidecar.cli(&all).unwrap()
+    }
+
+    /// `GET /v1/rollouts/<name>`.
     fn status(&self) -> Value {
         self.sidecar
-            .get_json(&format!("/v1/rollouts/{ROLLOUT}"))
+            .get_json(&format!("/v1/rollouts/{}", self.name()))
             .unwrap()
     }
 
@@ -137,7 +155,7 @@ impl Rig {
     fn events(&self) -> Vec<Value> {
         let v = self
             .sidecar
-            .get_json(&format!("/v1/audit?rollout={ROLLOUT}&limit=1000"))
+            .get_json(&format!("/v1/audit?rollout={}&limit=1000", self.name()))
             .unwrap();
         v["events"].as_array().cloned().unwrap_or_default()
     }
@@ -146,7 +164,7 @@ impl Rig {
     fn explain(&self) -> Vec<Value> {
         let v = self
             .sidecar
-            .get_json(&format!("/v1/rollouts/{ROLLOUT}/explain?limit=1000"))
+            .get_json(&format!("/v1/rollouts/{}/explain?limit=1000", self.name()))
             .unwrap();
         v["timeline"].as_array().cloned().unwrap_or_default()
     }
@@ -198,7 +216,13 @@ impl Rig {
             if now == state {
                 return Some(s);
             }
-            let terminal = ["promoted", "rolled_back", "aborted", "timed_out"];
+            let terminal = [
+                "promoted",
+                "completed",
+                "rolled_back",
+                "aborted",
+                "timed_out",
+            ];
             assert!(
                 !terminal.contains(&now.as_str()),
                 "waiting for {state}, the rollout ended {now}\n{}",
@@ -251,7 +275,7 @@ analysis:
     - {{error_rate: {{max: 5}}}}
     - {{latency: {{quantile: p99, max_ms: 150}}, severity: critical}}
     - {{compare: {{ratio: 2, alpha: 0.01}}}}
-    - {{zero_tolerance: {{metric: 'linnet_override_rejected_total{{rollout="{ROLLOUT}"}}'}}}}
+    - {{zero_tolerance: {{metric: '{CANARY_CRASHES}'}}}}
 "#
     )
 }
@@ -465,51 +489,152 @@ fn canary_200ms_slower_is_rolled_back_by_the_p99_guardrail() {
     assert_eq!(check(deciding, "error-rate")["verdict"], "pass");
 }
 
+/// The canary's own crashes (connections it closed with a request in flight), the
+/// zero-tolerance series the shipped example watches.
+const CANARY_CRASHES: &str = r#"envoy_cluster_upstream_cx_destroy_remote_with_active_rq{envoy_cluster_name="checkout-canary"}"#;
+
+/// The shipped example's guardrails and settings, read from `examples/checkout.yaml`, on this
+/// rig's source, with one long step so that it is judged for as long as a test needs.
+fn shipped_example(rig: &Rig, pause: Duration) -> String {
+    let path = linnet_e2e::repo_root().join("examples/checkout.yaml");
+    let mut spec: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    spec["analysis"]["source"] = serde_yaml::from_str(&rig.source_yaml()).unwrap();
+    spec["steps"] =
+        json!([{"weight": 20, "pause": format!("{}s", pause.as_secs())}, {"weight": 100}]);
+    spec["deadline"] = json!("10m");
+    serde_json::to_string(&spec).unwrap()
+}
+
 #[test]
-fn a_rejected_override_token_rolls_back_at_the_next_run() {
-    let rig = Rig::start("zero", Source::Envoy);
-    rig.create(&rollout(Source::Envoy.interval(), &rig.source_yaml(), ""));
-    // Guardrails are live and passing; the next run is an interval away.
-    let passed = rig.wait_run(0, "pass");
+fn wrong_override_tokens_at_100_per_second_for_a_minute_do_not_roll_the_example_back() {
+    let rig = Rig::start("override-flood", Source::Envoy);
+    rig.create(&shipped_example(&rig, Duration::from_secs(75)));
+    rig.wait_run(0, "pass");
+    // 100 requests a second for a minute, each with a made-up override token.
     let mut client = rig.envoy.client();
-    let resp = client
-        .send(
+    let start = Instant::now();
+    let mut sent = 0u32;
+    while sent < 6000 && start.elapsed() < Duration::from_secs(70) {
+        let due = start + Duration::from_millis(u64::from(sent) * 10);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let resp = client.send(
             &Request::get("/")
                 .host(HOST)
-                .header("x-user-id", "mallory")
+                .header("x-user-id", format!("mallory-{sent}"))
                 .header("x-linnet-override", "canary")
-                .header("x-linnet-token", "guessed"),
-        )
-        .unwrap();
-    assert_eq!(resp.status, 200);
-    let status = rig.wait_state("rolled_back");
-    let (_, why) = last_transition(&status);
-    assert!(why.contains("linnet_override_rejected_total"), "{why}");
-
-    // At once: the run right after the passing one rolled back.
+                .header("x-linnet-override-token", format!("guess-{sent}")),
+        );
+        if resp.is_err() {
+            client = rig.envoy.client();
+        }
+        sent += 1;
+        if sent % 1000 == 0 {
+            let state = rig.status()["state"].as_str().unwrap_or("?").to_owned();
+            assert_eq!(
+                state,
+                "progressing",
+                "after {sent} wrong tokens\n{}",
+                rig.story()
+            );
+        }
+    }
+    eprintln!("sent {sent} wrong override tokens in {:?}", start.elapsed());
+    assert!(sent >= 6000, "only {sent} sent");
+    let rejected = rig
+        .envoy
+        .stat("wasmcustom.linnet_override_rejected_total.rollout.checkout")
+        .unwrap()
+        .unwrap_or(0);
+    assert!(rejected >= 5000, "the filter saw {rejected} rejections");
+    let status = rig.status();
+    assert_eq!(status["state"], "progressing", "{}", rig.story());
+    // Judged all along, and the crash guardrail passed every time: nothing a client did counts.
     let events = rig.events();
-    let next = runs(&events)
-        .into_iter()
-        .find(|r| id(r) > id(&passed))
-        .unwrap();
-    assert_eq!(decision(next), "roll_back", "{next}\n{}", rig.story());
+    let judged = runs(&events);
+    assert!(judged.len() >= 15, "{} runs", judged.len());
     assert!(
-        reason(next).starts_with("critical guardrail linnet_override_rejected_total failed"),
-        "{next}"
+        judged.iter().all(|r| decision(r) != "roll_back"),
+        "{}",
+        rig.story()
     );
-    let c = check(next, "linnet_override_rejected_total");
-    assert_eq!(
-        (&c["verdict"], &c["observed"]),
-        (&json!("fail"), &json!(1.0))
+    let last = judged.last().unwrap();
+    assert_eq!(check(last, "canary-crashed")["verdict"], "pass", "{last}");
+}
+
+#[test]
+fn a_misspelled_zero_tolerance_metric_is_no_data_then_pauses_with_the_reason() {
+    let rig = Rig::start("misspelled", Source::Envoy);
+    let typo = CANARY_CRASHES.replace("active_rq", "active_rqq");
+    let spec = rollout(
+        Source::Envoy.interval(),
+        &rig.source_yaml(),
+        "\n  nodata_limit: 2",
+    )
+    .replace(CANARY_CRASHES, &typo);
+    assert!(spec.contains(&typo));
+    rig.create(&spec);
+    let status = rig.wait_state("paused");
+    let (_, why) = last_transition(&status);
+    assert!(why.contains("no series matches"), "{why}");
+    assert!(why.contains("active_rqq"), "{why}");
+    let events = rig.events();
+    let first_run = runs(&events)[0];
+    let c = check(
+        first_run,
+        "envoy_cluster_upstream_cx_destroy_remote_with_active_rqq",
     );
-    assert_eq!(
-        rig.envoy
-            .stat(&format!(
-                "wasmcustom.linnet_override_rejected_total.rollout.{ROLLOUT}"
-            ))
-            .unwrap(),
-        Some(1)
-    );
+    assert_eq!(c["verdict"], "no_data", "{c}");
+    assert!(first(&events, "promoted").is_none());
+    assert_eq!(status["step"], 0, "{}", rig.story());
+}
+
+#[test]
+fn an_operator_pause_does_not_stop_a_bad_canary_being_rolled_back() {
+    let rig = Rig::start("paused-bad", Source::Envoy);
+    rig.create(&rollout(Source::Envoy.interval(), &rig.source_yaml(), ""));
+    rig.cli(&["rollout", "pause"]);
+    let paused = rig.wait_state("paused");
+    rig.wait_run(0, "pass");
+    rig.canary
+        .set_faults(Faults {
+            error_percent: 30.0,
+            delay_ms: 0,
+        })
+        .unwrap();
+    let status = rig.wait_state("rolled_back");
+    let from = status["transitions"].as_array().unwrap().last().unwrap()["from"].clone();
+    assert_eq!(from, "paused", "{}", rig.story());
+    let (_, why) = last_transition(&status);
+    assert!(why.starts_with("critical guardrail"), "{why}");
+    assert_eq!(paused["weight"], 10.0);
+    rig.wait_canary_quiet();
+}
+
+#[test]
+fn a_manual_weight_does_not_stop_a_bad_canary_being_rolled_back() {
+    let rig = Rig::start("weight-bad", Source::Envoy);
+    rig.create(&rollout(Source::Envoy.interval(), &rig.source_yaml(), ""));
+    rig.wait_state("progressing");
+    let name = rig.name();
+    rig.sidecar
+        .cli(&["rollout", "weight", &name, "30"])
+        .unwrap();
+    let held = rig.wait_state("paused");
+    assert_eq!(held["weight"], 30.0);
+    rig.wait_run(0, "pass");
+    rig.canary
+        .set_faults(Faults {
+            error_percent: 30.0,
+            delay_ms: 0,
+        })
+        .unwrap();
+    let status = rig.wait_state("rolled_back");
+    assert_eq!(status["weight"], 0.0);
+    let (_, why) = last_transition(&status);
+    assert!(why.starts_with("critical guardrail"), "{why}");
+    rig.wait_canary_quiet();
 }
 
 #[test]
