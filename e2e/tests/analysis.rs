@@ -733,3 +733,154 @@ fn prometheus_source_promotes_the_healthy_canary() {
 fn prometheus_source_rolls_back_the_canary_with_20_percent_errors() {
     rolled_back_on_errors(Source::Prometheus, "prom-errors");
 }
+
+/// One release of `checkout.local`, held at `weight` until promoted and judged all along.
+/// Every release shares the salt, so a user keeps their bucket from one release to the next.
+fn release(name: &str, weight: u32, rig: &Rig) -> String {
+    let i = format!("{}ms", Source::Envoy.interval().as_millis());
+    format!(
+        r#"name: {name}
+match: {{authority: {HOST}}}
+stickiness: [{{header: x-user-id}}]
+salt: checkout
+steps: [{{weight: {weight}, pause: until promoted}}, {{weight: 100}}]
+analysis:
+  interval: {i}
+  source: {}
+  passes: 2
+  min_requests: 20
+  guardrails:
+    - {{error_rate: {{max: 5}}}}
+    - {{compare: {{ratio: 2, alpha: 0.01}}}}
+"#,
+        rig.source_yaml()
+    )
+}
+
+/// Sends one request for each of 10,000 users and checks that each is served by the variant
+/// its bucket says at `weight_bp` (everyone on stable at 0). Waits first until users at the
+/// edge of the split route by it on fresh connections, so every worker has the snapshot.
+/// Returns how many were on the canary.
+fn ten_thousand_users(rig: &Rig, weight_bp: u16) -> usize {
+    let users: Vec<String> = (0..10_000).map(|i| format!("shopper-{i}")).collect();
+    let expect = |u: &str| {
+        if linnet_core::bucket(b"checkout", u.as_bytes()) < weight_bp {
+            "canary"
+        } else {
+            "stable"
+        }
+    };
+    let serve = |client: &mut linnet_e2e::http::Client, u: &str| -> String {
+        let resp = client
+            .send(&Request::get("/").host(HOST).header("x-user-id", u))
+            .unwrap();
+        linnet_e2e::served_by(&resp).unwrap_or_default()
+    };
+    let edge: Vec<&String> = users
+        .iter()
+        .filter(|u| {
+            let b = i32::from(linnet_core::bucket(b"checkout", u.as_bytes()));
+            (b - i32::from(weight_bp)).abs() < 300
+        })
+        .take(12)
+        .collect();
+    rig.wait(
+        &format!("weight {weight_bp} bp in every worker"),
+        PATIENCE,
+        |rig| {
+            let ok = (0..4).all(|_| {
+                let mut c = rig.envoy.client();
+                edge.iter().all(|u| serve(&mut c, u) == expect(u))
+            });
+            ok.then_some(())
+        },
+    );
+    let mut client = rig.envoy.client();
+    let mut canary = 0;
+    for u in &users {
+        let got = serve(&mut client, u);
+        assert_eq!(got, expect(u), "{u} at {weight_bp} bp");
+        canary += usize::from(got == "canary");
+    }
+    canary
+}
+
+#[test]
+fn three_releases_of_one_host_each_route_by_their_own_rollout() {
+    let rig = Rig::start("releases", Source::Envoy);
+    let healthy = Faults {
+        error_percent: 0.0,
+        delay_ms: 0,
+    };
+    let mut shares = Vec::new();
+
+    // v2: 20%, then promoted, then completed: stable runs v2 and the host is free.
+    rig.create(&release("checkout-v2", 20, &rig));
+    rig.wait_run(0, "pass");
+    shares.push(("v2", 20, ten_thousand_users(&rig, 2000)));
+    rig.cli(&["rollout", "promote", "--full"]);
+    rig.wait_state("promoted");
+    assert_eq!(ten_thousand_users(&rig, 10_000), 10_000);
+    rig.cli(&["rollout", "complete"]);
+    assert_eq!(rig.status()["state"], "completed");
+    assert_eq!(ten_thousand_users(&rig, 0), 0);
+
+    // v3: 30%, then its canary turns bad and analysis rolls it back.
+    rig.create(&release("checkout-v3", 30, &rig));
+    rig.wait_run(0, "pass");
+    shares.push(("v3", 30, ten_thousand_users(&rig, 3000)));
+    rig.canary
+        .set_faults(Faults {
+            error_percent: 30.0,
+            delay_ms: 0,
+        })
+        .unwrap();
+    rig.wait("v3 rolled back", PATIENCE, |rig| {
+        (rig.status()["state"] == "rolled_back").then_some(())
+    });
+    rig.canary.set_faults(healthy).unwrap();
+    assert_eq!(ten_thousand_users(&rig, 0), 0);
+
+    // v4: 40%, then promoted.
+    rig.create(&release("checkout-v4", 40, &rig));
+    rig.wait_run(0, "pass");
+    shares.push(("v4", 40, ten_thousand_users(&rig, 4000)));
+    rig.cli(&["rollout", "promote", "--full"]);
+    rig.wait_state("promoted");
+    assert_eq!(ten_thousand_users(&rig, 10_000), 10_000);
+
+    for (v, weight, canary) in &shares {
+        let pct = *canary as f64 / 100.0;
+        eprintln!("{v}: weight {weight}%, {canary} of 10000 users on the canary ({pct}%)");
+        assert!(
+            (pct - f64::from(*weight)).abs() < 2.0,
+            "{v}: {pct}% at {weight}%"
+        );
+    }
+    let history = rig
+        .sidecar
+        .get_json(&format!("/v1/history?match={HOST}"))
+        .unwrap();
+    let listed: Vec<(&str, &str)> = history["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("checkout-v4", "promoted"),
+            ("checkout-v3", "rolled_back"),
+            ("checkout-v2", "completed")
+        ]
+    );
+    let text = rig
+        .sidecar
+        .cli(&["rollout", "history", "--match", HOST])
+        .unwrap();
+    eprintln!("{text}");
+    for name in ["checkout-v2", "checkout-v3", "checkout-v4"] {
+        assert!(text.contains(name), "{text}");
+    }
+}

@@ -474,11 +474,11 @@ pub fn render_history(v: &Value) -> String {
         let matcher = format!("{host}{}", m["path_prefix"].as_str().unwrap_or(""));
         out += &format!(
             "{:>5} {:<20} {:<24} {:<12} {:>6}% {:<8} {:<8}  {}\n",
-            r["id"],
+            r["id"].to_string(),
             r["name"].as_str().unwrap_or("?"),
             matcher,
             r["state"].as_str().unwrap_or("?"),
-            r["weight"],
+            format!("{:.1}", r["weight"].as_f64().unwrap_or(f64::NAN)),
             time(&r["created_at_ms"]),
             time(&r["finished_at_ms"]),
             r["reason"].as_str().unwrap_or(""),
@@ -638,6 +638,39 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.server, "http://x:1");
+    }
+
+    #[test]
+    fn history_is_a_table_whose_columns_line_up() {
+        let v = serde_json::json!({"releases": [
+            {"id": 12, "name": "checkout-v4", "match": {"authority": "checkout.local"}, "state": "promoted",
+             "weight": 100.0, "created_at_ms": 3_600_000, "finished_at_ms": null, "reason": "full promotion by operator"},
+            {"id": 3, "name": "checkout-v3", "match": {"authority": "checkout.local", "path_prefix": "/api"},
+             "state": "rolled_back", "weight": 0.0, "created_at_ms": 0, "finished_at_ms": 60_000, "reason": "critical guardrail"},
+        ]});
+        let out = render_history(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        let col = |l: &str, word: &str| l.find(word).unwrap_or_else(|| panic!("{word} in {l}"));
+        for (line, name, weight) in [
+            (lines[1], "checkout-v4", "100.0%"),
+            (lines[2], "checkout-v3", "0.0%"),
+        ] {
+            assert_eq!(col(line, name), col(lines[0], "NAME"), "{out}");
+            assert_eq!(
+                col(line, weight) + weight.len(),
+                col(lines[0], "WEIGHT") + 6,
+                "{out}"
+            );
+        }
+        assert!(
+            lines[1].trim_start().starts_with("12 ") && lines[2].contains("checkout.local/api"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("00:01:00") && lines[1].contains(" - "),
+            "{out}"
+        );
     }
 
     #[test]
