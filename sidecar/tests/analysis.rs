@@ -471,3 +471,75 @@ async fn passes_and_evidence_survive_a_restart() {
     );
     h.close().await;
 }
+
+/// Replays what the simulation observed, one run after another.
+struct Replay {
+    runs: Mutex<std::collections::VecDeque<Observed>>,
+}
+
+impl Source for Replay {
+    fn observe<'a>(&'a self, _query: &'a Query) -> Answer<'a> {
+        let next = self.runs.lock().unwrap().pop_front();
+        Box::pin(async move { next.ok_or_else(|| "the replay ran out".to_owned()) })
+    }
+}
+
+/// The decision-quality figures hold for the product only if the runner and the controller,
+/// given the simulation's windows at the simulation's times, decide what it decided and end
+/// where it ended, run by run.
+#[tokio::test]
+async fn the_runner_decides_run_by_run_as_the_simulation_does() {
+    use linnet_sidecar::analysis::sim;
+    use linnet_sidecar::spec::{Format, RolloutSpec};
+    let (_, plan) = RolloutSpec::parse(sim::PLAN.as_bytes(), Format::Yaml).unwrap();
+    let interval = plan.analysis.as_ref().unwrap().interval_ms;
+    let mut compared = 0;
+    let mut endings = std::collections::BTreeSet::new();
+    for (load, seeds) in [(sim::HEALTHY, 0..3_u64), (sim::BAD, 10..16)] {
+        for seed in seeds {
+            let runs = sim::linnet_runs(&plan, &load, seed, sim::CAP_MS).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(EPOCH_MS);
+            let h = Harness::open_manual(&dir.path().join("l.db"), clock.clone());
+            let mut sources = Sources::default();
+            sources.insert(
+                default_source(),
+                Arc::new(Replay {
+                    runs: Mutex::new(runs.iter().map(|r| r.observed.clone()).collect()),
+                }),
+            );
+            assert_eq!(h.create_yaml(sim::PLAN).await.status, 201);
+            for (k, want) in runs.iter().enumerate() {
+                clock.advance(if k == 0 { 0 } else { interval });
+                assert_eq!(h.now_ms() - EPOCH_MS, want.at_ms);
+                run_due(&h.ctl, &mut sources).await.unwrap();
+                h.ctl.tick().await.unwrap();
+                let audit = h.get("/v1/audit?rollout=checkout&limit=1000").await.json();
+                let last = audit["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .find(|e| e["kind"] == "analysis")
+                    .cloned()
+                    .unwrap();
+                let got = serde_json::from_value::<linnet_sidecar::analysis::Decision>(
+                    serde_json::json!({"action": last["data"]["decision"], "reason": last["data"]["reason"]}),
+                )
+                .unwrap();
+                let s = h.status("checkout").await;
+                let ctx = format!("seed {seed}, run {k} at {} ms", want.at_ms);
+                assert_eq!(got, want.decision, "{ctx}");
+                assert_eq!(s["state"].as_str().unwrap(), want.state.as_str(), "{ctx}");
+                assert_eq!(s["step"].as_u64().unwrap() as usize, want.step, "{ctx}");
+                assert_eq!(s["weight"].as_f64().unwrap(), want.weight, "{ctx}");
+                compared += 1;
+            }
+            endings.insert(runs.last().unwrap().state.as_str());
+            h.close().await;
+        }
+    }
+    // Both kinds of ending were compared, over many runs.
+    assert!(endings.contains("rolled_back"), "{endings:?}");
+    assert!(compared > 60, "{compared} runs compared");
+}

@@ -243,7 +243,7 @@ pub fn rollout(
     cap_ms: Millis,
 ) -> Result<Rollout, String> {
     match policy {
-        Policy::Linnet => linnet(plan, load, seed, cap_ms),
+        Policy::Linnet => linnet(plan, load, seed, cap_ms, None),
         Policy::Flagger {
             interval_ms,
             min_success,
@@ -260,7 +260,37 @@ pub fn rollout(
     }
 }
 
-fn linnet(plan: &Plan, load: &Load, seed: u64, cap_ms: Millis) -> Result<Rollout, String> {
+/// One analysis run of a simulated Linnet rollout: what the product's step was given, and
+/// where it left the rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimRun {
+    pub at_ms: Millis,
+    pub observed: Observed,
+    pub decision: judge::Decision,
+    pub state: State,
+    pub step: usize,
+    pub weight: f64,
+}
+
+/// Every run of one simulated Linnet rollout, to hold the product's runner to.
+pub fn linnet_runs(
+    plan: &Plan,
+    load: &Load,
+    seed: u64,
+    cap_ms: Millis,
+) -> Result<Vec<SimRun>, String> {
+    let mut runs = Vec::new();
+    linnet(plan, load, seed, cap_ms, Some(&mut runs))?;
+    Ok(runs)
+}
+
+fn linnet(
+    plan: &Plan,
+    load: &Load,
+    seed: u64,
+    cap_ms: Millis,
+    mut trace: Option<&mut Vec<SimRun>>,
+) -> Result<Rollout, String> {
     let a = plan
         .analysis
         .as_ref()
@@ -293,13 +323,16 @@ fn linnet(plan: &Plan, load: &Load, seed: u64, cap_ms: Millis) -> Result<Rollout
     };
     let mut rt = tick(Runtime::new(plan, 0), &Control::Tick, 0)?;
     let mut history = Vec::new();
-    for k in 1_u64.. {
+    // As in the product, the first run is when the rollout starts, with no traffic seen yet.
+    for k in 0_u64.. {
         let now = k as Millis * interval;
         if now > cap_ms {
             break;
         }
         // Transitions happen only at runs, so the weight held for the whole interval.
-        history.push(interval_traffic(load, rt.weight, interval, seed, k));
+        if k > 0 {
+            history.push(interval_traffic(load, rt.weight, interval, seed, k));
+        }
         let observed = Observed {
             increment: window(&history, interval, interval, counters),
             windows: spans
@@ -312,6 +345,16 @@ fn linnet(plan: &Plan, load: &Load, seed: u64, cap_ms: Millis) -> Result<Rollout
             step::run(plan, &rt, Ok(&observed), "canary", now).map_err(|e| e.0)?;
         let checks = step.checks;
         rt = transitions.pop().map_or(step.judged, |(last, _)| last);
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(SimRun {
+                at_ms: now,
+                observed,
+                decision: step.decision,
+                state: rt.state,
+                step: rt.step,
+                weight: rt.weight,
+            });
+        }
         let end = match rt.state {
             State::RolledBack => Some(End::RolledBack(culprit(&checks))),
             State::Promoted => Some(End::Reached),
