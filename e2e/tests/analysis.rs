@@ -530,7 +530,7 @@ fn wrong_override_tokens_at_100_per_second_for_a_minute_do_not_roll_the_example_
             client = rig.envoy.client();
         }
         sent += 1;
-        if sent % 1000 == 0 {
+        if sent.is_multiple_of(1000) {
             let state = rig.status()["state"].as_str().unwrap_or("?").to_owned();
             assert_eq!(
                 state,
