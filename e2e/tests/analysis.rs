@@ -884,3 +884,102 @@ fn three_releases_of_one_host_each_route_by_their_own_rollout() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+#[test]
+fn one_envoy_of_three_stopped_mid_rollout_is_named_and_the_others_still_judge() {
+    let dir = TestDir::new("analysis", "three-envoys").unwrap();
+    let sidecar = Sidecar::start(dir.path()).unwrap();
+    let stable = Upstream::start("stable").unwrap();
+    let canary = Upstream::start("canary").unwrap();
+    let config = sidecar.envoy_config(stable.port(), canary.port()).unwrap();
+    let mut envoys: Vec<Envoy> = (0..3).map(|_| Envoy::start(&config).unwrap()).collect();
+    let mut loads: Vec<Load> = envoys
+        .iter()
+        .map(|e| {
+            let mut c = LoadConfig::new(HOST, LOAD_LIMIT);
+            c.rate = 120;
+            Load::start(e.listener, &c).unwrap()
+        })
+        .collect();
+    let admins: Vec<String> = envoys.iter().map(|e| format!("'{}'", e.admin)).collect();
+    let i = format!("{}ms", Source::Envoy.interval().as_millis());
+    let spec = format!(
+        r#"name: {ROLLOUT}
+match: {{authority: {HOST}}}
+stickiness: [{{header: x-user-id}}]
+steps: [{{weight: 10, pause: 8s}}, {{weight: 50, pause: 8s}}, {{weight: 100}}]
+analysis:
+  interval: {i}
+  source: {{envoy: {{admin: [{}]}}}}
+  passes: 2
+  min_requests: 20
+  guardrails:
+    - {{error_rate: {{max: 5}}}}
+    - {{compare: {{ratio: 2, alpha: 0.01}}}}
+"#,
+        admins.join(", ")
+    );
+    let path = dir.path().join("rollout.yaml");
+    std::fs::write(&path, spec).unwrap();
+    sidecar
+        .cli(&["rollout", "create", &path.to_string_lossy()])
+        .unwrap();
+    let events = || -> Vec<Value> {
+        sidecar
+            .get_json(&format!("/v1/audit?rollout={ROLLOUT}&limit=1000"))
+            .unwrap()["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let wait = |what: &str, f: &dyn Fn(&[Value]) -> Option<Value>| -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(v) = f(&events()) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after {PATIENCE:?}\n{}",
+                sidecar.log()
+            );
+            std::thread::sleep(POLL);
+        }
+    };
+    let passed = wait("a pass with three Envoys", &|ev| {
+        runs(ev)
+            .into_iter()
+            .find(|r| decision(r) == "pass")
+            .cloned()
+    });
+    // The third Envoy goes away mid-rollout.
+    drop(loads.pop());
+    let gone = envoys.pop().unwrap();
+    let gone_admin = gone.admin.to_string();
+    drop(gone);
+    let partial = wait("a run without the third Envoy", &|ev| {
+        runs(ev)
+            .into_iter()
+            .find(|r| {
+                id(r) > id(&passed)
+                    && check(r, "error-rate")["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("left out"))
+            })
+            .cloned()
+    });
+    // Still judged on the other two: checks pass, not no data, and say who is missing.
+    let c = check(&partial, "error-rate");
+    assert_eq!(c["verdict"], "pass", "{c}");
+    let text = c["text"].as_str().unwrap();
+    assert!(text.contains("2 of 3 Envoys answered"), "{text}");
+    assert!(
+        text.contains(&gone_admin),
+        "{text} should name {gone_admin}"
+    );
+    assert_eq!(decision(&partial), "pass", "{partial}");
+    wait("promoted on two Envoys", &|ev| {
+        ev.iter().find(|e| e["kind"] == "promoted").cloned()
+    });
+    drop(loads);
+}

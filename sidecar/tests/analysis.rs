@@ -90,6 +90,7 @@ impl Scripted {
         Ok(Observed {
             increment: window(q.increment_ms),
             windows: q.spans.iter().map(|s| window(*s)).collect(),
+            missing: None,
         })
     }
 }
@@ -315,10 +316,29 @@ async fn missing_data_never_promotes_pauses_with_the_reason_and_resumes_after() 
             );
         }
         // Long past every pause: still no promotion.
+        let asked = r.source.queries.lock().unwrap().len();
         r.run_for(60).await;
         assert_eq!(r.state().await.0, "paused", "{bad:?}");
+        let asked = r.source.queries.lock().unwrap().len() - asked;
+        if bad == Health::Down {
+            // Six runs, but a source that keeps failing is backed off, not hammered, and the
+            // checks say so.
+            assert!(asked <= 2, "asked {asked} times in 60 s");
+            let runs = r.events("analysis").await;
+            assert!(
+                runs.iter().any(|e| e["data"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("failed 3 times in a row since")),
+                "{runs:?}"
+            );
+        } else {
+            // An answer, however bad, is not a failure of the source.
+            assert_eq!(asked, 6);
+        }
         r.source.set(Health::Good);
-        r.run_for(10).await;
+        // Seen again within the longest backoff (four intervals).
+        r.run_for(40).await;
         assert_eq!(r.state().await.0, "progressing", "{bad:?}");
         r.run_for(60).await;
         assert_eq!(r.state().await.0, "promoted", "{bad:?}");
@@ -542,4 +562,97 @@ async fn the_runner_decides_run_by_run_as_the_simulation_does() {
     // Both kinds of ending were compared, over many runs.
     assert!(endings.contains("rolled_back"), "{endings:?}");
     assert!(compared > 60, "{compared} runs compared");
+}
+
+/// Never answers: a source that hangs (up to its timeout, in the product).
+struct Hanging {
+    asked: Mutex<u32>,
+}
+
+impl Source for Hanging {
+    fn observe<'a>(&'a self, _query: &'a Query) -> Answer<'a> {
+        *self.asked.lock().unwrap() += 1;
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_source_delays_no_other_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(EPOCH_MS);
+    let h = Harness::open_manual(&dir.path().join("l.db"), clock.clone());
+    let admin = |a: &str| SourceSpec {
+        envoy: Some(EnvoySourceSpec {
+            admin: vec![a.into()],
+        }),
+        prometheus: None,
+    };
+    let spec = |name: &str, admin: &str| {
+        ANALYSED
+            .replace(
+                "name: web",
+                &format!("name: {name}\nmatch: {{authority: {name}.local}}"),
+            )
+            .replace(
+                "  interval: 10s",
+                &format!("  interval: 10s\n  source: {{envoy: {{admin: ['{admin}']}}}}"),
+            )
+            .replace(
+                r#"{variant="canary"}"#,
+                &format!(r#"{{variant="canary",rollout="{name}"}}"#),
+            )
+    };
+    let good = Arc::new(Scripted {
+        health: Mutex::new(Health::Good),
+        queries: Mutex::new(Vec::new()),
+    });
+    let hanging = Arc::new(Hanging {
+        asked: Mutex::new(0),
+    });
+    let mut sources = Sources::default();
+    sources.insert(admin("127.0.0.1:9911"), good.clone());
+    sources.insert(admin("127.0.0.1:9922"), hanging.clone());
+    assert_eq!(
+        h.create_yaml(&spec("slow", "127.0.0.1:9922")).await.status,
+        201
+    );
+    assert_eq!(
+        h.create_yaml(&spec("fast", "127.0.0.1:9911")).await.status,
+        201
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let runner = linnet_sidecar::analysis::runner::spawn_with(h.ctl.clone(), sources, rx);
+    let runs = |name: &'static str| {
+        let h = &h;
+        async move {
+            let all = h
+                .get(&format!("/v1/audit?rollout={name}&limit=1000"))
+                .await
+                .json();
+            all["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "analysis")
+                .count()
+        }
+    };
+    for want in 1..=4 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while runs("fast").await < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fast got no run {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        clock.advance(10_000);
+    }
+    // The slow one is still out, asked once: not started again while in flight.
+    assert_eq!(runs("slow").await, 0);
+    assert_eq!(*hanging.asked.lock().unwrap(), 1);
+    assert!(good.queries.lock().unwrap().len() >= 4);
+    stop.send_replace(true);
+    runner.await.unwrap();
+    h.close().await;
 }

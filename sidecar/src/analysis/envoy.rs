@@ -39,6 +39,8 @@ struct Admin {
     url: String,
     client: Client,
     history: Mutex<VecDeque<Scrape>>,
+    /// Per rollout reading this admin: its longest window, and when it last asked.
+    wanted: Mutex<HashMap<String, (Millis, Millis)>>,
 }
 
 /// One scrape: every kept series by its full text key.
@@ -60,6 +62,7 @@ impl EnvoySource {
                     client: Client::new(&url, None)?.with_timeout(timeout),
                     url,
                     history: Mutex::new(VecDeque::new()),
+                    wanted: Mutex::new(HashMap::new()),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -76,61 +79,51 @@ impl EnvoySource {
             .unwrap_or(0);
         // With `stats_flush_on_admin`, an admin stats read starts a histogram merge that
         // finishes after the answer: read every admin once to start it, wait once, so the
-        // scrapes see this interval's latencies rather than the previous one's.
+        // scrapes see this interval's latencies rather than the previous one's. An admin that
+        // does not answer is left out of this run, and said so.
+        let mut missing: Vec<String> = Vec::new();
+        let mut reachable = Vec::with_capacity(self.admins.len());
         for admin in &self.admins {
-            admin
+            let flush = admin
                 .client
                 .send(
                     Method::GET,
                     "/stats?usedonly&filter=linnet_flush_only",
                     None,
                 )
-                .await?;
-        }
-        tokio::time::sleep(FLUSH_WAIT).await;
-        let mut per_admin = Vec::with_capacity(self.admins.len());
-        for admin in &self.admins {
-            // A zero-tolerance counter must be seen while it is still zero (absent is no
-            // data, never a pass), so with counters every stat is read, used or not.
-            let path = if q.counters.is_empty() {
-                "/stats/prometheus?usedonly"
-            } else {
-                "/stats/prometheus"
-            };
-            let (status, body) = admin.client.send(Method::GET, path, None).await?;
-            if !status.is_success() {
-                return Err(format!("{}{path} answered {status}", admin.url));
+                .await;
+            match flush {
+                Ok(_) => reachable.push(admin),
+                Err(e) => missing.push(e),
             }
-            let body = String::from_utf8_lossy(&body);
-            let keep = |name: &str| {
-                NAMES.iter().any(|n| name.starts_with(n))
-                    || q.counters
-                        .iter()
-                        .any(|c| c.metric.as_ref().is_some_and(|m| m.name == name))
-            };
-            let scrape = Scrape {
-                at_ms: q.now_ms,
-                series: text::parse(&body, keep)
-                    .into_iter()
-                    .map(|s| (key(&s), s))
-                    .collect(),
-            };
-            let mut history = admin
-                .history
-                .lock()
-                .map_err(|_| "scrape history poisoned".to_owned())?;
-            push(&mut history, scrape, longest);
-            per_admin.push(
-                std::iter::once(q.increment_ms)
-                    .chain(q.spans.iter().copied())
-                    .map(|span| window(&history, span, q))
-                    .collect::<Vec<_>>(),
-            );
+        }
+        if !reachable.is_empty() {
+            tokio::time::sleep(FLUSH_WAIT).await;
+        }
+        let mut per_admin = Vec::with_capacity(reachable.len());
+        for admin in reachable {
+            match admin.observe(q, longest).await {
+                Ok(windows) => per_admin.push(windows),
+                Err(e) => missing.push(e),
+            }
+        }
+        let all = self.admins.len();
+        let answered = per_admin.len();
+        // Judged only with more than half of the Envoys: a minority cannot speak for the
+        // service, and the missing ones are named in every check.
+        if answered * 2 <= all {
+            return Err(if all == 1 {
+                missing.join("; ")
+            } else {
+                format!(
+                    "{answered} of {all} Envoys answered, more than half are needed: {}",
+                    missing.join("; ")
+                )
+            });
         }
         // Add the admins up, window by window.
         let mut total: Option<Vec<Window>> = None;
         for windows in per_admin {
-            let windows = windows.into_iter().collect::<Result<Vec<_>, String>>()?;
             total = Some(match total {
                 None => windows,
                 Some(acc) => acc
@@ -145,7 +138,65 @@ impl EnvoySource {
             return Err("no window".into());
         }
         let increment = windows.remove(0);
-        Ok(Observed { increment, windows })
+        let missing = (!missing.is_empty()).then(|| {
+            format!(
+                "{answered} of {all} Envoys answered; left out: {}",
+                missing.join("; ")
+            )
+        });
+        Ok(Observed {
+            increment,
+            windows,
+            missing,
+        })
+    }
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// Scrapes this admin and returns the increment and each window, from its history.
+    async fn observe(&self, q: &Query, longest: Millis) -> Result<Vec<Window>, String> {
+        // A zero-tolerance counter must be seen while it is still zero (absent is no data,
+        // never a pass), so with counters every stat is read, used or not.
+        let path = if q.counters.is_empty() {
+            "/stats/prometheus?usedonly"
+        } else {
+            "/stats/prometheus"
+        };
+        let (status, body) = self.client.send(Method::GET, path, None).await?;
+        if !status.is_success() {
+            return Err(format!("{}{path} answered {status}", self.url));
+        }
+        let body = String::from_utf8_lossy(&body);
+        let keep = |name: &str| {
+            NAMES.iter().any(|n| name.starts_with(n))
+                || q.counters
+                    .iter()
+                    .any(|c| c.metric.as_ref().is_some_and(|m| m.name == name))
+        };
+        let scrape = Scrape {
+            at_ms: q.now_ms,
+            series: text::parse(&body, keep)
+                .into_iter()
+                .map(|s| (key(&s), s))
+                .collect(),
+        };
+        // Every rollout reading this admin keeps the history its longest window needs: the
+        // longest asked by any of them lately, not only by this one.
+        let keep_ms = {
+            let mut wanted = self.wanted.lock().map_err(|_| "poisoned".to_owned())?;
+            keep_for(&mut wanted, &q.rollout, longest, q.now_ms)
+        };
+        let mut history = self
+            .history
+            .lock()
+            .map_err(|_| "scrape history poisoned".to_owned())?;
+        push(&mut history, scrape, keep_ms);
+        std::iter::once(q.increment_ms)
+            .chain(q.spans.iter().copied())
+            .map(|span| window(&history, span, q).map_err(|e| format!("{}: {e}", self.url)))
+            .collect()
     }
 }
 
@@ -164,6 +215,23 @@ fn key(s: &Sample) -> String {
         k.push_str(v);
     }
     k
+}
+
+/// Notes that `rollout` needs `longest` now; returns the longest any rollout still reading
+/// this admin needs (one that stopped asking is forgotten once its window has passed).
+fn keep_for(
+    wanted: &mut HashMap<String, (Millis, Millis)>,
+    rollout: &str,
+    longest: Millis,
+    now: Millis,
+) -> Millis {
+    wanted.insert(rollout.to_owned(), (longest, now));
+    wanted.retain(|_, (span, at)| now - *at <= *span + KEEP_EXTRA_MS);
+    wanted
+        .values()
+        .map(|(span, _)| *span)
+        .max()
+        .unwrap_or(longest)
 }
 
 fn push(history: &mut VecDeque<Scrape>, scrape: Scrape, longest: Millis) {
@@ -430,6 +498,24 @@ envoy_cluster_upstream_rq_total{{envoy_cluster_name="c-stable"}} 77
         q.shadow = Some("c-shadow".into());
         let w = window(&h, 5000, &q).unwrap();
         assert_eq!((w.canary.requests, w.canary.errors), (100.0, 20.0));
+    }
+
+    #[test]
+    fn rollouts_sharing_an_admin_keep_the_history_each_needs() {
+        let mut wanted = HashMap::new();
+        let mut h = VecDeque::new();
+        // "long" judges 10 minutes; "short" only 10 s, and asks far more often.
+        assert_eq!(keep_for(&mut wanted, "long", 600_000, 0), 600_000);
+        for i in 0..120 {
+            let now = i * 5000;
+            let keep = keep_for(&mut wanted, "short", 10_000, now);
+            assert_eq!(keep, 600_000, "at {now}");
+            push(&mut h, scrape(now, ""), keep);
+        }
+        let q = query(vec![]);
+        assert_eq!(window(&h, 600_000, &q).unwrap().covered_ms, 595_000);
+        // Once "long" has stopped asking for longer than its window, it is forgotten.
+        assert_eq!(keep_for(&mut wanted, "short", 10_000, 1_300_000), 10_000);
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Evidence {
 pub struct Observed {
     pub increment: Window,
     pub windows: Vec<Window>,
+    /// Which sources were left out of this run and why, when some answered and some did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 // === impl Verdict ===
@@ -141,10 +144,13 @@ pub fn judge(
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let (verdict, observed_value, limit, text) = match observed {
+            let (verdict, observed_value, limit, mut text) = match observed {
                 Err(why) => (Verdict::NoData, None, None, why.to_owned()),
                 Ok(obs) => one(analysis, g, i, obs, subject, memory),
             };
+            if let Some(missing) = observed.ok().and_then(|o| o.missing.as_deref()) {
+                let _ = write!(text, " ({missing})");
+            }
             Check {
                 guardrail: g.name.clone(),
                 kind: g.kind.as_str().to_owned(),
@@ -648,6 +654,7 @@ mod tests {
                     traffic(6000.0, 30.0),
                 ),
                 windows: vec![],
+                missing: None,
             };
             judge(&a, Ok(&obs), "canary", m)[0].verdict
         };
@@ -676,6 +683,7 @@ mod tests {
                     window(10_000, traffic(100.0, short_err), traffic(100.0, 0.0)),
                     window(60_000, traffic(600.0, long_err), traffic(600.0, 0.0)),
                 ],
+                missing: None,
             };
             judge(&a, Ok(&obs), "canary", &mut Memory::default())[0].clone()
         };
@@ -766,6 +774,7 @@ mod tests {
         let obs = |canary: Traffic| Observed {
             increment: Window::default(),
             windows: vec![window(30_000, canary, traffic(1000.0, 0.0))],
+            missing: None,
         };
         let few = judge(
             &a,

@@ -140,7 +140,11 @@ impl PrometheusSource {
         for span in &q.spans {
             windows.push(self.window(q, *span).await?);
         }
-        Ok(Observed { increment, windows })
+        Ok(Observed {
+            increment,
+            windows,
+            missing: None,
+        })
     }
 }
 

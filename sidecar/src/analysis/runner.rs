@@ -8,20 +8,39 @@ use super::step;
 use crate::clock::Millis;
 use crate::controller::{Controller, Run, Target};
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// How long a source may take to answer.
 const MAX_SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the runner looks for new rollouts when none is due sooner.
 const IDLE_MS: Millis = 1000;
 
-/// One source per distinct source spec, so rollouts read through one Envoy share its scrapes.
+/// How long a failing source is left alone at most between tries: four intervals, and never
+/// more than five minutes, so a source that is back is seen soon.
+const MAX_BACKOFF_MS: Millis = 5 * 60_000;
+const MAX_BACKOFF_INTERVALS: Millis = 4;
+
+/// One source per distinct source spec, so rollouts read through one Envoy share its scrapes,
+/// and how each has been doing: a source that keeps failing is backed off, not hammered.
 #[derive(Default)]
 pub struct Sources {
     built: HashMap<SourceSpec, Arc<dyn Source>>,
+    health: Arc<Mutex<HashMap<SourceSpec, Failing>>>,
+}
+
+/// A source's failures in a row, and when it may be asked again.
+#[derive(Debug, Clone)]
+struct Failing {
+    count: u32,
+    since_ms: Millis,
+    retry_at_ms: Millis,
+    last: String,
 }
 
 // === impl Sources ===
@@ -42,15 +61,79 @@ impl Sources {
         self.built.insert(spec.clone(), s.clone());
         Ok(s)
     }
+
+    /// Why `spec` is not asked now, while it is backed off.
+    fn backed_off(&self, spec: &SourceSpec, now: Millis) -> Option<String> {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let f = health.get(spec).filter(|f| now < f.retry_at_ms)?;
+        Some(format!(
+            "{} (the source failed {} times in a row since {}; backed off, next try in {})",
+            f.last,
+            f.count,
+            crate::explain::clock_time(f.since_ms),
+            judge::dur(f.retry_at_ms - now)
+        ))
+    }
 }
 
-/// Judges due rollouts until `shutdown` turns true.
-pub fn spawn(ctl: Controller, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// Notes how a source answered: from the second failure in a row on, the wait before the
+/// next try doubles from two intervals up to the caps; an answer clears it.
+fn note(
+    health: &Mutex<HashMap<SourceSpec, Failing>>,
+    spec: &SourceSpec,
+    interval_ms: Millis,
+    now: Millis,
+    outcome: Result<(), &str>,
+) {
+    let mut health = health.lock().unwrap_or_else(|e| e.into_inner());
+    match outcome {
+        Ok(()) => {
+            health.remove(spec);
+        }
+        Err(why) => {
+            let f = health.entry(spec.clone()).or_insert(Failing {
+                count: 0,
+                since_ms: now,
+                retry_at_ms: now,
+                last: String::new(),
+            });
+            f.count = f.count.saturating_add(1);
+            // The first failure is retried at the next run as usual.
+            let exp = f.count.saturating_sub(1).min(16);
+            let wait = interval_ms
+                .saturating_mul(1 << exp)
+                .min(interval_ms.saturating_mul(MAX_BACKOFF_INTERVALS))
+                .min(MAX_BACKOFF_MS);
+            f.retry_at_ms = if f.count > 1 { now + wait } else { now };
+            f.last = why.to_owned();
+        }
+    }
+}
+
+/// Judges due rollouts until `shutdown` turns true. Each run is a task of its own, so a slow
+/// or failing source holds back only the rollouts that read it, never the others.
+pub fn spawn(ctl: Controller, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    spawn_with(ctl, Sources::default(), shutdown)
+}
+
+/// [`spawn`], reading through `sources` first (tests bring their own).
+pub fn spawn_with(
+    ctl: Controller,
+    mut sources: Sources,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut sources = Sources::default();
+        let mut tasks: JoinSet<(i64, Result<(), String>)> = JoinSet::new();
+        let mut in_flight: HashSet<i64> = HashSet::new();
         loop {
-            let next = match run_due(&ctl, &mut sources).await {
-                Ok(next) => next,
+            let next = match start_due(&ctl, &mut sources, &in_flight).await {
+                Ok((next, started)) => {
+                    for (id, fut) in started {
+                        in_flight.insert(id);
+                        tasks.spawn(async move { (id, fut.await) });
+                    }
+                    next
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "analysis failed; retrying in 1s");
                     ctl.now_ms() + IDLE_MS
@@ -59,39 +142,111 @@ pub fn spawn(ctl: Controller, mut shutdown: watch::Receiver<bool>) -> tokio::tas
             let wait = u64::try_from(next.saturating_sub(ctl.now_ms())).unwrap_or(0);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok((id, result)) = done {
+                        in_flight.remove(&id);
+                        if let Err(e) = result {
+                            tracing::error!(error = %e, "recording an analysis run failed");
+                        }
+                    }
+                }
                 _ = crate::signal::stopped(&mut shutdown) => break,
             }
         }
+        tasks.abort_all();
     })
 }
 
-/// Judges every rollout that is due; returns when the next one is.
+/// One rollout's run: observe, judge, record and act.
+type Job = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Judges every rollout that is due, all at once, and waits for them; returns when the next
+/// one is due. (The server's loop does not wait: see [`spawn`].)
 pub async fn run_due(ctl: &Controller, sources: &mut Sources) -> Result<Millis, String> {
+    let (next, started) = start_due(ctl, sources, &HashSet::new()).await?;
+    let mut tasks = JoinSet::new();
+    for (_, job) in started {
+        tasks.spawn(job);
+    }
+    let mut first_error = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let result = done
+            .map_err(|e| format!("analysis task: {e}"))
+            .and_then(|r| r);
+        if first_error.is_ok() {
+            first_error = result;
+        }
+    }
+    first_error.map(|()| next)
+}
+
+/// The runs due now (not already in flight), ready to start, and when the next is due.
+async fn start_due(
+    ctl: &Controller,
+    sources: &mut Sources,
+    in_flight: &HashSet<i64>,
+) -> Result<(Millis, Vec<(i64, Job)>), String> {
     let targets = ctl.analysis_targets().await.map_err(|e| e.to_string())?;
     let now = ctl.now_ms();
     let mut next = now + IDLE_MS;
+    let mut started = Vec::new();
     for t in targets {
+        let interval = t.analysis.interval_ms;
         let due =
             t.rt.analysis
                 .last_run_ms
-                .map_or(now, |last| last + t.analysis.interval_ms);
+                .map_or(now, |last| last + interval);
+        if in_flight.contains(&t.id) {
+            // Its end wakes the loop.
+            continue;
+        }
         if due > now {
             next = next.min(due);
             continue;
         }
-        let source = sources.get(&t.analysis.source, t.analysis.interval_ms);
-        let run = run_one(t, source, now).await;
-        let interval = run.1;
-        ctl.record_analysis(run.0)
-            .await
-            .map_err(|e| e.to_string())?;
         next = next.min(now + interval);
+        let spec = t.analysis.source.clone();
+        let source = match sources.backed_off(&spec, now) {
+            Some(why) => Err(Skip::BackedOff(why)),
+            None => sources.get(&spec, interval).map_err(Skip::Unbuilt),
+        };
+        let health = sources.health.clone();
+        let ctl = ctl.clone();
+        let id = t.id;
+        let job: Job = Box::pin(async move {
+            let (run, answered) = run_one(t, source, now).await;
+            if let Some(outcome) = answered {
+                note(
+                    &health,
+                    &spec,
+                    interval,
+                    now,
+                    outcome.as_ref().map(|_| ()).map_err(String::as_str),
+                );
+            }
+            ctl.record_analysis(run)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        started.push((id, job));
     }
-    Ok(next)
+    Ok((next, started))
+}
+
+/// Why a run did not ask its source.
+enum Skip {
+    BackedOff(String),
+    Unbuilt(String),
 }
 
 /// Observes, judges and decides one rollout.
-async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis) -> (Run, Millis) {
+/// The second value is the source's answer, when it was asked (for its backoff).
+async fn run_one(
+    t: Target,
+    source: Result<Arc<dyn Source>, Skip>,
+    now: Millis,
+) -> (Run, Option<Result<(), String>>) {
     let a = &t.analysis;
     let increment_ms = t.rt.analysis.last_run_ms.map_or(a.interval_ms, |last| {
         (now - last).clamp(1, a.interval_ms * 10)
@@ -111,9 +266,13 @@ async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis
             })
             .collect(),
     };
-    let observed: Result<Observed, String> = match source {
-        Ok(s) => s.observe(&query).await,
-        Err(e) => Err(e),
+    let (observed, answered): (Result<Observed, String>, _) = match source {
+        Ok(s) => {
+            let o = s.observe(&query).await;
+            let answered = o.as_ref().map(|_| ()).map_err(Clone::clone);
+            (o, Some(answered))
+        }
+        Err(Skip::BackedOff(why) | Skip::Unbuilt(why)) => (Err(why), None),
     };
     let subject = if t.shadow.is_some() {
         "shadow"
@@ -155,6 +314,6 @@ async fn run_one(t: Target, source: Result<Arc<dyn Source>, String>, now: Millis
             transitions,
             observed,
         },
-        a.interval_ms,
+        answered,
     )
 }

@@ -339,6 +339,7 @@ fn linnet(
                 .iter()
                 .map(|s| window(&history, *s, interval, counters))
                 .collect(),
+            missing: None,
         };
         // The product's own analysis step: judge, decide, act, settle.
         let (step, mut transitions) =
