@@ -983,3 +983,33 @@ analysis:
     });
     drop(loads);
 }
+
+#[test]
+fn after_a_crash_and_restart_the_first_run_judges() {
+    let mut rig = Rig::start("restart", Source::Envoy);
+    rig.create(&release(ROLLOUT, 20, &rig));
+    let first = rig.wait_run(0, "pass");
+    rig.wait_run(id(&first), "pass");
+    let before = rig.events().last().map_or(0, id);
+    rig.sidecar.kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    rig.sidecar.restart().unwrap();
+    // The first run after the restart has a window: from the last scrape kept before the
+    // crash, not "a window needs two".
+    let after = rig.wait("the first run after the restart", PATIENCE, |rig| {
+        runs(&rig.events())
+            .into_iter()
+            .find(|r| id(r) > before)
+            .cloned()
+    });
+    assert_eq!(decision(&after), "pass", "{after}\n{}", rig.story());
+    let c = check(&after, "error-rate");
+    assert_eq!(c["verdict"], "pass", "{c}");
+    assert!(
+        after["data"]["observed"]["increment"]["covered_ms"]
+            .as_i64()
+            .unwrap()
+            >= 1000,
+        "{after}"
+    );
+}

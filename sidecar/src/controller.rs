@@ -163,6 +163,28 @@ pub struct Run {
     pub observed: Value,
 }
 
+// === impl Recall for Controller ===
+
+/// Analysis sources keep what must outlive a restart in the store. Called on the blocking
+/// pool (see the envoy source).
+impl crate::analysis::source::Recall for Controller {
+    fn recall(&self, key: &str) -> Option<(String, Millis)> {
+        match self.lock().store.source_memory(key) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "could not read what a source kept");
+                None
+            }
+        }
+    }
+
+    fn keep(&self, key: &str, value: &str, at_ms: Millis) {
+        if let Err(e) = self.lock().store.remember_for_source(key, value, at_ms) {
+            tracing::warn!(key, error = %e, "could not keep what a source needs after a restart");
+        }
+    }
+}
+
 // === impl RolloutRef ===
 
 impl RolloutRef {

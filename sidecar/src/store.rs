@@ -164,6 +164,11 @@ CREATE INDEX transitions_by_rollout ON transitions (rollout_id, id);
 CREATE INDEX checks_by_rollout ON checks (rollout, event);
 CREATE INDEX events_by_rollout_id ON events (rollout_id, id);
 "#,
+    // What analysis sources must remember across a restart (the envoy source: each admin's
+    // last scrape), so the first run after a start has a window.
+    r#"
+CREATE TABLE source_memory (key TEXT PRIMARY KEY, value TEXT NOT NULL, at_ms INTEGER NOT NULL);
+"#,
 ];
 
 /// The columns a [`Release`] is read from, in [`release_row`]'s order.
@@ -482,6 +487,32 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// What a source stored under `key`, and when.
+    pub fn source_memory(&self, key: &str) -> Result<Option<(String, Millis)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value, at_ms FROM source_memory WHERE key = ?1")?;
+        let mut rows = stmt.query([key])?;
+        Ok(match rows.next()? {
+            Some(r) => Some((r.get(0)?, r.get(1)?)),
+            None => None,
+        })
+    }
+
+    pub fn remember_for_source(
+        &self,
+        key: &str,
+        value: &str,
+        at_ms: Millis,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO source_memory (key, value, at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms",
+            rusqlite::params![key, value, at_ms],
+        )?;
+        Ok(())
+    }
+
     pub fn event_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn
@@ -749,7 +780,7 @@ mod tests {
         let rt = Runtime::new(&plan, 10);
         {
             let mut s = Store::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 3);
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
             let ev = write(&mut s, None, &spec, &plan, &rt);
             assert_eq!((ev.id, ev.rollout_id), (1, Some(1)));
             assert_eq!(ev.data["version"], 1);
@@ -861,7 +892,7 @@ mod tests {
             .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 3);
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let loaded = s.load().unwrap();
         // The promoted one is unfinished (it waits to be completed); the aborted one archived.
         assert_eq!(loaded.rollouts.len(), 1);

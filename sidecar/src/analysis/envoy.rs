@@ -6,7 +6,7 @@
 //! seen; one scrape alone shows no window at all.
 
 use super::judge::Observed;
-use super::source::{Answer, Query, Source};
+use super::source::{Answer, Query, Recall, Source};
 use super::spec::{admin_url, Counter};
 use super::text::{self, Sample};
 use super::window::{Histogram, Traffic, Window};
@@ -14,7 +14,7 @@ use crate::client::Client;
 use crate::clock::Millis;
 use hyper::Method;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// History kept per admin: enough for the longest window asked, and never more scrapes.
@@ -33,7 +33,11 @@ const NAMES: [&str; 4] = [
 
 pub struct EnvoySource {
     admins: Vec<Admin>,
+    recall: Option<Arc<dyn Recall>>,
 }
+
+/// A kept scrape older than this is not a window's start after a restart.
+const MAX_RECALLED_AGE_MS: Millis = 60 * 60_000;
 
 struct Admin {
     url: String,
@@ -41,10 +45,12 @@ struct Admin {
     history: Mutex<VecDeque<Scrape>>,
     /// Per rollout reading this admin: its longest window, and when it last asked.
     wanted: Mutex<HashMap<String, (Millis, Millis)>>,
+    /// The last scrape kept before a restart, until the first scrape after it.
+    recalled: Mutex<Option<Scrape>>,
 }
 
 /// One scrape: every kept series by its full text key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Scrape {
     pub at_ms: Millis,
     pub series: HashMap<String, Sample>,
@@ -53,20 +59,30 @@ pub struct Scrape {
 // === impl EnvoySource ===
 
 impl EnvoySource {
-    pub fn new(admins: &[String], timeout: Duration) -> Result<EnvoySource, String> {
+    pub fn new(
+        admins: &[String],
+        timeout: Duration,
+        recall: Option<Arc<dyn Recall>>,
+    ) -> Result<EnvoySource, String> {
         let admins = admins
             .iter()
             .map(|a| {
                 let url = admin_url(a)?;
                 Ok(Admin {
                     client: Client::new(&url, None)?.with_timeout(timeout),
-                    url,
                     history: Mutex::new(VecDeque::new()),
                     wanted: Mutex::new(HashMap::new()),
+                    recalled: Mutex::new(
+                        recall
+                            .as_ref()
+                            .and_then(|r| r.recall(&memory_key(&url)))
+                            .and_then(|(text, _)| serde_json::from_str(&text).ok()),
+                    ),
+                    url,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(EnvoySource { admins })
+        Ok(EnvoySource { admins, recall })
     }
 
     async fn observe_now(&self, q: &Query) -> Result<Observed, String> {
@@ -102,7 +118,7 @@ impl EnvoySource {
         }
         let mut per_admin = Vec::with_capacity(reachable.len());
         for admin in reachable {
-            match admin.observe(q, longest).await {
+            match admin.observe(q, longest, self.recall.clone()).await {
                 Ok(windows) => per_admin.push(windows),
                 Err(e) => missing.push(e),
             }
@@ -156,7 +172,12 @@ impl EnvoySource {
 
 impl Admin {
     /// Scrapes this admin and returns the increment and each window, from its history.
-    async fn observe(&self, q: &Query, longest: Millis) -> Result<Vec<Window>, String> {
+    async fn observe(
+        &self,
+        q: &Query,
+        longest: Millis,
+        recall: Option<Arc<dyn Recall>>,
+    ) -> Result<Vec<Window>, String> {
         // A zero-tolerance counter must be seen while it is still zero (absent is no data,
         // never a pass), so with counters every stat is read, used or not.
         let path = if q.counters.is_empty() {
@@ -188,10 +209,29 @@ impl Admin {
             let mut wanted = self.wanted.lock().map_err(|_| "poisoned".to_owned())?;
             keep_for(&mut wanted, &q.rollout, longest, q.now_ms)
         };
+        // Kept for the first run after a restart, off the async threads.
+        if let Some(recall) = recall {
+            if let Ok(text) = serde_json::to_string(&scrape) {
+                let (key, at) = (memory_key(&self.url), scrape.at_ms);
+                tokio::task::spawn_blocking(move || recall.keep(&key, &text, at));
+            }
+        }
+        let recalled = self
+            .recalled
+            .lock()
+            .map_err(|_| "poisoned".to_owned())?
+            .take();
         let mut history = self
             .history
             .lock()
             .map_err(|_| "scrape history poisoned".to_owned())?;
+        if let Some(before) = recalled {
+            // The sidecar restarted: the last scrape before it starts the first window.
+            let age = q.now_ms - before.at_ms;
+            if history.is_empty() && age > 0 && age <= MAX_RECALLED_AGE_MS {
+                history.push_back(before);
+            }
+        }
         push(&mut history, scrape, keep_ms);
         std::iter::once(q.increment_ms)
             .chain(q.spans.iter().copied())
@@ -204,6 +244,11 @@ impl Source for EnvoySource {
     fn observe<'a>(&'a self, query: &'a Query) -> Answer<'a> {
         Box::pin(self.observe_now(query))
     }
+}
+
+/// Where an admin's last scrape is kept.
+fn memory_key(url: &str) -> String {
+    format!("envoy:{url}")
 }
 
 fn key(s: &Sample) -> String {

@@ -32,6 +32,8 @@ const MAX_BACKOFF_INTERVALS: Millis = 4;
 pub struct Sources {
     built: HashMap<SourceSpec, Arc<dyn Source>>,
     health: Arc<Mutex<HashMap<SourceSpec, Failing>>>,
+    /// Where the sources it builds keep what must outlive a restart.
+    recall: Option<Arc<dyn source::Recall>>,
 }
 
 /// A source's failures in a row, and when it may be asked again.
@@ -46,6 +48,14 @@ struct Failing {
 // === impl Sources ===
 
 impl Sources {
+    /// Sources that keep what they must remember in `recall` (the controller's store).
+    pub fn recalling(recall: Arc<dyn source::Recall>) -> Sources {
+        Sources {
+            recall: Some(recall),
+            ..Sources::default()
+        }
+    }
+
     /// Uses `source` for every rollout whose spec names `spec` (tests bring their own).
     pub fn insert(&mut self, spec: SourceSpec, source: Arc<dyn Source>) {
         self.built.insert(spec, source);
@@ -57,7 +67,7 @@ impl Sources {
         }
         let timeout =
             Duration::from_millis(u64::try_from(interval_ms).unwrap_or(0)).min(MAX_SOURCE_TIMEOUT);
-        let s = source::build(spec, timeout)?;
+        let s = source::build(spec, timeout, self.recall.clone())?;
         self.built.insert(spec.clone(), s.clone());
         Ok(s)
     }
@@ -113,7 +123,8 @@ fn note(
 /// Judges due rollouts until `shutdown` turns true. Each run is a task of its own, so a slow
 /// or failing source holds back only the rollouts that read it, never the others.
 pub fn spawn(ctl: Controller, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    spawn_with(ctl, Sources::default(), shutdown)
+    let sources = Sources::recalling(Arc::new(ctl.clone()));
+    spawn_with(ctl, sources, shutdown)
 }
 
 /// [`spawn`], reading through `sources` first (tests bring their own).

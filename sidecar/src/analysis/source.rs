@@ -31,9 +31,23 @@ pub trait Source: Send + Sync {
 }
 
 /// Builds the source a spec names.
-pub fn build(spec: &SourceSpec, timeout: std::time::Duration) -> Result<Arc<dyn Source>, String> {
+/// Where a source keeps what must outlive the process (the envoy source: each admin's last
+/// scrape, so the first run after a restart has a window). Best effort: a source that cannot
+/// recall or keep something judges as it would without it.
+pub trait Recall: Send + Sync {
+    fn recall(&self, key: &str) -> Option<(String, Millis)>;
+    fn keep(&self, key: &str, value: &str, at_ms: Millis);
+}
+
+pub fn build(
+    spec: &SourceSpec,
+    timeout: std::time::Duration,
+    recall: Option<Arc<dyn Recall>>,
+) -> Result<Arc<dyn Source>, String> {
     match (&spec.envoy, &spec.prometheus) {
-        (Some(e), None) => Ok(Arc::new(super::envoy::EnvoySource::new(&e.admin, timeout)?)),
+        (Some(e), None) => Ok(Arc::new(super::envoy::EnvoySource::new(
+            &e.admin, timeout, recall,
+        )?)),
         (None, Some(p)) => Ok(Arc::new(super::prometheus::PrometheusSource::new(
             &p.url,
             p.queries.clone().unwrap_or_default(),

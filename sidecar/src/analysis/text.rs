@@ -4,7 +4,7 @@
 //! parse are skipped, so one odd line never hides the rest.
 
 /// One sample line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub name: String,
     pub labels: Vec<(String, String)>,
