@@ -30,7 +30,7 @@ curl -sf "127.0.0.1:$PORT/readyz" >/dev/null || die "sidecar not ready: $(cat "$
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 measure() {
     local out
-    out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PORT$1" 2>&1)
+    out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT$1" 2>&1)
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")

@@ -82,11 +82,13 @@ impl Sidecar {
             .args(["serve", "--listen", &self.addr.to_string()])
             .arg("--db")
             .arg(self.dir.join("linnet.db"))
+            // Tokens given, so no token file is made; reads open, as `get_json` sends none.
             .args([
                 "--token",
                 ADMIN_TOKEN,
                 "--poll-token",
                 POLL_TOKEN,
+                "--open-reads",
                 "--drain-timeout",
                 "1s",
             ])

@@ -1,15 +1,19 @@
-//! Who may call what: the admin token for changes (and for reads off loopback), the poll
-//! token for the filters' snapshot polls. Tokens are compared in constant time.
+//! Who may call what. Every change needs the admin token, and so does every read unless the
+//! server opens reads on purpose (`serve --open-reads`); where the sidecar listens grants
+//! nothing. The filters' snapshot carries the override tokens that reads redact, so it needs
+//! the poll token (or the admin token) whenever any token is configured, open reads or not.
+//! Tokens are compared in constant time.
 
 use hyper::header::{HeaderMap, AUTHORIZATION};
 
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    /// Required for mutating calls; with no token set the server only listens on loopback.
+    /// Required for mutating calls, and for reads unless `open_reads`. With no token at
+    /// all, only `/healthz` and `/readyz` answer.
     pub admin: Option<String>,
-    /// Required for snapshot polls when set (the admin token is accepted too).
+    /// The filters' token for snapshot polls (the admin token is accepted too).
     pub poll: Option<String>,
-    /// Reads need no token (the server listens on loopback).
+    /// Reads need no token (`serve --open-reads`). Never the snapshot.
     pub open_reads: bool,
 }
 
@@ -35,15 +39,20 @@ impl Auth {
     ) -> Result<(), String> {
         let expected: Vec<&str> = match need {
             Need::Read if self.open_reads => return Ok(()),
-            Need::Read | Need::Write => match &self.admin {
-                None => return Ok(()),
-                Some(t) => vec![t.as_str()],
-            },
-            Need::Poll => match (&self.poll, &self.admin) {
-                (None, _) => return Ok(()),
-                (Some(p), a) => std::iter::once(p.as_str()).chain(a.as_deref()).collect(),
-            },
+            Need::Read | Need::Write => self.admin.iter().map(String::as_str).collect(),
+            Need::Poll => self
+                .poll
+                .iter()
+                .chain(&self.admin)
+                .map(String::as_str)
+                .collect(),
         };
+        if expected.is_empty() {
+            // Fail closed: a server built without tokens serves health checks only.
+            return Err(
+                "this server has no admin token, so it allows nothing that needs one".into(),
+            );
+        }
         let Some(sent) = presented(headers).or(query_token) else {
             return Err(format!(
                 "missing token: send `Authorization: Bearer <token>` or `{API_KEY_HEADER}: <token>`"
@@ -129,12 +138,44 @@ mod tests {
         assert!(auth
             .check(Need::Poll, &headers("authorization", "Bearer x"), None)
             .is_err());
+        // The poll token is for the snapshot only.
+        let poll = headers("authorization", "Bearer pol");
+        assert_eq!(
+            auth.check(Need::Read, &poll, None).unwrap_err(),
+            "wrong token"
+        );
+        // Open reads open reads, and nothing else.
         let open = Auth {
             open_reads: true,
-            ..Auth::default()
+            ..auth.clone()
         };
         assert!(open.check(Need::Read, &none, None).is_ok());
-        assert!(open.check(Need::Poll, &none, None).is_ok());
-        assert!(open.check(Need::Write, &none, None).is_ok());
+        assert!(open.check(Need::Write, &none, None).is_err());
+        assert!(open.check(Need::Poll, &none, None).is_err());
+        // No poll token: the snapshot needs the admin token.
+        let admin_only = Auth {
+            poll: None,
+            open_reads: true,
+            ..auth.clone()
+        };
+        assert!(admin_only.check(Need::Poll, &none, None).is_err());
+        assert!(admin_only
+            .check(Need::Poll, &headers("x-api-key", "adm"), None)
+            .is_ok());
+        // No token at all: nothing but health checks.
+        let none_set = Auth::default();
+        assert!(none_set
+            .check(Need::Write, &none, None)
+            .unwrap_err()
+            .contains("no admin token"));
+        assert!(none_set.check(Need::Read, &none, None).is_err());
+        assert!(none_set.check(Need::Poll, &none, None).is_err());
+        let poll_only = Auth {
+            poll: Some("pol".into()),
+            ..Auth::default()
+        };
+        assert!(poll_only.check(Need::Poll, &none, None).is_err());
+        assert!(poll_only.check(Need::Poll, &poll, None).is_ok());
+        assert!(poll_only.check(Need::Write, &poll, None).is_err());
     }
 }

@@ -7,13 +7,14 @@ use crate::client::Client;
 use crate::clock::SystemClock;
 use crate::server::{Server, ServerOptions};
 use crate::spec::{self, Format, RolloutSpec};
+use crate::token;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
 use linnet_core::{PluginConfig, SnapshotDoc, Variant};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,9 +33,18 @@ pub struct Cli {
         default_value = "http://127.0.0.1:9911"
     )]
     pub server: String,
-    /// Admin token: sent by client commands; required by `serve` for mutating calls.
+    /// Admin token. `serve` requires it for every change, and for every read unless
+    /// --open-reads; client commands send it. Absent: the token file.
     #[arg(long, global = true, env = "LINNET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The admin token file (default: `admin.token` beside --db). `serve` without --token
+    /// creates it with a random token, readable by its owner only, or reuses it; client
+    /// commands without --token read it (the default file only for a server on loopback).
+    #[arg(long, global = true, env = "LINNET_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The database `serve` keeps; client commands look for the default token file beside it.
+    #[arg(long, global = true, env = "LINNET_DB", default_value = "linnet.db")]
+    pub db: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,11 +82,13 @@ pub enum Command {
 pub struct ServeArgs {
     #[arg(long, env = "LINNET_LISTEN", default_value = "127.0.0.1:9911")]
     pub listen: SocketAddr,
-    #[arg(long, env = "LINNET_DB", default_value = "linnet.db")]
-    pub db: PathBuf,
-    /// The filters' token for snapshot polls; unset: polls need no token.
+    /// The filters' token for snapshot polls; unset: polls need the admin token.
     #[arg(long, env = "LINNET_POLL_TOKEN", hide_env_values = true)]
     pub poll_token: Option<String>,
+    /// Let reads (rollouts, history, audit, events, metrics) through without a token; their
+    /// override tokens stay redacted. Never the snapshot, which carries them.
+    #[arg(long, env = "LINNET_OPEN_READS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub open_reads: bool,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, env = "LINNET_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
@@ -164,34 +176,87 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// Runs a command; `Err` is the message to print.
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve(args) => serve(args, cli.token).await,
+        Command::Serve(args) => {
+            // Every token is checked before the token file is made.
+            if let Some(p) = &args.poll_token {
+                token::check("--poll-token", p)?;
+            }
+            let admin = serve_token(&cli.db, cli.token, cli.token_file)?;
+            serve(args, cli.db, admin).await
+        }
         Command::Validate { spec_file } => validate(&spec_file),
         command => {
-            let client = Client::new(&cli.server, cli.token)?;
+            let token = client_token(&cli.server, &cli.db, cli.token, cli.token_file)?;
+            let client = Client::new(&cli.server, token)?;
             run_client(&client, command).await
         }
     }
 }
 
-async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), String> {
-    let loopback = args.listen.ip().is_loopback();
-    if !loopback && token.is_none() {
-        return Err(format!(
-            "--token (or LINNET_TOKEN) is required when --listen {} is not a loopback address",
-            args.listen
-        ));
+/// `serve`'s admin token: --token, else the token file's (made on the first start).
+fn serve_token(db: &Path, token: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
+    match (token, file) {
+        (Some(_), Some(_)) => Err("give --token or --token-file, not both".into()),
+        (Some(t), None) => token::check("--token", &t).map(|()| t),
+        (None, file) => {
+            let path = file.unwrap_or_else(|| token::default_path(db));
+            let (t, origin) = token::load_or_create(&path)?;
+            let how = match origin {
+                token::Origin::Created => "created",
+                token::Origin::Reused => "reused",
+            };
+            // The path, never the token: logs are read by more people than the file.
+            tracing::info!(path = %path.display(), "admin token file {how}; client commands on this host read it");
+            Ok(t)
+        }
     }
-    if token.as_deref() == Some("") || args.poll_token.as_deref() == Some("") {
-        return Err("--token and --poll-token must not be empty".into());
+}
+
+/// A client command's token: --token, else --token-file, else the default token file when
+/// the server is on this host (it would be a leak to send the local token anywhere else).
+fn client_token(
+    server: &str,
+    db: &Path,
+    token: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    if let Some(t) = token {
+        return token::check("--token", &t).map(|()| Some(t));
     }
+    match file {
+        Some(path) => token::read(&path)?
+            .map(Some)
+            .ok_or_else(|| format!("--token-file {}: no such file", path.display())),
+        None if is_loopback(server) => token::read(&token::default_path(db)),
+        None => Ok(None),
+    }
+}
+
+/// `http://127.0.0.1:…`, `http://[::1]:…`, `http://localhost:…`.
+fn is_loopback(server: &str) -> bool {
+    let Ok(uri) = server.parse::<hyper::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String> {
     let server = Server::start(ServerOptions {
         listen: args.listen,
-        db: args.db,
+        db,
         api: ApiConfig {
             auth: Auth {
-                admin: token,
+                admin: Some(admin),
                 poll: args.poll_token,
-                open_reads: loopback,
+                open_reads: args.open_reads,
             },
             max_body_bytes: args.max_body_bytes,
             heartbeat: args.sse_heartbeat,
@@ -638,6 +703,75 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.server, "http://x:1");
+    }
+
+    #[test]
+    fn the_default_token_file_is_sent_only_to_a_server_on_this_host() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("linnet.db");
+        let file = dir.path().join("admin.token");
+        std::fs::write(&file, "tok\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let token = |server: &str, t: Option<&str>, f: Option<&Path>| {
+            client_token(server, &db, t.map(str::to_owned), f.map(Path::to_owned))
+        };
+        for local in [
+            "http://127.0.0.1:9911",
+            "http://localhost:1",
+            "http://[::1]:1",
+        ] {
+            assert_eq!(token(local, None, None).unwrap().as_deref(), Some("tok"));
+        }
+        assert_eq!(token("http://10.1.2.3:9911", None, None).unwrap(), None);
+        assert_eq!(
+            token("http://sidecar.example:9911", None, None).unwrap(),
+            None
+        );
+        // Asked for by name, it goes anywhere; --token wins over any file.
+        assert_eq!(
+            token("http://10.1.2.3:9911", None, Some(&file))
+                .unwrap()
+                .as_deref(),
+            Some("tok")
+        );
+        assert_eq!(
+            token("http://127.0.0.1:1", Some("given"), Some(&file))
+                .unwrap()
+                .as_deref(),
+            Some("given")
+        );
+        let missing = dir.path().join("nope.token");
+        let e = token("http://127.0.0.1:1", None, Some(&missing)).unwrap_err();
+        assert!(
+            e.contains("--token-file") && e.contains("nope.token"),
+            "{e}"
+        );
+        assert!(token("http://127.0.0.1:1", Some(""), None)
+            .unwrap_err()
+            .contains("--token is empty"));
+        // A file others can read is refused, not used.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(token("http://127.0.0.1:1", None, None)
+            .unwrap_err()
+            .contains("mode 0644"));
+    }
+
+    #[test]
+    fn serve_flags() {
+        let cli =
+            Cli::try_parse_from(["linnet", "serve", "--db", "/d/l.db", "--open-reads"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert!(args.open_reads);
+        assert_eq!(cli.db, Path::new("/d/l.db"));
+        let cli = Cli::try_parse_from(["linnet", "serve", "--token-file", "/t"]).unwrap();
+        assert_eq!(cli.token_file.as_deref(), Some(Path::new("/t")));
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert!(!args.open_reads);
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub struct Status {
     pub now_ms: Millis,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
+    /// As written, with its secrets redacted: a status is a read.
     pub spec: RolloutSpec,
 }
 
@@ -945,7 +946,7 @@ impl Entry {
                 .map(|d| (d - now).max(0)),
             now_ms: now,
             transitions,
-            spec: self.spec.clone(),
+            spec: self.spec.redacted(),
         }
     }
 }

@@ -16,3 +16,4 @@ pub mod signal;
 pub mod spec;
 pub mod sse;
 pub mod store;
+pub mod token;

@@ -99,6 +99,9 @@ pub enum Format {
 
 pub const UNTIL_PROMOTED: &str = "until promoted";
 
+/// What reads show in place of a secret. The field stays, so a reader knows one is set.
+pub const REDACTED: &str = "<redacted>";
+
 // === impl Format ===
 
 impl Format {
@@ -188,9 +191,29 @@ impl RolloutSpec {
         Ok((spec, plan))
     }
 
+    /// The spec as every read shows it: the override token replaced by [`REDACTED`]. Only
+    /// the store and the snapshot the filters poll hold the real one.
+    pub fn redacted(&self) -> RolloutSpec {
+        let mut spec = self.clone();
+        if let Some(token) = spec.override_.as_mut().and_then(|o| o.token.as_mut()) {
+            *token = REDACTED.to_owned();
+        }
+        spec
+    }
+
     /// Checks every field and builds the schedule.
     pub fn validate(&self) -> Result<Plan, ConfigError> {
         validate_name("name", &self.name)?;
+        if self.override_.as_ref().and_then(|o| o.token.as_deref()) == Some(REDACTED) {
+            // A spec copied from a read and sent back would otherwise make the marker, which
+            // every reader knows, the token.
+            return Err(err(
+                "override.token",
+                format!(
+                    "{REDACTED:?} is what reads show in place of the token; give the real token"
+                ),
+            ));
+        }
         if self.name.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err(
                 "name",
@@ -438,6 +461,32 @@ deadline: 1h
         assert_eq!(rc.mirror.unwrap().cluster, "checkout-shadow");
         assert!(rc.kill_switch);
         assert!(spec.rollout_config(5.0, None, false).mirror.is_none());
+    }
+
+    #[test]
+    fn redaction_hides_only_the_override_token() {
+        let yaml = "name: a\noverride: {header: x-o, token_header: x-t, token: hunter2}\nsteps: [{weight: 1}]";
+        let (spec, _) = RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap();
+        let shown = spec.redacted();
+        let o = shown.override_.clone().unwrap();
+        assert_eq!(o.token.as_deref(), Some(REDACTED));
+        assert_eq!(
+            (o.header.as_deref(), o.token_header.as_deref()),
+            (Some("x-o"), Some("x-t"))
+        );
+        assert_eq!(spec.override_.unwrap().token.as_deref(), Some("hunter2"));
+        assert!(!serde_json::to_string(&shown).unwrap().contains("hunter2"));
+        // Without a token there is nothing to hide, and nothing is added.
+        let (plain, _) = RolloutSpec::parse(
+            b"name: a\noverride: {header: x-o}\nsteps: [{weight: 1}]",
+            Format::Yaml,
+        )
+        .unwrap();
+        assert_eq!(plain.redacted(), plain);
+        // A read sent back as a spec is refused, not taken to set the marker as the token.
+        let json = serde_json::to_vec(&shown).unwrap();
+        let e = RolloutSpec::parse(&json, Format::Json).unwrap_err();
+        assert_eq!(e.field, "override.token", "{e}");
     }
 
     #[test]

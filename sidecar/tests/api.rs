@@ -592,7 +592,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn reads_need_the_token_off_loopback() {
+async fn reads_need_the_admin_token_unless_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = api_config();
     config.auth.open_reads = false;
@@ -610,8 +610,17 @@ async fn reads_need_the_token_off_loopback() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    // With no poll token the snapshot is open; health is always open.
-    assert_eq!(h.get("/v1/snapshot").await.status, StatusCode::OK);
+    // With no poll token the snapshot needs the admin token; health is always open.
+    assert_eq!(h.get("/v1/snapshot").await.status, StatusCode::UNAUTHORIZED);
+    let r = h
+        .request(
+            Method::GET,
+            "/v1/snapshot",
+            "",
+            &[("authorization", &bearer(ADMIN))],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
     h.close().await;
 }

@@ -133,7 +133,7 @@ async fn resumes_with_last_event_id_exactly_once() {
 }
 
 #[tokio::test]
-async fn sse_takes_the_token_in_the_query_off_loopback() {
+async fn sse_takes_the_token_in_the_query_when_reads_are_not_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = api_config();
     config.auth.open_reads = false;
