@@ -6,12 +6,13 @@
 use crate::auth::{Auth, Need};
 use crate::controller::{Controller, CtlError, RolloutRef, MAX_HISTORY};
 use crate::machine::Control;
+use crate::slots::{Slot, Slots};
 use crate::spec::{self, Format, RolloutSpec};
 use crate::sse;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -31,6 +32,10 @@ const DEFAULT_POLL_TIMEOUT_MS: u64 = 30_000;
 const POLL_TIMEOUT_RANGE_MS: (u64, u64) = (100, 300_000);
 const DEFAULT_AUDIT_LIMIT: usize = 100;
 const MAX_AUDIT_LIMIT: usize = 1000;
+pub const DEFAULT_MAX_SSE: usize = 64;
+pub const DEFAULT_MAX_POLLS: usize = 256;
+/// What a 503 for a full limit tells the client to wait, in seconds.
+const RETRY_AFTER_SECS: u32 = 5;
 
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
@@ -40,6 +45,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Comment lines on idle event streams, so proxies keep them open.
     pub heartbeat: Duration,
+    /// Event streams open at once; one more is answered 503.
+    pub max_sse: usize,
+    /// Snapshot polls held at once (waiting for a change); one more is answered 503.
+    pub max_polls: usize,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +57,8 @@ impl Default for ApiConfig {
             auth: Auth::default(),
             max_body_bytes: 1 << 20,
             heartbeat: Duration::from_secs(15),
+            max_sse: DEFAULT_MAX_SSE,
+            max_polls: DEFAULT_MAX_POLLS,
         }
     }
 }
@@ -61,6 +72,15 @@ struct AppInner {
     ctl: Controller,
     config: ApiConfig,
     shutdown: watch::Receiver<bool>,
+    sse: Arc<Slots>,
+    polls: Arc<Slots>,
+}
+
+/// A limit on requests that stay open, as its metrics label and in its 503's words.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Sse,
+    Polls,
 }
 
 /// A 4xx or 5xx, answered as `{"error": message}`.
@@ -68,6 +88,8 @@ struct AppInner {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +146,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -144,6 +167,28 @@ impl From<CtlError> for ApiError {
             tracing::error!(error = %e, "request failed");
         }
         ApiError::new(status, e.to_string())
+    }
+}
+
+// === impl Limit ===
+
+impl Limit {
+    fn label(self) -> &'static str {
+        match self {
+            Limit::Sse => "sse",
+            Limit::Polls => "polls",
+        }
+    }
+
+    fn full(self, cap: usize) -> String {
+        match self {
+            Limit::Sse => format!(
+                "too many event streams: all {cap} are open (serve --max-sse); close one or retry later, resuming with Last-Event-ID"
+            ),
+            Limit::Polls => format!(
+                "too many held snapshot polls: all {cap} are waiting (serve --max-polls); retry later"
+            ),
+        }
     }
 }
 
@@ -236,11 +281,21 @@ impl Route {
 impl App {
     /// `shutdown` turning true ends long-polls and event streams, so a drain can finish.
     pub fn new(ctl: Controller, config: ApiConfig, shutdown: watch::Receiver<bool>) -> App {
+        let sse = Slots::new(
+            config.max_sse,
+            ctl.metrics().slots_in_use(Limit::Sse.label()),
+        );
+        let polls = Slots::new(
+            config.max_polls,
+            ctl.metrics().slots_in_use(Limit::Polls.label()),
+        );
         App {
             inner: Arc::new(AppInner {
                 ctl,
                 config,
                 shutdown,
+                sse,
+                polls,
             }),
         }
     }
@@ -478,7 +533,9 @@ impl App {
                     .get("rollout")
                     .filter(|r| !r.is_empty())
                     .map(str::to_owned);
+                let slot = self.take(Limit::Sse)?;
                 let body = sse::stream(
+                    slot,
                     ctl.clone(),
                     after,
                     rollout,
@@ -525,6 +582,8 @@ impl App {
         if have != Some(current.version) {
             return Ok(snapshot_body(&current));
         }
+        // Held from here until answered, or dropped with the request if the client goes.
+        let _slot = self.take(Limit::Polls)?;
         let mut shutdown = self.inner.shutdown.clone();
         tokio::select! {
             changed = rx.changed() => {
@@ -537,6 +596,22 @@ impl App {
             _ = tokio::time::sleep(timeout) => Ok(not_modified(current.version)),
             _ = crate::signal::stopped(&mut shutdown) => Ok(not_modified(current.version)),
         }
+    }
+
+    /// A place under `limit`, or a 503 that names the cap and says what to do.
+    fn take(&self, limit: Limit) -> Result<Slot, ApiError> {
+        let slots = match limit {
+            Limit::Sse => &self.inner.sse,
+            Limit::Polls => &self.inner.polls,
+        };
+        slots.try_take().ok_or_else(|| {
+            self.inner.ctl.metrics().count_rejected(limit.label());
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: limit.full(slots.cap()),
+                retry_after: Some(RETRY_AFTER_SECS),
+            }
+        })
     }
 
     /// The body, refused with 413 past the limit.
@@ -739,6 +814,9 @@ fn error(e: ApiError) -> Response<Body> {
     *r.status_mut() = e.status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(secs) = e.retry_after {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
     r
 }
 

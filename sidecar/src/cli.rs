@@ -1,10 +1,11 @@
 //! The `linnet` command line: every flag and environment variable is read here, in one place,
 //! and each invalid value is reported by its name.
 
-use crate::api::ApiConfig;
+use crate::api::{self, ApiConfig};
 use crate::auth::Auth;
 use crate::client::Client;
 use crate::clock::SystemClock;
+use crate::retention::{self, Retention};
 use crate::server::{Server, ServerOptions};
 use crate::spec::{self, Format, RolloutSpec};
 use crate::token;
@@ -98,6 +99,24 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "LINNET_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Days an archived rollout's audit (events, checks, transitions) is kept after it
+    /// finished, and a global event after it was written.
+    #[arg(long, env = "LINNET_RETAIN_DAYS", default_value_t = retention::DEFAULT_DAYS,
+        value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub retain_days: u64,
+    /// Most audit events (and transitions) kept; the oldest archived ones go first. An
+    /// unfinished rollout's are never pruned.
+    #[arg(long, env = "LINNET_RETAIN_EVENTS", default_value_t = retention::DEFAULT_MAX_EVENTS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub retain_events: u64,
+    /// Event streams open at once; one more is answered 503 with Retry-After.
+    #[arg(long, env = "LINNET_MAX_SSE", default_value_t = api::DEFAULT_MAX_SSE as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_sse: u64,
+    /// Snapshot polls held at once (one per Envoy); one more is answered 503 with Retry-After.
+    #[arg(long, env = "LINNET_MAX_POLLS", default_value_t = api::DEFAULT_MAX_POLLS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_polls: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,7 +279,10 @@ async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String
             },
             max_body_bytes: args.max_body_bytes,
             heartbeat: args.sse_heartbeat,
+            max_sse: usize::try_from(args.max_sse).unwrap_or(usize::MAX),
+            max_polls: usize::try_from(args.max_polls).unwrap_or(usize::MAX),
         },
+        retention: Retention::days(args.retain_days, args.retain_events),
         clock: Arc::new(SystemClock),
         drain_timeout: args.drain_timeout,
     })
@@ -690,6 +712,32 @@ mod tests {
         assert!(e.to_string().contains("--listen"), "{e}");
         let e = Cli::try_parse_from(["linnet", "serve", "--drain-timeout", "soon"]).unwrap_err();
         assert!(e.to_string().contains("--drain-timeout"), "{e}");
+        for (flag, bad) in [
+            ("--retain-days", "0"),
+            ("--retain-days", "36501"),
+            ("--retain-days", "a month"),
+            ("--retain-events", "0"),
+            ("--retain-events", "-5"),
+            ("--max-sse", "0"),
+            ("--max-polls", "0"),
+            ("--max-polls", "many"),
+        ] {
+            let arg = format!("{flag}={bad}");
+            let e = Cli::try_parse_from(["linnet", "serve", &arg]).unwrap_err();
+            assert!(e.to_string().contains(flag), "{arg}: {e}");
+        }
+        let Command::Serve(args) = Cli::try_parse_from(["linnet", "serve"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            (
+                args.retain_days,
+                args.retain_events,
+                args.max_sse,
+                args.max_polls
+            ),
+            (30, 100_000, 64, 256)
+        );
         let e = Cli::try_parse_from(["linnet", "rollout", "weight", "a", "lots"]).unwrap_err();
         assert!(e.to_string().contains("PERCENT"), "{e}");
         let ok = Cli::try_parse_from([

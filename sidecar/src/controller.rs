@@ -452,6 +452,16 @@ impl Controller {
             .await
     }
 
+    /// Prunes the audit by the retention policy (see [`Store::prune`]).
+    pub async fn prune(
+        &self,
+        before_ms: Millis,
+        max_rows: u64,
+    ) -> Result<crate::store::Pruned, CtlError> {
+        self.blocking(move |c| Ok(c.lock().store.prune(before_ms, max_rows)?))
+            .await
+    }
+
     /// Readiness: the store answers.
     pub async fn ping(&self) -> Result<(), CtlError> {
         self.blocking(|c| Ok(c.lock().store.ping()?)).await

@@ -1,5 +1,6 @@
 //! The sidecar's Prometheus metrics: per-rollout weight, state, step, transitions and analysis
-//! decisions, the snapshot version, connected filters and API requests.
+//! decisions, the snapshot version, connected filters, API requests, the capped places of
+//! streams and held polls, and what retention pruned from the store.
 
 use crate::machine::{Runtime, State};
 use prometheus_client::encoding::text::encode;
@@ -38,6 +39,16 @@ struct ApiLabels {
     code: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     weight: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
@@ -48,6 +59,9 @@ pub struct Metrics {
     snapshot_version: Gauge,
     connected_filters: Gauge,
     api_requests: Family<ApiLabels, Counter>,
+    slots_in_use: Family<LimitLabels, Gauge>,
+    rejected: Family<LimitLabels, Counter>,
+    pruned: Family<TableLabels, Counter>,
     /// Poller id → (last seen, the timeout it asked for).
     pollers: Mutex<HashMap<String, (Instant, Duration)>>,
 }
@@ -66,6 +80,9 @@ impl Metrics {
             snapshot_version: Gauge::default(),
             connected_filters: Gauge::default(),
             api_requests: Family::default(),
+            slots_in_use: Family::default(),
+            rejected: Family::default(),
+            pruned: Family::default(),
             pollers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -108,6 +125,21 @@ impl Metrics {
             "api_requests",
             "Admin API requests by route and status",
             m.api_requests.clone(),
+        );
+        registry.register(
+            "api_slots_in_use",
+            "Open event streams (limit=sse) and held snapshot polls (limit=polls)",
+            m.slots_in_use.clone(),
+        );
+        registry.register(
+            "api_rejected",
+            "Requests answered 503 because their limit (sse, polls) was reached",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "store_pruned",
+            "Rows the retention policy deleted, by table (events, checks, transitions)",
+            m.pruned.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -163,6 +195,31 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
+    }
+
+    /// The gauge of places in use under `limit` (`sse`, `polls`).
+    pub fn slots_in_use(&self, limit: &str) -> Gauge {
+        self.slots_in_use
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn count_rejected(&self, limit: &str) {
+        self.rejected
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_pruned(&self, table: &str, rows: u64) {
+        self.pruned
+            .get_or_create(&TableLabels {
+                table: table.to_owned(),
+            })
+            .inc_by(rows);
     }
 
     /// Notes a snapshot poll by `id`, which will wait up to `timeout`.

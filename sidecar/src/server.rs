@@ -1,10 +1,12 @@
-//! Assembles and runs the sidecar: store, controller, timers and the admin API on a socket,
-//! with graceful shutdown (stop accepting, end long-polls and streams, drain with a timeout).
+//! Assembles and runs the sidecar: store, controller, timers, retention and the admin API on
+//! a socket, with graceful shutdown (stop accepting, end long-polls and streams, drain with a
+//! timeout).
 
 use crate::api::{ApiConfig, App};
 use crate::clock::SharedClock;
 use crate::controller::Controller;
 use crate::metrics::Metrics;
+use crate::retention::Retention;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -22,6 +24,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     pub db: PathBuf,
     pub api: ApiConfig,
+    /// What audit the store keeps.
+    pub retention: Retention,
     pub clock: SharedClock,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
@@ -57,13 +61,14 @@ impl Server {
         let app = App::new(ctl.clone(), opts.api, rx.clone());
         let driver = ctl.spawn_driver(rx.clone());
         let analysis = crate::analysis::runner::spawn(ctl.clone(), rx.clone());
+        let retention = opts.retention.spawn(ctl.clone(), rx.clone());
         let acceptor = tokio::spawn(accept(listener, app.clone(), rx, opts.drain_timeout));
         tracing::info!(%addr, db = %opts.db.display(), "linnet sidecar listening");
         Ok(Server {
             addr,
             app,
             shutdown,
-            tasks: vec![driver, analysis, acceptor],
+            tasks: vec![driver, analysis, retention, acceptor],
         })
     }
 

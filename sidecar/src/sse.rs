@@ -3,6 +3,7 @@
 //! and no duplicate at the switch-over.
 
 use crate::controller::Controller;
+use crate::slots::Slot;
 use crate::store::Event;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -17,9 +18,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// How many stored events are read per replay query.
 const REPLAY_BATCH: usize = 500;
 
-/// A response body fed by a channel; it ends when the sender is dropped.
+/// A response body fed by a channel; it ends when the sender is dropped. It holds the
+/// stream's place, given back when the server drops the body (the stream ended or the
+/// client went away).
 pub struct ChannelBody {
     rx: mpsc::Receiver<Bytes>,
+    _slot: Slot,
 }
 
 impl Body for ChannelBody {
@@ -47,8 +51,9 @@ pub fn frame(event: &Event) -> Bytes {
     ))
 }
 
-/// Starts a stream of events after `after`, optionally for one rollout.
+/// Starts a stream of events after `after`, optionally for one rollout, holding `slot`.
 pub fn stream(
+    slot: Slot,
     ctl: Controller,
     after: i64,
     rollout: Option<String>,
@@ -98,7 +103,7 @@ pub fn stream(
             }
         }
     });
-    ChannelBody { rx }.boxed()
+    ChannelBody { rx, _slot: slot }.boxed()
 }
 
 /// Sends stored events after `last`; `false` when the client is gone or the store failed.

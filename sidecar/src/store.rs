@@ -3,6 +3,9 @@
 //!
 //! Every rollout ever created is one row with its own id (a release); a name is used again
 //! once the rollout that had it is finished, and finished ones stay as the archive.
+//!
+//! The audit (events, their checks, transitions) is bounded by [`Store::prune`]; a rollout
+//! row is never deleted, and neither is anything of an unfinished rollout.
 
 use crate::analysis::{Check, Memory};
 use crate::clock::Millis;
@@ -226,6 +229,23 @@ pub struct Transition {
     pub weight: f64,
     pub reason: String,
 }
+
+/// What one [`Store::prune`] deleted, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub checks: u64,
+    pub transitions: u64,
+}
+
+/// Audit rows that may be pruned: those of archived (finished) rollouts, and global events
+/// (the kill switch). `{t}` is the table's alias.
+const PRUNABLE: &str = "({t}.rollout_id IS NULL OR {t}.rollout_id IN
+    (SELECT id FROM rollouts WHERE finished_ms IS NOT NULL))";
+
+/// Each release keeps its last transition: the history shows it as the release's reason.
+const NOT_LAST_TRANSITION: &str = "t.id < (SELECT MAX(l.id) FROM transitions l
+    WHERE l.rollout_id = t.rollout_id)";
 
 /// One change, written in one transaction.
 pub struct Change<'a> {
@@ -520,6 +540,69 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// Deletes, in one transaction, the audit of rollouts that finished before `before_ms`
+    /// and global events from before it; then the oldest prunable events (with their checks)
+    /// and transitions while a table holds more than `max_rows`. Nothing of an unfinished
+    /// rollout is deleted, so the count can stay above `max_rows`. Ids are `AUTOINCREMENT`:
+    /// a pruned id is never given out again, and event streams resume past it.
+    pub fn prune(&mut self, before_ms: Millis, max_rows: u64) -> Result<Pruned, StoreError> {
+        let events = PRUNABLE.replace("{t}", "e");
+        let transitions = PRUNABLE.replace("{t}", "t");
+        let old = "(SELECT id FROM rollouts WHERE finished_ms IS NOT NULL AND finished_ms < ?1)";
+        let aged_events = format!(
+            "SELECT e.id FROM events e
+             WHERE (e.rollout_id IS NULL AND e.at_ms < ?1) OR e.rollout_id IN {old}"
+        );
+        let tx = self.conn.transaction()?;
+        let mut pruned = Pruned::default();
+        pruned.checks += rows(tx.execute(
+            &format!("DELETE FROM checks WHERE event IN ({aged_events})"),
+            [before_ms],
+        )?);
+        pruned.events += rows(tx.execute(
+            &format!("DELETE FROM events WHERE id IN ({aged_events})"),
+            [before_ms],
+        )?);
+        pruned.transitions += rows(tx.execute(
+            &format!(
+                "DELETE FROM transitions AS t WHERE t.rollout_id IN {old} AND {NOT_LAST_TRANSITION}"
+            ),
+            [before_ms],
+        )?);
+        let excess = |table: &str| -> Result<i64, StoreError> {
+            let n: i64 =
+                tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            Ok(
+                n.saturating_sub(i64::try_from(max_rows).unwrap_or(i64::MAX))
+                    .max(0),
+            )
+        };
+        let over = excess("events")?;
+        if over > 0 {
+            let oldest = format!("SELECT e.id FROM events e WHERE {events} ORDER BY e.id LIMIT ?1");
+            pruned.checks += rows(tx.execute(
+                &format!("DELETE FROM checks WHERE event IN ({oldest})"),
+                [over],
+            )?);
+            pruned.events += rows(tx.execute(
+                &format!("DELETE FROM events WHERE id IN ({oldest})"),
+                [over],
+            )?);
+        }
+        let over = excess("transitions")?;
+        if over > 0 {
+            pruned.transitions += rows(tx.execute(
+                &format!(
+                    "DELETE FROM transitions WHERE id IN (SELECT t.id FROM transitions t
+                     WHERE {transitions} AND {NOT_LAST_TRANSITION} ORDER BY t.id LIMIT ?1)"
+                ),
+                [over],
+            )?);
+        }
+        tx.commit()?;
+        Ok(pruned)
+    }
+
     /// The latest `limit` transitions of a release, oldest first.
     pub fn transitions(
         &self,
@@ -720,6 +803,10 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError
     }))
 }
 
+fn rows(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 fn meta(conn: &Connection, key: &str) -> Result<i64, StoreError> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -860,6 +947,126 @@ mod tests {
         assert_eq!(s.latest_events(1, 10).unwrap().len(), 2);
         assert_eq!(s.latest_events(2, 10).unwrap().len(), 1);
         assert_eq!(s.transitions(2, 10).unwrap().len(), 1);
+    }
+
+    /// A change of release `id` (`None`: a new one) at `at_ms`, with a transition and one check.
+    fn change_at(
+        s: &mut Store,
+        at_ms: Millis,
+        id: Option<i64>,
+        (spec, plan): &(RolloutSpec, Plan),
+        state: State,
+    ) -> Event {
+        let rt = Runtime {
+            state,
+            ..Runtime::new(plan, at_ms)
+        };
+        let check = Check {
+            guardrail: "errors".into(),
+            kind: "error_rate".into(),
+            severity: crate::analysis::spec::Severity::Critical,
+            verdict: crate::analysis::Verdict::Pass,
+            observed: Some(0.0),
+            limit: Some(1.0),
+            text: "fine".into(),
+        };
+        s.commit(Change {
+            at_ms,
+            rollout: Some(RolloutWrite {
+                id,
+                spec,
+                plan,
+                runtime: &rt,
+                transition: Some((State::Pending, "moved")),
+            }),
+            kill_switch: None,
+            bump_version: false,
+            kind: "analysis",
+            data: Map::new(),
+            checks: std::slice::from_ref(&check),
+        })
+        .unwrap()
+        .0
+    }
+
+    fn count(s: &Store, sql: &str) -> i64 {
+        s.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn prunes_archived_audit_by_age_and_count_and_never_reuses_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let (a, live, b) = (spec("a"), spec("live"), spec("b"));
+        // `live` from t=0 and never finished; `a` finished at t=30, `b` at t=70.
+        change_at(&mut s, 0, None, &live, State::Progressing);
+        change_at(&mut s, 10, None, &a, State::Progressing);
+        change_at(&mut s, 20, Some(2), &a, State::Progressing);
+        change_at(&mut s, 30, Some(2), &a, State::Aborted);
+        change_at(&mut s, 40, Some(1), &live, State::Progressing);
+        change_at(&mut s, 50, None, &b, State::Progressing);
+        change_at(&mut s, 60, Some(3), &b, State::Progressing);
+        let last = change_at(&mut s, 70, Some(3), &b, State::Aborted);
+        let global = |s: &mut Store, at_ms| {
+            s.commit(Change {
+                at_ms,
+                rollout: None,
+                kill_switch: Some(true),
+                bump_version: true,
+                kind: "kill_switch",
+                data: Map::new(),
+                checks: &[],
+            })
+            .unwrap()
+            .0
+        };
+        let g = global(&mut s, 5);
+        assert_eq!((s.event_count().unwrap(), g.id), (9, 9));
+
+        // By age, cut at 31: `a`'s audit (3 events, 3 checks, 2 of its 3 transitions: the
+        // last stays for the history) and the global event written at 5.
+        let pruned = s.prune(31, 1000).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                events: 4,
+                checks: 3,
+                transitions: 2
+            }
+        );
+        assert!(s.latest_events(2, 10).unwrap().is_empty());
+        assert_eq!(s.transitions(2, 10).unwrap().len(), 1);
+        assert_eq!(s.latest_events(3, 10).unwrap().len(), 3);
+        // Nothing is due again.
+        assert_eq!(s.prune(31, 1000).unwrap(), Pruned::default());
+
+        // By count, down to 2: only `b` can go, oldest first; `live` keeps all of its audit
+        // although the cut at t=1000 is past all of it.
+        let pruned = s.prune(1000, 2).unwrap();
+        assert_eq!(
+            (pruned.events, pruned.checks, pruned.transitions),
+            (3, 3, 2)
+        );
+        assert_eq!(s.latest_events(1, 10).unwrap().len(), 2);
+        assert_eq!(s.transitions(1, 10).unwrap().len(), 2);
+        assert_eq!(s.transitions(3, 10).unwrap().len(), 1);
+        assert_eq!(
+            count(&s, "SELECT COUNT(*) FROM checks WHERE rollout_id = 1"),
+            2
+        );
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM checks"), 2);
+        // Every release is still there.
+        assert_eq!(s.history(10).unwrap().len(), 3);
+
+        // The highest ids are pruned (b's last event, the global one); the next is above them.
+        assert!(s
+            .events(0, None, 100)
+            .unwrap()
+            .iter()
+            .all(|e| e.id < last.id));
+        assert!(global(&mut s, 80).id > g.id);
+        let fk: i64 = count(&s, "SELECT COUNT(*) FROM pragma_foreign_key_check");
+        assert_eq!(fk, 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use linnet_sidecar::auth::Auth;
 use linnet_sidecar::cli::{run, Cli};
 use linnet_sidecar::client::Client;
 use linnet_sidecar::clock::SystemClock;
+use linnet_sidecar::retention::Retention;
 use linnet_sidecar::server::{Server, ServerOptions};
 use serde_json::json;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
             },
             ..ApiConfig::default()
         },
+        retention: Retention::default(),
         clock: Arc::new(SystemClock),
         drain_timeout: Duration::from_secs(5),
     })

@@ -78,6 +78,8 @@ pub fn api_config() -> ApiConfig {
         },
         max_body_bytes: 1 << 20,
         heartbeat: Duration::from_secs(15),
+        max_sse: 64,
+        max_polls: 256,
     }
 }
 
