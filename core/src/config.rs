@@ -4,6 +4,7 @@
 //! `rollouts[0].weight`.
 
 use crate::snapshot::{Anonymous, Cohorts, Matcher, Mirror, Override, Rollout, Snapshot, Source};
+use crate::stamp::{Epoch, Stamp};
 use crate::weight::Bp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -77,6 +78,10 @@ pub enum OnStale {
 pub struct SnapshotDoc {
     /// Increases with every change; a poller sends the version it has.
     pub version: u64,
+    /// The sidecar run that counts `version` (see [`crate::stamp`]). Absent from sidecars
+    /// that predate epochs: their versions are compared as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
     #[serde(default)]
     pub kill_switch: bool,
     #[serde(default)]
@@ -331,6 +336,13 @@ impl SnapshotDoc {
     /// Parses a snapshot body, naming the field of the first error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         parse_json(bytes)
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            epoch: self.epoch.clone(),
+            version: self.version,
+        }
     }
 }
 

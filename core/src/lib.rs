@@ -8,9 +8,11 @@ pub mod decide;
 pub mod metrics;
 pub mod murmur3;
 pub mod snapshot;
+pub mod stamp;
 pub mod weight;
 
 pub use config::{ConfigError, PluginConfig, SnapshotDoc};
 pub use decide::{bucket, Decision, MintedCookie, Reason, Request, Variant};
 pub use snapshot::{Rollout, Snapshot};
+pub use stamp::{Epoch, Stamp, Standing};
 pub use weight::Bp;

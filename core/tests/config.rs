@@ -423,8 +423,37 @@ fn snapshot_doc_replaces_rollouts_and_kill_switch_only() {
         (br#"{"version":1,"sidecar":{}}"#, "unknown field `sidecar`"),
         (b"<html>", "expected value"),
         (b"", "EOF"),
+        (
+            br#"{"version":1,"epoch":""}"#,
+            "epoch: \"\" is not an epoch",
+        ),
+        (
+            br#"{"version":1,"epoch":"a/b"}"#,
+            "epoch: \"a/b\" is not an epoch",
+        ),
+        (br#"{"version":1,"epoch":7}"#, "epoch: invalid type"),
     ] {
         let e = SnapshotDoc::from_json(body).unwrap_err().to_string();
         assert!(e.contains(field), "{e:?} should mention {field:?}");
     }
+}
+
+#[test]
+fn a_snapshot_doc_names_its_epoch_and_may_omit_it() {
+    use linnet_core::{Epoch, SnapshotDoc, Stamp};
+    let doc = SnapshotDoc::from_json(br#"{"version":2,"epoch":"run-b"}"#).unwrap();
+    let epoch = Epoch::try_from("run-b".to_owned()).unwrap();
+    assert_eq!(
+        doc.stamp(),
+        Stamp {
+            epoch: Some(epoch),
+            version: 2
+        }
+    );
+    let json = serde_json::to_string(&doc).unwrap();
+    assert!(json.contains(r#""epoch":"run-b""#), "{json}");
+    // A sidecar from before epochs: the doc reads as before and writes as before.
+    let old = SnapshotDoc::from_json(br#"{"version":2}"#).unwrap();
+    assert_eq!(old.stamp().epoch, None);
+    assert!(!serde_json::to_string(&old).unwrap().contains("epoch"));
 }

@@ -864,6 +864,7 @@ mod tests {
         .unwrap();
         let mut doc = SnapshotDoc {
             version: 7,
+            epoch: None,
             kill_switch: false,
             rollouts: vec![spec.rollout_config(50.0, None, false)],
         };
