@@ -25,6 +25,7 @@ use tokio::sync::watch;
 pub type Body = BoxBody<Bytes, Infallible>;
 
 pub const VERSION_HEADER: &str = "x-linnet-version";
+pub const EPOCH_HEADER: &str = "x-linnet-epoch";
 pub const POLLER_HEADER: &str = "x-linnet-poller";
 pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 
@@ -551,9 +552,10 @@ impl App {
         }
     }
 
-    /// `GET /v1/snapshot?version=N&timeout_ms=T`: 200 with the snapshot at once when the
-    /// caller's version differs from the current one (or is absent); otherwise wait for a
-    /// change (200) or the timeout (304, empty body).
+    /// `GET /v1/snapshot?version=N&epoch=E&timeout_ms=T`: 200 with the snapshot at once when
+    /// the caller's version differs from the current one (or is absent), or its epoch does
+    /// (a filter that knows epochs always sends one, empty before it has one); otherwise wait
+    /// for a change (200) or the timeout (304, empty body). Without `epoch`, as before epochs.
     async fn snapshot<B>(
         &self,
         req: &Request<B>,
@@ -579,7 +581,11 @@ impl App {
         let mut rx = self.inner.ctl.snapshot();
         let current = rx.borrow_and_update().clone();
         let have = have.and_then(|v| u64::try_from(v).ok());
-        if have != Some(current.version) {
+        // Another run's version N says nothing about this run's N.
+        let other_epoch = query
+            .get("epoch")
+            .is_some_and(|e| e != current.epoch.as_str());
+        if have != Some(current.version) || other_epoch {
             return Ok(snapshot_body(&current));
         }
         // Held from here until answered, or dropped with the request if the client goes.
@@ -591,10 +597,10 @@ impl App {
                 if changed.is_ok() && latest.version != current.version {
                     return Ok(snapshot_body(&latest));
                 }
-                Ok(not_modified(current.version))
+                Ok(not_modified(&current))
             }
-            _ = tokio::time::sleep(timeout) => Ok(not_modified(current.version)),
-            _ = crate::signal::stopped(&mut shutdown) => Ok(not_modified(current.version)),
+            _ = tokio::time::sleep(timeout) => Ok(not_modified(&current)),
+            _ = crate::signal::stopped(&mut shutdown) => Ok(not_modified(&current)),
         }
     }
 
@@ -648,16 +654,24 @@ fn snapshot_body(p: &crate::controller::Published) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(VERSION_HEADER, HeaderValue::from(p.version));
+    stamp_headers(h, p);
     r
 }
 
-fn not_modified(version: u64) -> Response<Body> {
+fn not_modified(p: &crate::controller::Published) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
-    r.headers_mut()
-        .insert(VERSION_HEADER, HeaderValue::from(version));
+    stamp_headers(r.headers_mut(), p);
     r
+}
+
+/// The version and epoch the answer is about, in the body's words (a 304 has no body).
+fn stamp_headers(h: &mut hyper::HeaderMap, p: &crate::controller::Published) {
+    h.insert(VERSION_HEADER, HeaderValue::from(p.version));
+    // An epoch is 1 to 64 of A-Z a-z 0-9 - _, which is always a valid header value.
+    if let Ok(epoch) = HeaderValue::from_str(p.epoch.as_str()) {
+        h.insert(EPOCH_HEADER, epoch);
+    }
 }
 
 /// Query parameters, percent-decoded.

@@ -19,7 +19,7 @@ use crate::store::{Change, Event, Loaded, Release, RolloutWrite, Store, StoreErr
 use bytes::Bytes;
 use linnet_core::config::{MatchConfig, RolloutConfig};
 use linnet_core::snapshot::Matcher;
-use linnet_core::{ConfigError, SnapshotDoc};
+use linnet_core::{ConfigError, Epoch, SnapshotDoc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -53,6 +53,8 @@ struct Inner {
     rollouts: BTreeMap<String, Entry>,
     version: u64,
     kill_switch: bool,
+    /// This run's epoch: `version` counts within it.
+    epoch: Epoch,
 }
 
 struct Entry {
@@ -76,6 +78,7 @@ pub enum RolloutRef {
 #[derive(Debug)]
 pub struct Published {
     pub version: u64,
+    pub epoch: Epoch,
     pub body: Bytes,
 }
 
@@ -256,6 +259,7 @@ impl Controller {
             rollouts: map,
             version,
             kill_switch,
+            epoch: crate::epoch::draw(),
         };
         let published = Arc::new(inner.publish());
         metrics.set_version(version);
@@ -808,6 +812,7 @@ impl Inner {
     fn publish(&self) -> Published {
         let doc = SnapshotDoc {
             version: self.version,
+            epoch: Some(self.epoch.clone()),
             kill_switch: self.kill_switch,
             rollouts: self
                 .rollouts
@@ -817,6 +822,7 @@ impl Inner {
         };
         Published {
             version: self.version,
+            epoch: self.epoch.clone(),
             body: Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
         }
     }

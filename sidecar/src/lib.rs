@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod controller;
+pub mod epoch;
 pub mod explain;
 pub mod machine;
 pub mod metrics;
