@@ -4,10 +4,10 @@
 use crate::abi::{self, Buffer, Map, MetricKind};
 use crate::http::Http;
 use crate::metrics::{define_one, Metrics};
-use crate::sync::Keys;
+use crate::sync::{Keys, Publish};
 use linnet_core::config::{OnStale, SidecarConfig};
 use linnet_core::murmur3::murmur3_x86_32;
-use linnet_core::{PluginConfig, Snapshot, SnapshotDoc};
+use linnet_core::{Epoch, PluginConfig, Snapshot, SnapshotDoc, Stamp};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -24,6 +24,8 @@ const POLL_GRACE_MS: u64 = 5_000;
 
 /// A compiled configuration and the metric ids that go with it, shared by every request.
 pub struct Active {
+    /// Which snapshot this is; the plugin configuration's own is version 0 of no epoch.
+    pub stamp: Stamp,
     pub snapshot: Snapshot,
     pub metrics: Metrics,
     /// The snapshot is stale and `on_stale: stable` asks for all traffic on stable.
@@ -55,10 +57,11 @@ struct Poller {
 // === impl Active ===
 
 impl Active {
-    fn compile(config: &PluginConfig, version: u64) -> Result<Active, String> {
-        let snapshot = config.compile(version).map_err(|e| e.to_string())?;
+    fn compile(config: &PluginConfig, stamp: Stamp) -> Result<Active, String> {
+        let snapshot = config.compile(stamp.version).map_err(|e| e.to_string())?;
         let metrics = Metrics::define(&snapshot)?;
         Ok(Active {
+            stamp,
             snapshot,
             metrics,
             stale: Cell::new(false),
@@ -77,7 +80,7 @@ impl Root {
             bytes
         };
         let base = PluginConfig::from_json(bytes).map_err(|e| e.to_string())?;
-        let mut active = Active::compile(&base, 0)?;
+        let mut active = Active::compile(&base, Stamp::default())?;
         let now = crate::host::now_ns();
         self.poller = match &base.sidecar {
             None => None,
@@ -99,9 +102,9 @@ impl Root {
         abi::log(
             abi::INFO,
             &format!(
-                "linnet: configured {} rollout(s), snapshot version {}",
+                "linnet: configured {} rollout(s), snapshot {}",
                 active.snapshot.rollouts.len(),
-                active.snapshot.version
+                active.stamp
             ),
         );
         self.base = base;
@@ -112,27 +115,32 @@ impl Root {
     /// Compiles a snapshot body from the sidecar on top of the plugin configuration.
     fn load(base: &PluginConfig, body: &[u8]) -> Result<Active, String> {
         let doc = SnapshotDoc::from_json(body).map_err(|e| e.to_string())?;
-        Active::compile(&base.with_snapshot(&doc), doc.version)
+        Active::compile(&base.with_snapshot(&doc), doc.stamp())
     }
 
-    fn version(&self) -> u64 {
-        self.active.as_ref().map_or(0, |a| a.snapshot.version)
+    fn stamp(&self) -> Option<&Stamp> {
+        self.active.as_ref().map(|a| &a.stamp)
     }
 
-    /// Swaps in a newer snapshot that another VM stored.
+    /// Swaps in the stored snapshot whenever it is not this VM's: shared data holds the one
+    /// the process routes by, and `publish` alone decides which one that is.
     fn sync_from_shared(&mut self) {
         let Some(p) = &self.poller else { return };
-        if p.keys.stored_version() <= self.version() {
-            return;
-        }
-        let Some((_, body)) = p.keys.stored_snapshot() else {
+        let Some(stored) = p.keys.stored_stamp() else {
             return;
         };
+        if Some(&stored) == self.stamp() {
+            return;
+        }
+        let Some((stamp, body)) = p.keys.stored_snapshot() else {
+            return;
+        };
+        if Some(&stamp) == self.stamp() {
+            // The version key is being rewritten by the publisher; nothing to swap.
+            return;
+        }
         match Self::load(&self.base, &body) {
-            Ok(active) if active.snapshot.version > self.version() => {
-                self.active = Some(Rc::new(active))
-            }
-            Ok(_) => {}
+            Ok(active) => self.active = Some(Rc::new(active)),
             // The storing VM validated it with the same base: only a reconfigured base can
             // disagree, and then the last good snapshot stays.
             Err(e) => abi::log(
@@ -160,13 +168,21 @@ impl Root {
     }
 
     fn poll(&mut self, now: u64) {
-        let version = self.version();
+        // `active`, not `stamp()`: a borrow of the field alone leaves `poller` free.
+        let (version, epoch) = self.active.as_ref().map_or((0, ""), |a| {
+            (
+                a.stamp.version,
+                a.stamp.epoch.as_ref().map_or("", Epoch::as_str),
+            )
+        });
         let Some(p) = &mut self.poller else { return };
         if !p.keys.hold_lease(p.me, now) || p.in_flight || now < p.next_poll_ns {
             return;
         }
+        // The epoch, empty when this VM has none, asks a sidecar that has one to answer at
+        // once when it is not its own; an epoch needs no escaping (see `Epoch`).
         let path = format!(
-            "{}?version={version}&timeout_ms={}",
+            "{}?version={version}&epoch={epoch}&timeout_ms={}",
             p.config.path, p.config.poll_timeout_ms
         );
         let poller_id = format!("{:016x}", p.me);
@@ -212,13 +228,43 @@ impl Root {
                     .unwrap_or_default();
                 match Self::load(&self.base, &body) {
                     Ok(active) => {
-                        let version = active.snapshot.version;
-                        p.keys.publish(version, &body);
                         p.keys.touch_contact(now);
-                        if version != self.version() {
-                            abi::log(abi::INFO, &format!("linnet: snapshot version {version}"));
+                        match p.keys.publish(&active.stamp, &body) {
+                            Publish::Stored => {
+                                if self.active.as_ref().map(|a| &a.stamp) != Some(&active.stamp) {
+                                    abi::log(
+                                        abi::INFO,
+                                        &format!("linnet: snapshot {}", active.stamp),
+                                    );
+                                }
+                                self.active = Some(Rc::new(active));
+                            }
+                            // A reply overtaken by a newer one of its epoch: the tick takes
+                            // what shared data keeps. A sidecar that keeps serving it (one from
+                            // before epochs, its database replaced) is asked again after the
+                            // back-off, not at once.
+                            Publish::Kept(held) => {
+                                p.next_poll_ns = now.saturating_add(RETRY_NS);
+                                abi::log(
+                                    abi::INFO,
+                                    &format!(
+                                        "linnet: answer {} not taken: shared data keeps {held}",
+                                        active.stamp
+                                    ),
+                                );
+                            }
+                            Publish::Failed => {
+                                let _ = abi::increment_metric(p.errors, 1);
+                                p.next_poll_ns = now.saturating_add(RETRY_NS);
+                                abi::log(
+                                    abi::WARN,
+                                    &format!(
+                                        "linnet: cannot store snapshot {} in shared data; keeping the last good one",
+                                        active.stamp
+                                    ),
+                                );
+                            }
                         }
-                        self.active = Some(Rc::new(active));
                     }
                     Err(e) => {
                         let _ = abi::increment_metric(p.rejected, 1);
@@ -251,6 +297,9 @@ impl Context for Root {
     ) {
         let now = crate::host::now_ns();
         self.on_poll_response(now);
+        // An answer shared data did not take leaves this VM behind it: catch up before
+        // asking again, so the poll says what the process routes by.
+        self.sync_from_shared();
         self.update_staleness(now);
         // Ask again at once: the sidecar holds the call until something changes.
         self.poll(now);

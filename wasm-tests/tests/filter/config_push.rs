@@ -6,7 +6,7 @@ use linnet_wasm_tests::{wasm_path, SharedData, Vm};
 
 const STABLE_USER: &str = "u-stays";
 
-fn config(on_stale: &str) -> String {
+pub fn config(on_stale: &str) -> String {
     format!(
         r#"{{"mark_stable":true,"rollouts":[{{"name":"checkout","weight":0,"match":{{"authority":"{AUTHORITY}"}},
         "stickiness":[{{"header":"x-user-id"}}]}}],
@@ -15,7 +15,7 @@ fn config(on_stale: &str) -> String {
     )
 }
 
-fn snapshot(version: u64, weight: f64, kill: bool) -> String {
+pub fn snapshot(version: u64, weight: f64, kill: bool) -> String {
     format!(
         r#"{{"version":{version},"kill_switch":{kill},"rollouts":[{{"name":"checkout","weight":{weight},
         "match":{{"authority":"{AUTHORITY}"}},"stickiness":[{{"header":"x-user-id"}}]}}]}}"#
@@ -23,7 +23,7 @@ fn snapshot(version: u64, weight: f64, kill: bool) -> String {
 }
 
 /// `n` VMs of one Envoy process: one shared store, each configured like Envoy does.
-fn process(n: usize, on_stale: &str) -> (SharedData, Vec<Vm>) {
+pub fn process(n: usize, on_stale: &str) -> (SharedData, Vec<Vm>) {
     let shared = SharedData::new();
     let vms = (0..n)
         .map(|i| {
@@ -37,7 +37,7 @@ fn process(n: usize, on_stale: &str) -> (SharedData, Vec<Vm>) {
     (shared, vms)
 }
 
-fn pending(vm: &Vm) -> Vec<u32> {
+pub fn pending(vm: &Vm) -> Vec<u32> {
     vm.http_calls()
         .iter()
         .filter(|c| c.pending)
@@ -45,19 +45,19 @@ fn pending(vm: &Vm) -> Vec<u32> {
         .collect()
 }
 
-fn tick_all(vms: &mut [Vm], ms: u64) {
+pub fn tick_all(vms: &mut [Vm], ms: u64) {
     for vm in vms.iter_mut() {
         vm.advance(ms);
         vm.tick().unwrap();
     }
 }
 
-fn variant(vm: &mut Vm, key: &str) -> String {
+pub fn variant(vm: &mut Vm, key: &str) -> String {
     user(vm, key).variant.unwrap_or_default()
 }
 
 /// The single pending poll of the process, with the VM that holds it.
-fn the_poll(vms: &[Vm]) -> (usize, u32) {
+pub fn the_poll(vms: &[Vm]) -> (usize, u32) {
     let polls: Vec<(usize, u32)> = vms
         .iter()
         .enumerate()
@@ -68,7 +68,7 @@ fn the_poll(vms: &[Vm]) -> (usize, u32) {
 }
 
 /// Lets the process start its first poll and answers it with `doc`; returns the poller.
-fn first_snapshot(vms: &mut [Vm], doc: &str) -> usize {
+pub fn first_snapshot(vms: &mut [Vm], doc: &str) -> usize {
     tick_all(vms, 50);
     let (holder, token) = the_poll(vms);
     vms[holder]
@@ -86,7 +86,7 @@ fn one_poller_per_process_and_every_worker_follows() {
     assert_eq!(call.upstream, "linnet_sidecar");
     assert_eq!(
         call.header(":path"),
-        Some(&b"/v1/snapshot?version=0&timeout_ms=30000"[..])
+        Some(&b"/v1/snapshot?version=0&epoch=&timeout_ms=30000"[..])
     );
     assert_eq!(
         call.header("authorization"),
@@ -138,13 +138,14 @@ fn bad_answers_keep_the_last_good_snapshot() {
     let (_shared, mut vms) = process(2, "keep");
     first_snapshot(&mut vms, &snapshot(3, 100.0, false));
 
-    let garbage: [(&str, &[u8]); 5] = [
+    let garbage: [(&str, &[u8]); 6] = [
         ("200", b"<html>oops</html>"),
         (
             "200",
             br#"{"version":4,"rollouts":[{"name":"checkout","weight":400}]}"#,
         ),
         ("200", br#"{"version":4,"rollouts":[],"extra":1}"#),
+        ("200", br#"{"version":4,"epoch":"not one","rollouts":[]}"#),
         ("503", b"down"),
         ("", b""),
     ];

@@ -8,6 +8,7 @@ mod bad_input;
 mod cohorts_override;
 mod config;
 mod config_push;
+mod epochs;
 mod host;
 mod marking;
 mod metrics;
