@@ -1,5 +1,6 @@
 //! The `linnet` sidecar as a child process on loopback: started on a fixed free port with its
-//! own database, killed with SIGKILL (or on drop), restarted on the same port and database.
+//! own database, killed with SIGKILL (or on drop), restarted on the same port and database,
+//! or replaced on the same port by one with another database.
 
 use crate::envoy::EnvoyConfig;
 use crate::http::admin_get;
@@ -61,7 +62,12 @@ impl Sidecar {
 
     /// Starts a sidecar with a fresh database under `dir`.
     pub fn start(dir: &Path) -> Result<Self, Error> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        Self::start_on(dir, SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+    }
+
+    /// Starts a sidecar on `addr` with the database under `dir` (fresh if there is none):
+    /// in another directory, a sidecar that replaces this one on an empty database.
+    pub fn start_on(dir: &Path, addr: SocketAddr) -> Result<Self, Error> {
         let mut s = Sidecar {
             child: None,
             addr,

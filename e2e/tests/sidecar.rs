@@ -1,6 +1,7 @@
 //! The sidecar driving a real Envoy (two workers) through the filter's long-poll: weight
 //! changes and the kill switch take effect, and a `kill -9` of the sidecar changes nothing
-//! about routing while a restarted sidecar resumes where it was.
+//! about routing while a restarted sidecar resumes where it was, and a sidecar that replaces
+//! it on an empty database (its versions lower than the old ones) is followed all the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use linnet_e2e::envoy::Envoy;
@@ -91,6 +92,37 @@ fn until_all(s: &mut Setup, users: &[String], want: &str) -> Duration {
     }
 }
 
+/// `until_all`, then as many fresh connections in a row routing every user to `want`: with
+/// two workers, a worker left on another snapshot shows within a few.
+fn until_steady(s: &mut Setup, users: &[String], want: &str, in_a_row: usize) {
+    until_all(s, users, want);
+    let start = Instant::now();
+    let mut seen = 0;
+    while seen < in_a_row {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "users not steadily on {want} after {PATIENCE:?}"
+        );
+        s.client = s.envoy.client();
+        let landed = users.iter().all(|u| variant(&mut s.client, u) == want);
+        seen = if landed { seen + 1 } else { 0 };
+    }
+}
+
+/// A gauge's value in a Prometheus text exposition.
+fn gauge(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The snapshot version the sidecar serves, from its metrics.
+fn served_version(sidecar: &Sidecar) -> u64 {
+    let metrics = linnet_e2e::http::admin_get(sidecar.addr, "/metrics")
+        .unwrap()
+        .1;
+    gauge(&metrics, "linnet_snapshot_version").unwrap_or_else(|| panic!("{metrics}"))
+}
+
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
@@ -143,11 +175,7 @@ fn weight_changes_and_kill_switch_reach_every_worker() {
     let metrics = linnet_e2e::http::admin_get(s.sidecar.addr, "/metrics")
         .unwrap()
         .1;
-    let gauge = |text: &str, name: &str| -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    };
-    let served = gauge(&metrics, "linnet_snapshot_version").unwrap();
+    let served = served_version(&s.sidecar);
     let prom = s.envoy.admin("/stats/prometheus").unwrap();
     assert_eq!(gauge(&prom, "linnet_snapshot_version{}"), Some(served));
     assert_eq!(
@@ -253,4 +281,48 @@ steps: [{weight: 20, pause: 1h}, {weight: 50, pause: 1h}, {weight: 100}]
     // And the new step reaches Envoy.
     let movers = users_between(5000, 10_000, 4);
     until_all(&mut s, &movers, "canary");
+}
+
+#[test]
+fn a_sidecar_replaced_on_an_empty_database_is_followed_by_every_worker() {
+    let mut s = setup("empty-db");
+    s.sidecar
+        .cli(&["rollout", "create", &spec(s._dir.path(), GATED)])
+        .unwrap();
+    // Several changes: the version climbs well above what a new database starts at.
+    for w in ["30", "40", "50", "60", "70", "80"] {
+        s.sidecar
+            .cli(&["rollout", "weight", "checkout", w])
+            .unwrap();
+    }
+    let old = served_version(&s.sidecar);
+    assert!(old >= 7, "version {old}");
+    let movers = users_between(2000, 8000, 4);
+    let canary_users = users_between(0, 2000, 4);
+    until_steady(&mut s, &movers, "canary", 8);
+
+    // The sidecar dies and another takes its port, on an empty database.
+    s.sidecar.kill9();
+    let fresh = s._dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    s.sidecar = Sidecar::start_on(&fresh, s.sidecar.addr).unwrap();
+    s.sidecar
+        .cli(&["rollout", "create", &spec(&fresh, GATED)])
+        .unwrap();
+    let new = served_version(&s.sidecar);
+    assert!(new < old, "version {new} on the new database, {old} before");
+
+    // Weight 20 now: the movers go back to stable on every worker, the first 20% stay.
+    until_steady(&mut s, &movers, "stable", 8);
+    until_steady(&mut s, &canary_users, "canary", 8);
+    // And the new sidecar's next change reaches Envoy too.
+    s.sidecar
+        .cli(&["rollout", "weight", "checkout", "80"])
+        .unwrap();
+    until_steady(&mut s, &movers, "canary", 8);
+    let prom = s.envoy.admin("/stats/prometheus").unwrap();
+    assert_eq!(
+        gauge(&prom, "linnet_snapshot_version{}"),
+        Some(served_version(&s.sidecar))
+    );
 }
