@@ -364,12 +364,24 @@ fn burn(obs: &Observed, budget: f64, windows: &[BurnWindow], subject: &str, min:
         };
         let both = bl.min(bs);
         worst = worst.max(both);
+        // A window the history does not cover yet is named for what it is, not as if full.
+        let over = |w: &Window, declared: Millis| {
+            if w.covered_ms < declared {
+                format!(
+                    "{} (of its {} window, so far)",
+                    dur(w.covered_ms),
+                    dur(declared)
+                )
+            } else {
+                dur(declared)
+            }
+        };
         parts.push(format!(
             "{}× over {} and {}× over {} (limit {}×)",
             trim(bl),
-            dur(bw.long_ms),
+            over(long, bw.long_ms),
             trim(bs),
-            dur(bw.short_ms),
+            over(short, bw.short_ms),
             trim(bw.factor)
         ));
         if bl > bw.factor && bs > bw.factor && failed.is_none() {
@@ -694,6 +706,24 @@ mod tests {
         assert_eq!(judge_with(90.0, 0.0).verdict, Verdict::Pass);
         let c = judge_with(90.0, 15.0);
         assert!(c.text.contains("99% SLO"), "{}", c.text);
+        assert!(!c.text.contains("so far"), "{}", c.text);
+        // Early in a rollout the long window is not covered yet: said, not passed off as full.
+        let mut long = window(60_000, traffic(200.0, 30.0), traffic(200.0, 0.0));
+        long.covered_ms = 20_000;
+        let obs = Observed {
+            increment: Window::default(),
+            windows: vec![
+                window(10_000, traffic(100.0, 15.0), traffic(100.0, 0.0)),
+                long,
+            ],
+            missing: None,
+        };
+        let c = judge(&a, Ok(&obs), "canary", &mut Memory::default())[0].clone();
+        assert!(
+            c.text.contains("over 20s (of its 1m window, so far)"),
+            "{}",
+            c.text
+        );
     }
 
     #[test]
