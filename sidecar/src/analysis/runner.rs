@@ -134,14 +134,16 @@ pub fn spawn_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tasks: JoinSet<(i64, Result<(), String>)> = JoinSet::new();
-        let mut in_flight: HashSet<i64> = HashSet::new();
+        let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+        // Which rollout each task judges: a task that fails or panics frees its rollout too.
+        let mut in_flight: HashMap<tokio::task::Id, i64> = HashMap::new();
         loop {
-            let next = match start_due(&ctl, &mut sources, &in_flight).await {
+            let busy: HashSet<i64> = in_flight.values().copied().collect();
+            let next = match start_due(&ctl, &mut sources, &busy).await {
                 Ok((next, started)) => {
-                    for (id, fut) in started {
-                        in_flight.insert(id);
-                        tasks.spawn(async move { (id, fut.await) });
+                    for (id, job) in started {
+                        let task = tasks.spawn(job);
+                        in_flight.insert(task.id(), id);
                     }
                     next
                 }
@@ -153,12 +155,18 @@ pub fn spawn_with(
             let wait = u64::try_from(next.saturating_sub(ctl.now_ms())).unwrap_or(0);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((id, result)) = done {
-                        in_flight.remove(&id);
-                        if let Err(e) = result {
-                            tracing::error!(error = %e, "recording an analysis run failed");
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let task = match &done {
+                        Ok((task, _)) => *task,
+                        Err(e) => e.id(),
+                    };
+                    let rollout = in_flight.remove(&task);
+                    match done {
+                        Ok((_, Ok(()))) => {}
+                        Ok((_, Err(e))) => {
+                            tracing::error!(?rollout, error = %e, "recording an analysis run failed");
                         }
+                        Err(e) => tracing::error!(?rollout, error = %e, "an analysis run failed"),
                     }
                 }
                 _ = crate::signal::stopped(&mut shutdown) => break,
