@@ -93,11 +93,11 @@ fn default_sidecar_authority() -> String {
 }
 
 fn default_snapshot_path() -> String {
-    "/v1/snapshot".into()
+    crate::poll::DEFAULT_PATH.into()
 }
 
 fn default_poll_timeout_ms() -> u64 {
-    30_000
+    crate::poll::DEFAULT_TIMEOUT_MS
 }
 
 fn default_stale_after_s() -> u64 {
@@ -314,10 +314,11 @@ impl SidecarConfig {
                 format!("{:?} must start with '/'", self.path),
             ));
         }
-        if !(100..=300_000).contains(&self.poll_timeout_ms) {
+        let (lo, hi) = crate::poll::TIMEOUT_RANGE_MS;
+        if !(lo..=hi).contains(&self.poll_timeout_ms) {
             return Err(ConfigError::new(
                 "sidecar.poll_timeout_ms",
-                "must be between 100 and 300000",
+                format!("must be between {lo} and {hi}"),
             ));
         }
         if self.stale_after_s == 0 {

@@ -148,8 +148,9 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Equal-length comparison that does not stop at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares without stopping at the first difference; only the length leaks. The filter
+/// checks override tokens with it, the sidecar its API tokens.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod decide;
 pub mod metrics;
 pub mod murmur3;
+pub mod poll;
 pub mod snapshot;
 pub mod stamp;
 pub mod weight;

@@ -191,7 +191,7 @@ impl Root {
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", p.config.authority.as_str()),
-            ("x-linnet-poller", poller_id.as_str()),
+            (linnet_core::poll::POLLER_HEADER, poller_id.as_str()),
         ];
         if let Some(b) = &bearer {
             headers.push(("authorization", b.as_str()));

@@ -24,13 +24,12 @@ use tokio::sync::watch;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-pub const VERSION_HEADER: &str = "x-linnet-version";
-pub const EPOCH_HEADER: &str = "x-linnet-epoch";
-pub const POLLER_HEADER: &str = "x-linnet-poller";
+pub use linnet_core::poll::{EPOCH_HEADER, POLLER_HEADER, VERSION_HEADER};
 pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 
-const DEFAULT_POLL_TIMEOUT_MS: u64 = 30_000;
-const POLL_TIMEOUT_RANGE_MS: (u64, u64) = (100, 300_000);
+use linnet_core::poll::{
+    DEFAULT_TIMEOUT_MS as DEFAULT_POLL_TIMEOUT_MS, TIMEOUT_RANGE_MS as POLL_TIMEOUT_RANGE_MS,
+};
 const DEFAULT_AUDIT_LIMIT: usize = 100;
 const MAX_AUDIT_LIMIT: usize = 1000;
 pub const DEFAULT_MAX_SSE: usize = 64;

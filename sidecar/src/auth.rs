@@ -5,6 +5,7 @@
 //! Tokens are compared in constant time.
 
 use hyper::header::{HeaderMap, AUTHORIZATION};
+pub use linnet_core::decide::constant_time_eq;
 
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
@@ -84,14 +85,6 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         .get(API_KEY_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-}
-
-/// Compares without stopping at the first difference; only the length leaks.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
