@@ -241,6 +241,22 @@ impl Rig {
         })
     }
 
+    /// Makes the canary answer 30% of requests with 500s and waits for analysis to roll it
+    /// back, by a critical guardrail, to weight 0; returns the status.
+    fn canary_turns_bad(&self) -> Value {
+        self.canary
+            .set_faults(Faults {
+                error_percent: 30.0,
+                delay_ms: 0,
+            })
+            .unwrap();
+        let status = self.wait_state("rolled_back");
+        let (_, why) = last_transition(&status);
+        assert!(why.starts_with("critical guardrail"), "{why}");
+        assert_eq!(status["weight"], 0.0);
+        status
+    }
+
     /// Waits until the canary upstream has had no request for a second: the rollout's
     /// weight 0 has reached Envoy.
     fn wait_canary_quiet(&self) {
@@ -597,17 +613,9 @@ fn an_operator_pause_does_not_stop_a_bad_canary_being_rolled_back() {
     rig.cli(&["rollout", "pause"]);
     let paused = rig.wait_state("paused");
     rig.wait_run(0, "pass");
-    rig.canary
-        .set_faults(Faults {
-            error_percent: 30.0,
-            delay_ms: 0,
-        })
-        .unwrap();
-    let status = rig.wait_state("rolled_back");
+    let status = rig.canary_turns_bad();
     let from = status["transitions"].as_array().unwrap().last().unwrap()["from"].clone();
     assert_eq!(from, "paused", "{}", rig.story());
-    let (_, why) = last_transition(&status);
-    assert!(why.starts_with("critical guardrail"), "{why}");
     assert_eq!(paused["weight"], 10.0);
     rig.wait_canary_quiet();
 }
@@ -624,16 +632,7 @@ fn a_manual_weight_does_not_stop_a_bad_canary_being_rolled_back() {
     let held = rig.wait_state("paused");
     assert_eq!(held["weight"], 30.0);
     rig.wait_run(0, "pass");
-    rig.canary
-        .set_faults(Faults {
-            error_percent: 30.0,
-            delay_ms: 0,
-        })
-        .unwrap();
-    let status = rig.wait_state("rolled_back");
-    assert_eq!(status["weight"], 0.0);
-    let (_, why) = last_transition(&status);
-    assert!(why.starts_with("critical guardrail"), "{why}");
+    rig.canary_turns_bad();
     rig.wait_canary_quiet();
 }
 
@@ -829,15 +828,7 @@ fn three_releases_of_one_host_each_route_by_their_own_rollout() {
     rig.create(&release("checkout-v3", 30, &rig));
     rig.wait_run(0, "pass");
     shares.push(("v3", 30, ten_thousand_users(&rig, 3000)));
-    rig.canary
-        .set_faults(Faults {
-            error_percent: 30.0,
-            delay_ms: 0,
-        })
-        .unwrap();
-    rig.wait("v3 rolled back", PATIENCE, |rig| {
-        (rig.status()["state"] == "rolled_back").then_some(())
-    });
+    rig.canary_turns_bad();
     rig.canary.set_faults(healthy).unwrap();
     assert_eq!(ten_thousand_users(&rig, 0), 0);
 

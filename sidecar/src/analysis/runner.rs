@@ -298,27 +298,19 @@ async fn run_one(
     } else {
         "canary"
     };
-    let (step, transitions) = match step::run(
+    let (step, transitions) = step::run(
         &t.plan,
+        a,
         &t.rt,
         observed.as_ref().map_err(String::as_str),
         subject,
         now,
-    ) {
-        Ok(done) => done,
-        Err(e) => {
-            // Only a rollout the machine cannot move gets here; judge it, move nothing.
-            tracing::warn!(rollout = %t.name, error = %e.0, "analysis decision not applicable");
-            let step = step::judge(
-                a,
-                &t.rt,
-                observed.as_ref().map_err(String::as_str),
-                subject,
-                now,
-            );
-            (step, Vec::new())
-        }
-    };
+    );
+    // Only a rollout the machine cannot move gets an `Err`: the run is recorded, nothing moves.
+    let transitions = transitions.unwrap_or_else(|e| {
+        tracing::warn!(rollout = %t.name, error = %e.0, "analysis decision not applicable");
+        Vec::new()
+    });
     let observed = match &observed {
         Ok(o) => json!(o),
         Err(e) => json!({ "error": e }),

@@ -342,8 +342,8 @@ fn linnet(
             missing: None,
         };
         // The product's own analysis step: judge, decide, act, settle.
-        let (step, mut transitions) =
-            step::run(plan, &rt, Ok(&observed), "canary", now).map_err(|e| e.0)?;
+        let (step, transitions) = step::run(plan, a, &rt, Ok(&observed), "canary", now);
+        let mut transitions = transitions.map_err(|e| e.0)?;
         let checks = step.checks;
         rt = transitions.pop().map_or(step.judged, |(last, _)| last);
         if let Some(t) = trace.as_deref_mut() {

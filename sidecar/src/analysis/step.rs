@@ -57,21 +57,19 @@ pub fn judge(
     }
 }
 
-/// Judges, decides and settles: the transitions the run leads to, in order.
+/// Judges, decides and settles: what the run found, and the transitions it leads to, in
+/// order (`Err`: the state machine refused the decision's control; the run stands).
 pub fn run(
     plan: &Plan,
+    analysis: &Analysis,
     rt: &Runtime,
     observed: Result<&Observed, &str>,
     subject: &str,
     now: Millis,
-) -> Result<(Step, Vec<(Runtime, Outcome)>), Illegal> {
-    let analysis = plan
-        .analysis
-        .as_ref()
-        .ok_or_else(|| Illegal("the rollout has no analysis".into()))?;
+) -> (Step, Result<Vec<(Runtime, Outcome)>, Illegal>) {
     let step = judge(analysis, rt, observed, subject, now);
-    let transitions = machine::settle(plan, &step.judged, step.control.as_ref(), now)?;
-    Ok((step, transitions))
+    let transitions = machine::settle(plan, &step.judged, step.control.as_ref(), now);
+    (step, transitions)
 }
 
 /// Paused by someone other than analysis: an operator's pause or a manual weight.
