@@ -379,12 +379,11 @@ impl Controller {
         self.blocking(move |c| {
             let inner = c.lock();
             let mut out = Vec::new();
-            for r in inner.store.history(usize::MAX)? {
+            // The name and the limit are the store's to apply; the overlap with a host is not.
+            let fetch = if host.is_some() { usize::MAX } else { limit };
+            for r in inner.store.history(name.as_deref(), fetch)? {
                 if out.len() >= limit {
                     break;
-                }
-                if name.as_ref().is_some_and(|n| *n != r.spec.name) {
-                    continue;
                 }
                 if let Some(h) = &host {
                     if !matcher(&r.spec.matcher).is_ok_and(|m| m.overlaps(h)) {

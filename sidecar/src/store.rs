@@ -377,9 +377,15 @@ impl Store {
     }
 
     /// Every release, newest first, up to `limit`.
-    pub fn history(&self, limit: usize) -> Result<Vec<Release>, StoreError> {
-        let sql = format!("SELECT {RELEASE_COLUMNS} FROM rollouts ORDER BY id DESC LIMIT ?1");
-        self.releases(&sql, [i64::try_from(limit).unwrap_or(i64::MAX)])
+    /// Releases newest first, of one name or of all, at most `limit`.
+    pub fn history(&self, name: Option<&str>, limit: usize) -> Result<Vec<Release>, StoreError> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM rollouts WHERE ?1 IS NULL OR name = ?1 ORDER BY id DESC LIMIT ?2"
+        );
+        self.releases(
+            &sql,
+            rusqlite::params![name, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 
     fn releases(
@@ -936,7 +942,7 @@ mod tests {
             (State::Aborted, Some(10))
         );
         assert_eq!(
-            s.history(10)
+            s.history(None, 10)
                 .unwrap()
                 .iter()
                 .map(|r| r.id)
@@ -1056,7 +1062,9 @@ mod tests {
         );
         assert_eq!(count(&s, "SELECT COUNT(*) FROM checks"), 2);
         // Every release is still there.
-        assert_eq!(s.history(10).unwrap().len(), 3);
+        assert_eq!(s.history(None, 10).unwrap().len(), 3);
+        assert_eq!(s.history(Some("a"), 10).unwrap().len(), 1);
+        assert_eq!(s.history(None, 2).unwrap().len(), 2);
 
         // The highest ids are pruned (b's last event, the global one); the next is above them.
         assert!(s
