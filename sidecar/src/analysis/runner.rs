@@ -226,8 +226,8 @@ async fn start_due(
         next = next.min(now + interval);
         let spec = t.analysis.source.clone();
         let source = match sources.backed_off(&spec, now) {
-            Some(why) => Err(Skip::BackedOff(why)),
-            None => sources.get(&spec, interval).map_err(Skip::Unbuilt),
+            Some(why) => Err(why),
+            None => sources.get(&spec, interval),
         };
         let health = sources.health.clone();
         let ctl = ctl.clone();
@@ -253,17 +253,11 @@ async fn start_due(
     Ok((next, started))
 }
 
-/// Why a run did not ask its source.
-enum Skip {
-    BackedOff(String),
-    Unbuilt(String),
-}
-
 /// Observes, judges and decides one rollout.
 /// The second value is the source's answer, when it was asked (for its backoff).
 async fn run_one(
     t: Target,
-    source: Result<Arc<dyn Source>, Skip>,
+    source: Result<Arc<dyn Source>, String>,
     now: Millis,
 ) -> (Run, Option<Result<(), String>>) {
     let a = &t.analysis;
@@ -291,7 +285,8 @@ async fn run_one(
             let answered = o.as_ref().map(|_| ()).map_err(Clone::clone);
             (o, Some(answered))
         }
-        Err(Skip::BackedOff(why) | Skip::Unbuilt(why)) => (Err(why), None),
+        // Backed off, or not buildable: not asked, so not an answer for its backoff.
+        Err(why) => (Err(why), None),
     };
     let subject = if t.shadow.is_some() {
         "shadow"
