@@ -42,7 +42,7 @@ impl EnvoyConfig {
         let text = fs::read_to_string(&path)
             .map_err(|e| Error::new(format!("read {}: {e}", path.display())))?;
         let doc: Value =
-            serde_yaml::from_str(&text).map_err(|e| Error::new(format!("parse {rel}: {e}")))?;
+            serde_saphyr::from_str(&text).map_err(|e| Error::new(format!("parse {rel}: {e}")))?;
         Ok(Self { doc })
     }
 

@@ -128,7 +128,7 @@ impl Rig {
         self.sidecar
             .cli(&["rollout", "create", &path.to_string_lossy()])
             .unwrap();
-        let spec: Value = serde_yaml::from_str(yaml).unwrap();
+        let spec: Value = serde_saphyr::from_str(yaml).unwrap();
         *self.name.borrow_mut() = spec["name"].as_str().unwrap().to_owned();
     }
 
@@ -513,8 +513,8 @@ const CANARY_CRASHES: &str = r#"envoy_cluster_upstream_cx_destroy_remote_with_ac
 /// rig's source, with one long step so that it is judged for as long as a test needs.
 fn shipped_example(rig: &Rig, pause: Duration) -> String {
     let path = linnet_e2e::repo_root().join("examples/checkout.yaml");
-    let mut spec: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    spec["analysis"]["source"] = serde_yaml::from_str(&rig.source_yaml()).unwrap();
+    let mut spec: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    spec["analysis"]["source"] = serde_saphyr::from_str(&rig.source_yaml()).unwrap();
     spec["steps"] =
         json!([{"weight": 20, "pause": format!("{}s", pause.as_secs())}, {"weight": 100}]);
     spec["deadline"] = json!("10m");

@@ -60,8 +60,8 @@ pub struct StepSpec {
 }
 
 /// A sticky key source, `{header: x-user-id}` or `{cookie: uid}`: linnet-core's
-/// [`SourceConfig`], read as a one-key map by hand because serde_yaml only reads externally
-/// tagged enums from YAML tags (`!header x`), which nobody writes.
+/// [`SourceConfig`], read as a one-key map by hand so that a map with both keys, or neither,
+/// is named as such.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Sticky(pub SourceConfig);
@@ -182,9 +182,19 @@ impl RolloutSpec {
         let spec: RolloutSpec = match format {
             Format::Json => linnet_core::config::parse_json(bytes)?,
             Format::Yaml => {
-                let de = serde_yaml::Deserializer::from_slice(bytes);
-                serde_path_to_error::deserialize(de)
-                    .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))?
+                // The path of the first error is kept aside: it is the field the error names.
+                let mut field = String::new();
+                serde_saphyr::with_deserializer_from_slice_with_options(
+                    bytes,
+                    serde_saphyr::options! { with_snippet: false },
+                    |de| {
+                        serde_path_to_error::deserialize(de).map_err(|e| {
+                            field = e.path().to_string();
+                            e.into_inner()
+                        })
+                    },
+                )
+                .map_err(|e| err(field.trim_start_matches('?'), yaml_message(&e)))?
             }
         };
         let plan = spec.validate()?;
@@ -364,6 +374,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A validation error naming its field.
+/// The YAML reader's error in this spec's words: its hints name the library's own functions.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let at = |l: &serde_saphyr::Location| format!("at line {}, column {}", l.line(), l.column());
+    match e {
+        serde_saphyr::Error::DuplicateMappingKey { key, location } => format!(
+            "the key {} is given twice {}",
+            key.as_deref().unwrap_or("?"),
+            at(location)
+        ),
+        serde_saphyr::Error::MultipleDocuments { location, .. } => format!(
+            "a spec is one YAML document; a second one starts {}",
+            at(location)
+        ),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -452,6 +479,19 @@ deadline: 1h
         )
         .unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn yaml_with_a_repeated_key_or_a_second_document_is_refused() {
+        let e = yaml_err("name: a\nname: b\nsteps: [{weight: 1}]");
+        assert_eq!(
+            e.to_string(),
+            "the key name is given twice at line 2, column 1"
+        );
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\n---\nname: b\n");
+        assert!(e.message.starts_with("a spec is one YAML document"), "{e}");
+        let e = yaml_err("name: [a\nsteps: []");
+        assert_eq!(e.field, "name");
     }
 
     #[test]

@@ -288,7 +288,7 @@ fn play(
 fn load_example() -> Result<Value, Error> {
     let path = repo_root().join("examples/checkout.yaml");
     let text = std::fs::read_to_string(&path).map_err(Error::io("read examples/checkout.yaml"))?;
-    serde_yaml::from_str(&text).map_err(|e| Error::new(format!("examples/checkout.yaml: {e}")))
+    serde_saphyr::from_str(&text).map_err(|e| Error::new(format!("examples/checkout.yaml: {e}")))
 }
 
 /// The example, renamed for the act, reading this Envoy's admin, with or without its dark

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 fn wasm_plugin() -> Value {
     let text = std::fs::read_to_string(repo_root().join("envoy/istio/wasmplugin.yaml")).unwrap();
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     docs.into_iter()
         .find(|d| d["kind"] == "WasmPlugin")
         .expect("no WasmPlugin in envoy/istio/wasmplugin.yaml")

@@ -612,7 +612,7 @@ mod tests {
     use crate::analysis::window::Histogram;
 
     fn analysis(yaml: &str) -> Analysis {
-        let spec: AnalysisSpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: AnalysisSpec = serde_saphyr::from_str(yaml).unwrap();
         spec.validate().unwrap()
     }
 

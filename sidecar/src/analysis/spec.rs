@@ -720,7 +720,7 @@ mod tests {
     use super::*;
 
     fn check(yaml: &str) -> Result<Analysis, ConfigError> {
-        let spec: AnalysisSpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: AnalysisSpec = serde_saphyr::from_str(yaml).unwrap();
         spec.validate()
     }
 
