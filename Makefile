@@ -10,14 +10,15 @@ wasm: setup
 	@scripts/build-wasm.sh
 
 build: wasm
-	$(CARGO) build --release --workspace --exclude linnet-filter --exclude linnet-noop-filter
+	$(CARGO) build --release --workspace --exclude linnet-filter --exclude linnet-baselines
 
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/wasm-cargo.sh clippy -p linnet-filter -p linnet-baselines -- -D warnings
 
 test: wasm lint
-	$(CARGO) test --workspace --exclude linnet-noop-filter --no-fail-fast
+	$(CARGO) test --workspace --exclude linnet-baselines --no-fail-fast
 
 bench: wasm
 	$(CARGO) bench -p linnet-core --bench decision

@@ -23,7 +23,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 # Checks the wasm files and that no port is taken; creates $work and the exit trap.
 bench_prepare() {
     local w p
-    for w in dist/noop.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
+    for w in dist/baselines.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
     for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
         ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "127.0.0.1:$p is in use"
     done

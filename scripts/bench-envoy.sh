@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Envoy under load, side by side: no wasm filter, the do-nothing filter (dist/noop.wasm), the
+# Envoy under load, side by side: no wasm filter, the do-nothing filter (dist/baselines.wasm), the
 # same filter in its `key` mode (reads x-user-id, nothing else: the least a sticky filter pays)
 # and in its `reroute` mode (writes the routing header and calls clear_route_cache, nothing
 # else: the least a filter pays to pick the upstream by header) and Linnet

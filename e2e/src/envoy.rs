@@ -6,7 +6,7 @@
 //! configuration is the test's, and `.wasm` paths become absolute.
 
 use crate::http::{admin_get, Client};
-use crate::{repo_root, Error};
+use crate::{repo_root, Error, Wasm};
 use serde_json::Value;
 use std::fs;
 use std::net::SocketAddr;
@@ -82,7 +82,12 @@ impl EnvoyConfig {
             if let Some(Value::String(f)) = obj.get_mut("local").and_then(|l| l.get_mut("filename"))
             {
                 if f.ends_with(".wasm") && Path::new(f.as_str()).is_relative() {
-                    *f = root.join(f.as_str()).to_string_lossy().into_owned();
+                    // The file the suites test (`$LINNET_WASM` for the filter); a missing or
+                    // stale one is refused before Envoy starts (`crate::wasm`).
+                    let path = Wasm::from_file_name(f)
+                        .and_then(|w| w.path().ok())
+                        .unwrap_or_else(|| root.join(f.as_str()));
+                    *f = path.to_string_lossy().into_owned();
                 }
             }
         });
@@ -128,7 +133,7 @@ impl EnvoyConfig {
     }
 
     /// The plugin configuration (JSON text) of the first wasm filter that runs Linnet (its
-    /// code is a `linnet.wasm`; the benchmark's baselines run `noop.wasm`).
+    /// code is a `linnet.wasm`; the benchmark's baselines run `baselines.wasm`).
     pub fn plugin_config_text(&self) -> Option<String> {
         let mut doc = self.doc.clone();
         let mut found = None;

@@ -74,11 +74,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// The repository root (the workspace that holds `envoy/`, `dist/` and `.venv/`).
-pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
+pub use linnet_testkit::{repo_root, Wasm};
 
 /// The Envoy binary: `$LINNET_ENVOY`, else the project's `.venv/bin/envoy`.
 pub fn envoy_bin() -> Result<PathBuf, Error> {
@@ -96,17 +92,9 @@ pub fn envoy_bin() -> Result<PathBuf, Error> {
     }
 }
 
-/// A built `.wasm` in `dist/`, e.g. `linnet.wasm`.
-pub fn wasm(name: &str) -> Result<PathBuf, Error> {
-    let path = repo_root().join("dist").join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Error::new(format!(
-            "no {}: run `make wasm` first",
-            path.display()
-        )))
-    }
+/// A built `.wasm`: the file to load, or why there is none fit to test.
+pub fn wasm(which: Wasm) -> Result<PathBuf, Error> {
+    which.path().map_err(Error::new)
 }
 
 /// Which upstream answered a request, from its `x-served-by` header.
@@ -128,7 +116,7 @@ pub struct Stack {
 impl Stack {
     /// Starts the upstreams and Envoy with this plugin configuration.
     pub fn start(plugin_config: &serde_json::Value) -> Result<Self, Error> {
-        wasm("linnet.wasm")?;
+        wasm(Wasm::Filter)?;
         let stable = Upstream::start("stable")?;
         let canary = Upstream::start("canary")?;
         let mut config = EnvoyConfig::demo(stable.port(), canary.port())?;

@@ -31,45 +31,17 @@ pub use state::{
 };
 pub use vm::{Action, Http, Vm};
 
-use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use linnet_testkit::Wasm;
+use std::path::PathBuf;
 
-/// The filter under test: `$LINNET_WASM`, else `<workspace>/dist/linnet.wasm`.
+/// The filter under test: `$LINNET_WASM`, else `<workspace>/dist/linnet.wasm` (refused when
+/// older than its sources).
 pub fn wasm_path() -> Result<PathBuf> {
-    resolve(std::env::var_os("LINNET_WASM").map_or_else(|| dist("linnet.wasm"), PathBuf::from))
+    Wasm::Filter.path().map_err(anyhow::Error::msg)
 }
 
-/// The benchmarks' baseline filter, `<workspace>/dist/noop.wasm`.
+/// The benchmarks' baseline filters, `<workspace>/dist/baselines.wasm`.
 pub fn baseline_wasm_path() -> Result<PathBuf> {
-    resolve(dist("noop.wasm"))
-}
-
-fn dist(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("dist")
-        .join(name)
-}
-
-fn resolve(path: PathBuf) -> Result<PathBuf> {
-    if !path.is_file() {
-        bail!(
-            "the filter is not built: {} is missing; run `make wasm` to build it (or set LINNET_WASM)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_wasm_says_how_to_build_it() {
-        let err = resolve(PathBuf::from("/nonexistent/linnet.wasm")).unwrap_err();
-        let message = err.to_string();
-        assert!(message.contains("run `make wasm` to build it"), "{message}");
-        assert!(message.contains("/nonexistent/linnet.wasm"), "{message}");
-    }
+    Wasm::Baselines.path().map_err(anyhow::Error::msg)
 }

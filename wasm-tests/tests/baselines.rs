@@ -1,4 +1,4 @@
-//! The benchmark's baseline filter (`dist/noop.wasm`) does exactly what its numbers are read
+//! The benchmark's baseline filter (`dist/baselines.wasm`) does exactly what its numbers are read
 //! as: nothing with an empty configuration; with `key` one read of the user's key header; with
 //! `reroute` the routing header and the route re-pick Linnet needs; and nothing more. A baseline that silently did less would make
 //! Linnet look slower than it is.

@@ -8,7 +8,7 @@ use std::time::Duration;
 fn refused(plugin_config: &serde_json::Value, field: &str) {
     let mut c = EnvoyConfig::demo(9, 9).unwrap();
     c.plugin_config(&plugin_config.to_string());
-    linnet_e2e::wasm("linnet.wasm").unwrap();
+    linnet_e2e::wasm(linnet_e2e::Wasm::Filter).unwrap();
     let (status, log) = run_to_exit(&c, Duration::from_secs(30)).unwrap();
     assert!(
         !status.success(),

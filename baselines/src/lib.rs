@@ -8,7 +8,7 @@
 //!   that returns data also costs the host a call back into the guest's allocator.
 //! - Plugin configuration `reroute`: on every request it writes `x-linnet-variant: stable` and
 //!   calls `clear_route_cache`, and nothing else. That is the least any filter pays to choose
-//!   the upstream through a header, as the issue asks Linnet to (Envoy has matched the route
+//!   the upstream through a header, as Linnet does (Envoy has matched the route
 //!   before the filter chain runs, so the route is matched a second time).
 #![forbid(unsafe_code)]
 
