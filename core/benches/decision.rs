@@ -47,8 +47,9 @@ fn bench(c: &mut Criterion) {
             &format!("decide, {label}: match + 1000-entry cohorts + bucket"),
             |b| {
                 b.iter(|| {
-                    let (_, d) = snapshot
+                    let (_, _, d) = snapshot
                         .decide(
+                            false,
                             black_box(b"checkout.local:10000"),
                             black_box(b"/cart"),
                             black_box(&req),

@@ -220,7 +220,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// The error about `field` (a path such as `rollouts[0].weight`; empty: the whole input).
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -275,26 +276,35 @@ impl PluginConfig {
                     format!("duplicate rollout name {:?}", rollout.name),
                 ));
             }
-            for reserved in [&routing_header, &mirror_header] {
-                if rollout.reads_header(reserved) {
-                    return Err(ConfigError::new(
-                        format!("rollouts[{i}]"),
-                        format!("{reserved:?} is Linnet's own header and cannot be a key or override source"),
-                    ));
-                }
-            }
             rollouts.push(rollout);
         }
-        // Precedence by specificity, never by name; equal ones keep the order they came in.
-        rollouts.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
-        Ok(Snapshot {
+        let mut snapshot = Snapshot {
             version,
             kill_switch: self.kill_switch,
             routing_header,
             mirror_header,
             mark_stable: self.mark_stable,
             rollouts,
-        })
+        };
+        for (i, rollout) in snapshot.rollouts.iter().enumerate() {
+            if let Some(own) = snapshot
+                .linnet_headers()
+                .into_iter()
+                .find(|h| rollout.reads_header(h))
+            {
+                return Err(ConfigError::new(
+                    format!("rollouts[{i}]"),
+                    format!(
+                        "{own:?} is Linnet's own header and cannot be a key or override source"
+                    ),
+                ));
+            }
+        }
+        // Precedence by specificity, never by name; equal ones keep the order they came in.
+        snapshot
+            .rollouts
+            .sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
+        Ok(snapshot)
     }
 }
 

@@ -298,21 +298,58 @@ impl Rollout {
         let sample = bucket_after(m.sample_prefix, id);
         (sample < m.bp.get()).then(|| m.cluster.clone())
     }
+
+    /// The decision for a request that carries only `key`, in this rollout's first key
+    /// source: what `linnet whereis` shows, by the path every request takes.
+    pub fn decide_key(&self, global_kill: bool, key: &[u8]) -> Decision {
+        self.decide(
+            global_kill,
+            &KeyOnly {
+                source: self.stickiness.first(),
+                key,
+            },
+        )
+    }
+}
+
+/// A request with nothing but a user's key in it.
+struct KeyOnly<'a> {
+    source: Option<&'a Source>,
+    key: &'a [u8],
+}
+
+impl Request for KeyOnly<'_> {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        match self.source? {
+            Source::Header(h) if h == name => Some(Cow::Borrowed(self.key)),
+            Source::Cookie(c) if name == "cookie" => {
+                Some(Cow::Owned([c.as_bytes(), b"=", self.key].concat()))
+            }
+            _ => None,
+        }
+    }
+
+    fn entropy(&self) -> [u8; 16] {
+        [0; 16]
+    }
 }
 
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Finds the rollout for this request and decides; the index is the rollout's position.
+    /// Finds the rollout for this request and decides, as the filter does for every request;
+    /// the index is the rollout's position. `stale`: the snapshot is stale and `on_stale:
+    /// stable` asks for all traffic on stable, which routes like the kill switch.
     /// `None`: no rollout matches.
     pub fn decide<R: Request + ?Sized>(
         &self,
+        stale: bool,
         authority: &[u8],
         path: &[u8],
         req: &R,
-    ) -> Option<(usize, Decision)> {
+    ) -> Option<(usize, &Rollout, Decision)> {
         let (i, rollout) = self.find(authority, path)?;
-        Some((i, rollout.decide(self.kill_switch, req)))
+        Some((i, rollout, rollout.decide(self.kill_switch || stale, req)))
     }
 }
 

@@ -106,6 +106,12 @@ impl Snapshot {
     pub fn marks(&self, variant: Variant) -> bool {
         variant == Variant::Canary || self.mark_stable
     }
+
+    /// The headers Linnet itself writes on a request: the variant and the mirror target. A
+    /// client's copies are stripped from every request, and no rollout may read them.
+    pub fn linnet_headers(&self) -> [&str; 2] {
+        [&self.routing_header, &self.mirror_header]
+    }
 }
 
 // === impl Rollout ===
@@ -119,7 +125,17 @@ impl Rollout {
             || self
                 .override_
                 .as_ref()
-                .is_some_and(|o| o.header == header || o.token_header == header)
+                .is_some_and(|o| o.headers().contains(&header))
+    }
+}
+
+// === impl Override ===
+
+impl Override {
+    /// The headers a client sends to pick its variant: for Linnet, stripped before the
+    /// request goes upstream.
+    pub fn headers(&self) -> [&str; 2] {
+        [&self.header, &self.token_header]
     }
 }
 

@@ -457,3 +457,33 @@ fn a_snapshot_doc_names_its_epoch_and_may_omit_it() {
     assert_eq!(old.stamp().epoch, None);
     assert!(!serde_json::to_string(&old).unwrap().contains("epoch"));
 }
+
+#[test]
+fn a_key_alone_is_decided_as_a_request_carrying_it() {
+    let s = snapshot(
+        r#"{"rollouts":[
+            {"name":"h","weight":50,"stickiness":[{"header":"x-user-id"}],"cohorts":{"canary":["vip"]}},
+            {"name":"c","match":{"authority":"c.example"},"weight":50,"stickiness":[{"cookie":"uid"}]}]}"#,
+    );
+    let by_header = s.rollout("h").unwrap();
+    let by_cookie = s.rollout("c").unwrap();
+    for key in ["alice", "bob", "carol", "vip"] {
+        let leaked: &'static [u8] = Box::leak(key.as_bytes().to_vec().into_boxed_slice());
+        let cookie: &'static [u8] =
+            Box::leak(format!("a=b; uid={key}").into_bytes().into_boxed_slice());
+        assert_eq!(
+            by_header.decide_key(false, key.as_bytes()),
+            by_header.decide(false, &Req(vec![("x-user-id", leaked)])),
+            "{key}"
+        );
+        assert_eq!(
+            by_cookie.decide_key(false, key.as_bytes()),
+            by_cookie.decide(false, &Req(vec![("cookie", cookie)])),
+            "{key}"
+        );
+    }
+    assert_eq!(by_header.decide_key(false, b"vip").reason, Reason::Cohort);
+    // The kill switch comes first, for a key as for any request.
+    let d = by_header.decide_key(true, b"vip");
+    assert_eq!((d.variant, d.reason), (Variant::Stable, Reason::KillSwitch));
+}

@@ -3,7 +3,7 @@
 
 use crate::abi::{self, Map};
 use crate::host::{self, EnvoyRequest, Headers};
-use crate::root::Active;
+use crate::root::Routing;
 use linnet_core::decide::MintedCookie;
 use linnet_core::metrics::class_index;
 use linnet_core::Variant;
@@ -19,7 +19,7 @@ thread_local! {
 }
 
 pub struct Http {
-    active: Option<Rc<Active>>,
+    routing: Option<Rc<Routing>>,
     routed: Option<Routed>,
 }
 
@@ -60,38 +60,42 @@ fn set_cookie_value(c: &MintedCookie) -> String {
 // === impl Http ===
 
 impl Http {
-    pub fn new(active: Option<Rc<Active>>) -> Self {
+    pub fn new(routing: Option<Rc<Routing>>) -> Self {
         Http {
-            active,
+            routing,
             routed: None,
         }
     }
 
     fn route(&mut self) {
-        let Some(active) = self.active.clone() else {
+        let Some(routing) = self.routing.clone() else {
             return;
         };
-        let snap = &active.snapshot;
+        let snap = &routing.snapshot;
 
         let headers = Headers::request();
         // A client never picks its variant or a mirror target by sending Linnet's headers,
         // whether or not its request belongs to a rollout.
         let mut stripped = 0;
-        for name in [&snap.routing_header, &snap.mirror_header] {
+        for name in snap.linnet_headers() {
             if headers.get(name).is_some() {
                 remove_request_header(name);
                 stripped += 1;
             }
         }
-        active.metrics.stripped(stripped);
+        routing.metrics.stripped(stripped);
         let mut removed = stripped > 0;
 
-        let authority = headers.get(":authority").unwrap_or_default();
-        let path = headers.get(":path").unwrap_or_default();
+        let req = EnvoyRequest {
+            headers,
+            now_ns: host::now_ns(),
+        };
+        let authority = req.headers.get(":authority").unwrap_or_default();
+        let path = req.headers.get(":path").unwrap_or_default();
         let found = snap
-            .find(authority, path)
-            .and_then(|(i, r)| Some((i, r, active.metrics.rollouts.get(i)?)));
-        let Some((i, rollout, metrics)) = found else {
+            .decide(routing.stale.get(), authority, path, &req)
+            .and_then(|(i, r, d)| Some((i, r, d, routing.metrics.rollouts.get(i)?)));
+        let Some((i, rollout, decision, metrics)) = found else {
             // Envoy matched the route with the client's copies in place: match it without them.
             if removed {
                 clear_route_cache();
@@ -99,20 +103,12 @@ impl Http {
             return;
         };
         // The override and its token are for Linnet, not for the upstream.
-        if let Some(o) = &rollout.override_ {
-            for name in [&o.header, &o.token_header] {
-                if headers.get(name).is_some() {
-                    remove_request_header(name);
-                    removed = true;
-                }
+        for name in rollout.override_.iter().flat_map(|o| o.headers()) {
+            if req.headers.get(name).is_some() {
+                remove_request_header(name);
+                removed = true;
             }
         }
-        let req = EnvoyRequest {
-            headers,
-            now_ns: host::now_ns(),
-        };
-        // A stale snapshot under `on_stale: stable` routes like the kill switch.
-        let decision = rollout.decide(snap.kill_switch || active.stale.get(), &req);
         if decision.override_rejected {
             metrics.override_rejected();
         }
@@ -142,10 +138,10 @@ impl Http {
     }
 
     fn respond(&mut self) {
-        let (Some(active), Some(routed)) = (&self.active, self.routed.take()) else {
+        let (Some(routing), Some(routed)) = (&self.routing, self.routed.take()) else {
             return;
         };
-        let Some(metrics) = active.metrics.rollouts.get(routed.rollout) else {
+        let Some(metrics) = routing.metrics.rollouts.get(routed.rollout) else {
             return;
         };
         let class = host::response_header(":status")

@@ -4,7 +4,7 @@
 use crate::abi::{self, Buffer, Map, MetricKind};
 use crate::http::Http;
 use crate::metrics::{define_one, Metrics};
-use crate::sync::{Keys, Publish};
+use crate::sync::{Publish, SharedKeys};
 use linnet_core::config::{OnStale, SidecarConfig};
 use linnet_core::murmur3::murmur3_x86_32;
 use linnet_core::{Epoch, PluginConfig, Snapshot, SnapshotDoc, Stamp};
@@ -22,8 +22,8 @@ const RETRY_NS: u64 = 1_000_000_000;
 /// Extra time the HTTP call gets over the sidecar's hold time.
 const POLL_GRACE_MS: u64 = 5_000;
 
-/// A compiled configuration and the metric ids that go with it, shared by every request.
-pub struct Active {
+/// What every request routes by: a compiled configuration and the metric ids that go with it.
+pub struct Routing {
     /// Which snapshot this is; the plugin configuration's own is version 0 of no epoch.
     pub stamp: Stamp,
     pub snapshot: Snapshot,
@@ -35,14 +35,14 @@ pub struct Active {
 #[derive(Default)]
 pub struct Root {
     base: PluginConfig,
-    active: Option<Rc<Active>>,
+    routing: Option<Rc<Routing>>,
     poller: Option<Poller>,
 }
 
 /// The state of the config path for this VM.
 struct Poller {
     config: SidecarConfig,
-    keys: Keys,
+    keys: SharedKeys,
     /// This VM's lease identity.
     me: u64,
     started_ns: u64,
@@ -54,13 +54,13 @@ struct Poller {
     rejected: u32,
 }
 
-// === impl Active ===
+// === impl Routing ===
 
-impl Active {
-    fn compile(config: &PluginConfig, stamp: Stamp) -> Result<Active, String> {
+impl Routing {
+    fn compile(config: &PluginConfig, stamp: Stamp) -> Result<Routing, String> {
         let snapshot = config.compile(stamp.version).map_err(|e| e.to_string())?;
         let metrics = Metrics::define(&snapshot)?;
-        Ok(Active {
+        Ok(Routing {
             stamp,
             snapshot,
             metrics,
@@ -80,7 +80,7 @@ impl Root {
             bytes
         };
         let base = PluginConfig::from_json(bytes).map_err(|e| e.to_string())?;
-        let mut active = Active::compile(&base, Stamp::default())?;
+        let mut routing = Routing::compile(&base, Stamp::default())?;
         let now = crate::host::now_ns();
         self.poller = match &base.sidecar {
             None => None,
@@ -92,7 +92,7 @@ impl Root {
                     .stored_snapshot()
                     .and_then(|(_, body)| Self::load(&base, &body).ok())
                 {
-                    active = restored;
+                    routing = restored;
                 }
                 abi::set_tick_period_ms(SYNC_PERIOD_MS)
                     .map_err(|s| format!("cannot set the tick period: host status {s}"))?;
@@ -103,23 +103,23 @@ impl Root {
             abi::INFO,
             &format!(
                 "linnet: configured {} rollout(s), snapshot {}",
-                active.snapshot.rollouts.len(),
-                active.stamp
+                routing.snapshot.rollouts.len(),
+                routing.stamp
             ),
         );
         self.base = base;
-        self.active = Some(Rc::new(active));
+        self.routing = Some(Rc::new(routing));
         Ok(())
     }
 
     /// Compiles a snapshot body from the sidecar on top of the plugin configuration.
-    fn load(base: &PluginConfig, body: &[u8]) -> Result<Active, String> {
+    fn load(base: &PluginConfig, body: &[u8]) -> Result<Routing, String> {
         let doc = SnapshotDoc::from_json(body).map_err(|e| e.to_string())?;
-        Active::compile(&base.with_snapshot(&doc), doc.stamp())
+        Routing::compile(&base.with_snapshot(&doc), doc.stamp())
     }
 
     fn stamp(&self) -> Option<&Stamp> {
-        self.active.as_ref().map(|a| &a.stamp)
+        self.routing.as_ref().map(|a| &a.stamp)
     }
 
     /// Swaps in the stored snapshot whenever it is not this VM's: shared data holds the one
@@ -140,7 +140,7 @@ impl Root {
             return;
         }
         match Self::load(&self.base, &body) {
-            Ok(active) => self.active = Some(Rc::new(active)),
+            Ok(routing) => self.routing = Some(Rc::new(routing)),
             // The storing VM validated it with the same base: only a reconfigured base can
             // disagree, and then the last good snapshot stays.
             Err(e) => abi::log(
@@ -151,15 +151,15 @@ impl Root {
     }
 
     fn update_staleness(&self, now: u64) {
-        let (Some(p), Some(active)) = (&self.poller, &self.active) else {
+        let (Some(p), Some(routing)) = (&self.poller, &self.routing) else {
             return;
         };
         let since = p.keys.last_contact().unwrap_or(p.started_ns);
         let age_s = now.saturating_sub(since) / 1_000_000_000;
         let _ = abi::record_metric(p.age_gauge, age_s);
-        let _ = abi::record_metric(p.version_gauge, active.snapshot.version);
+        let _ = abi::record_metric(p.version_gauge, routing.snapshot.version);
         let stale = p.config.on_stale == OnStale::Stable && age_s >= p.config.stale_after_s;
-        if active.stale.replace(stale) != stale {
+        if routing.stale.replace(stale) != stale {
             abi::log(
                 abi::WARN,
                 &format!("linnet: snapshot stale={stale} (last contact {age_s}s ago)"),
@@ -168,8 +168,8 @@ impl Root {
     }
 
     fn poll(&mut self, now: u64) {
-        // `active`, not `stamp()`: a borrow of the field alone leaves `poller` free.
-        let (version, epoch) = self.active.as_ref().map_or((0, ""), |a| {
+        // `routing`, not `stamp()`: a borrow of the field alone leaves `poller` free.
+        let (version, epoch) = self.routing.as_ref().map_or((0, ""), |a| {
             (
                 a.stamp.version,
                 a.stamp.epoch.as_ref().map_or("", Epoch::as_str),
@@ -227,17 +227,17 @@ impl Root {
                     .flatten()
                     .unwrap_or_default();
                 match Self::load(&self.base, &body) {
-                    Ok(active) => {
+                    Ok(routing) => {
                         p.keys.touch_contact(now);
-                        match p.keys.publish(&active.stamp, &body) {
+                        match p.keys.publish(&routing.stamp, &body) {
                             Publish::Stored => {
-                                if self.active.as_ref().map(|a| &a.stamp) != Some(&active.stamp) {
+                                if self.routing.as_ref().map(|a| &a.stamp) != Some(&routing.stamp) {
                                     abi::log(
                                         abi::INFO,
-                                        &format!("linnet: snapshot {}", active.stamp),
+                                        &format!("linnet: snapshot {}", routing.stamp),
                                     );
                                 }
-                                self.active = Some(Rc::new(active));
+                                self.routing = Some(Rc::new(routing));
                             }
                             // A reply overtaken by a newer one of its epoch: the tick takes
                             // what shared data keeps. A sidecar that keeps serving it (one from
@@ -249,7 +249,7 @@ impl Root {
                                     abi::INFO,
                                     &format!(
                                         "linnet: answer {} not taken: shared data keeps {held}",
-                                        active.stamp
+                                        routing.stamp
                                     ),
                                 );
                             }
@@ -260,7 +260,7 @@ impl Root {
                                     abi::WARN,
                                     &format!(
                                         "linnet: cannot store snapshot {} in shared data; keeping the last good one",
-                                        active.stamp
+                                        routing.stamp
                                     ),
                                 );
                             }
@@ -343,7 +343,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`, so a context without configuration passes traffic through.
-        Some(Box::new(Http::new(self.active.clone())))
+        Some(Box::new(Http::new(self.routing.clone())))
     }
 }
 
@@ -355,7 +355,7 @@ impl Poller {
         let t = now.to_le_bytes();
         let me = (u64::from(murmur3_x86_32(&[&t], 1)) << 32) | u64::from(murmur3_x86_32(&[&t], 2));
         Ok(Poller {
-            keys: Keys::new(&config.cluster, &config.path),
+            keys: SharedKeys::new(&config.cluster, &config.path),
             me,
             started_ns: now,
             in_flight: false,

@@ -12,7 +12,7 @@ pub const LEASE_TTL_NS: u64 = 3_000_000_000;
 const CAS_RETRIES: usize = 8;
 
 /// Shared-data keys of one plugin instance (one sidecar endpoint).
-pub struct Keys {
+pub struct SharedKeys {
     lease: String,
     snapshot: String,
     version: String,
@@ -61,12 +61,12 @@ fn snapshot_stamp(value: &[u8]) -> Option<Stamp> {
     (u64_at(value, 0)? == stamp.version).then_some(stamp)
 }
 
-// === impl Keys ===
+// === impl SharedKeys ===
 
-impl Keys {
-    pub fn new(cluster: &str, path: &str) -> Keys {
+impl SharedKeys {
+    pub fn new(cluster: &str, path: &str) -> SharedKeys {
         let prefix = format!("linnet/{cluster}{path}/");
-        Keys {
+        SharedKeys {
             lease: format!("{prefix}lease"),
             snapshot: format!("{prefix}snapshot"),
             version: format!("{prefix}version"),

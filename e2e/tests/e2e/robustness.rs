@@ -25,8 +25,8 @@ impl linnet_core::Request for Headers<'_> {
 }
 
 fn oracle(snapshot: &Snapshot, headers: &[(&str, Vec<u8>)]) -> &'static str {
-    let (_, d) = snapshot
-        .decide(b"checkout.local", b"/", &Headers(headers))
+    let (_, _, d) = snapshot
+        .decide(false, b"checkout.local", b"/", &Headers(headers))
         .unwrap();
     d.variant.as_str()
 }
