@@ -430,14 +430,14 @@ impl App {
             (Route::Explain(name), _) => {
                 let limit = query.limit()?;
                 let (status, events) = ctl.timeline(name, limit).await?;
-                Ok(ok_json(&json!({
-                    "rollout": status.name,
-                    "id": status.id,
-                    "state": status.state,
-                    "step": status.step,
-                    "weight": status.weight,
-                    "timeline": crate::explain::timeline(&events),
-                })))
+                Ok(ok_json(&crate::explain::Explained {
+                    rollout: status.name,
+                    id: status.id,
+                    state: status.state,
+                    step: status.step,
+                    weight: status.weight,
+                    timeline: crate::explain::timeline(&events),
+                }))
             }
             (Route::Rollout(name), _) => Ok(ok_json(&ctl.control(name, Control::Abort).await?)),
             (Route::Control(name, action), _) => {
