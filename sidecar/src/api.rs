@@ -4,7 +4,7 @@
 //! [`App::handle`] takes any request body, so tests call it directly without a socket.
 
 use crate::auth::{Auth, Need};
-use crate::controller::{Controller, CtlError, RolloutRef, MAX_HISTORY};
+use crate::controller::{Controller, CtlError, Releases, RolloutRef, Rollouts, MAX_HISTORY};
 use crate::machine::Control;
 use crate::slots::{Slot, Slots};
 use crate::spec::{self, Format, RolloutSpec};
@@ -396,9 +396,9 @@ impl App {
                 );
                 Ok(r)
             }
-            (Route::Rollouts, Method::GET) => {
-                Ok(ok_json(&json!({ "rollouts": ctl.list().await? })))
-            }
+            (Route::Rollouts, Method::GET) => Ok(ok_json(&Rollouts {
+                rollouts: ctl.list().await?,
+            })),
             (Route::Rollouts, _) => {
                 let ct = req
                     .headers()
@@ -493,7 +493,7 @@ impl App {
                     .filter(|h| !h.is_empty())
                     .map(str::to_owned);
                 let releases = ctl.history(name, host, limit).await?;
-                Ok(ok_json(&json!({ "releases": releases })))
+                Ok(ok_json(&Releases { releases }))
             }
             (Route::KillSwitch, Method::GET) => {
                 Ok(ok_json(&json!({ "on": ctl.kill_switch().await? })))

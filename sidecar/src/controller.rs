@@ -21,8 +21,8 @@ use bytes::Bytes;
 use linnet_core::config::{MatchConfig, MirrorConfig, RolloutConfig};
 use linnet_core::snapshot::Matcher;
 use linnet_core::{ConfigError, Epoch, SnapshotDoc};
-use serde::Serialize;
 use serde::Deserialize;
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -120,6 +120,18 @@ pub struct Status {
     pub transitions: Vec<Transition>,
     /// As written, with its secrets redacted: a status is a read.
     pub spec: RolloutSpec,
+}
+
+/// What `GET /v1/rollouts` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rollouts {
+    pub rollouts: Vec<Status>,
+}
+
+/// What `GET /v1/history` answers, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Releases {
+    pub releases: Vec<HistoryEntry>,
 }
 
 /// One past or present release, as `history` lists it (and the CLI reads it).

@@ -192,12 +192,7 @@ mod tests {
         let pass = |id| {
             ev(
                 id,
-                run(
-                    Action::Pass,
-                    "all 2 guardrails passed",
-                    Verdict::Pass,
-                    "ok",
-                ),
+                run(Action::Pass, "all 2 guardrails passed", Verdict::Pass, "ok"),
             )
         };
         let events = vec![
@@ -262,9 +257,7 @@ mod tests {
         let events: Vec<Event> = rows
             .iter()
             .enumerate()
-            .map(|(i, (kind, data))| {
-                Event::from_row(i as i64, 0, None, None, (*kind).into(), data)
-            })
+            .map(|(i, (kind, data))| Event::from_row(i as i64, 0, None, None, (*kind).into(), data))
             .collect();
         let lines = timeline(&events);
         let shown: Vec<(&str, &str)> = lines

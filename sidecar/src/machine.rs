@@ -327,7 +327,10 @@ impl Runtime {
                 if state != State::Paused {
                     return Ok(None);
                 }
-                Ok(Some((self.resumed(plan, now), out(Move::Resumed, why.clone()))))
+                Ok(Some((
+                    self.resumed(plan, now),
+                    out(Move::Resumed, why.clone()),
+                )))
             }
             Control::Promote { full } => {
                 self.require_stepping("promote")?;

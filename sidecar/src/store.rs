@@ -8,9 +8,9 @@
 //! row is never deleted, and neither is anything of an unfinished rollout.
 
 use crate::analysis::Memory;
+use crate::clock::Millis;
 pub use crate::event::Event;
 use crate::event::Payload;
-use crate::clock::Millis;
 use crate::machine::{Runtime, State};
 use crate::spec::{Pause, Plan, RolloutSpec};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -812,6 +812,7 @@ fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::Check;
     use crate::event::{Action, AnalysisRun, Created, KillSwitch};
     use crate::spec::Format;
 
