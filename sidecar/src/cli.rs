@@ -296,7 +296,7 @@ async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String
     Ok(())
 }
 
-fn validate(path: &PathBuf) -> Result<(), String> {
+fn validate(path: &Path) -> Result<(), String> {
     let (spec, plan) = read_spec(path)?;
     println!(
         "{}: rollout {:?} is valid: {} step(s), weights {}",
@@ -622,7 +622,8 @@ pub fn render_status(s: &Status) -> String {
     out
 }
 
-fn render_list(rollouts: &[Status]) -> String {
+/// The unfinished rollouts as a table.
+pub fn render_list(rollouts: &[Status]) -> String {
     let mut out = format!(
         "{:<24} {:<12} {:>6} {:>8} {:>8}\n",
         "NAME", "STATE", "STEP", "WEIGHT", "MIRROR"
