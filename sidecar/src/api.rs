@@ -4,7 +4,7 @@
 //! [`App::handle`] takes any request body, so tests call it directly without a socket.
 
 use crate::auth::{Auth, Need};
-use crate::controller::{Controller, CtlError, RolloutRef, MAX_HISTORY};
+use crate::controller::{Controller, CtlError, Releases, RolloutRef, Rollouts, MAX_HISTORY};
 use crate::machine::Control;
 use crate::slots::{Slot, Slots};
 use crate::spec::{self, Format, RolloutSpec};
@@ -396,9 +396,9 @@ impl App {
                 );
                 Ok(r)
             }
-            (Route::Rollouts, Method::GET) => {
-                Ok(ok_json(&json!({ "rollouts": ctl.list().await? })))
-            }
+            (Route::Rollouts, Method::GET) => Ok(ok_json(&Rollouts {
+                rollouts: ctl.list().await?,
+            })),
             (Route::Rollouts, _) => {
                 let ct = req
                     .headers()
@@ -430,14 +430,14 @@ impl App {
             (Route::Explain(name), _) => {
                 let limit = query.limit()?;
                 let (status, events) = ctl.timeline(name, limit).await?;
-                Ok(ok_json(&json!({
-                    "rollout": status.name,
-                    "id": status.id,
-                    "state": status.state,
-                    "step": status.step,
-                    "weight": status.weight,
-                    "timeline": crate::explain::timeline(&events),
-                })))
+                Ok(ok_json(&crate::explain::Explained {
+                    rollout: status.name,
+                    id: status.id,
+                    state: status.state,
+                    step: status.step,
+                    weight: status.weight,
+                    timeline: crate::explain::timeline(&events),
+                }))
             }
             (Route::Rollout(name), _) => Ok(ok_json(&ctl.control(name, Control::Abort).await?)),
             (Route::Control(name, action), _) => {
@@ -493,7 +493,7 @@ impl App {
                     .filter(|h| !h.is_empty())
                     .map(str::to_owned);
                 let releases = ctl.history(name, host, limit).await?;
-                Ok(ok_json(&json!({ "releases": releases })))
+                Ok(ok_json(&Releases { releases }))
             }
             (Route::KillSwitch, Method::GET) => {
                 Ok(ok_json(&json!({ "on": ctl.kill_switch().await? })))

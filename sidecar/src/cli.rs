@@ -4,7 +4,9 @@
 use crate::api::{self, ApiConfig};
 use crate::auth::Auth;
 use crate::client::Client;
-use crate::clock::SystemClock;
+use crate::clock::{Millis, SystemClock};
+use crate::controller::{HistoryEntry, Releases, Rollouts, Status};
+use crate::explain::Explained;
 use crate::retention::{self, Retention};
 use crate::server::{Server, ServerOptions};
 use crate::spec::{self, Format, RolloutSpec};
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
 use linnet_core::{PluginConfig, SnapshotDoc, Variant};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -293,7 +296,7 @@ async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String
     Ok(())
 }
 
-fn validate(path: &PathBuf) -> Result<(), String> {
+fn validate(path: &Path) -> Result<(), String> {
     let (spec, plan) = read_spec(path)?;
     println!(
         "{}: rollout {:?} is valid: {} step(s), weights {}",
@@ -328,146 +331,143 @@ fn validate(path: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn read_spec(path: &PathBuf) -> Result<(RolloutSpec, spec::Plan), String> {
+fn read_spec(path: &Path) -> Result<(RolloutSpec, spec::Plan), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let format = Format::from_path(&path.to_string_lossy());
     RolloutSpec::parse(&bytes, format).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `POST /v1/kill-switch` answers the switch's new position.
+#[derive(Deserialize)]
+struct GlobalKillSwitch {
+    on: bool,
+}
+
+/// `POST /v1/rollouts` answers the new rollout's status and what the spec should fix.
+#[derive(Deserialize)]
+struct CreatedRollout {
+    #[serde(flatten)]
+    status: Status,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+fn control_path(name: &str, action: &str) -> String {
+    format!("/v1/rollouts/{name}/{action}")
+}
+
 async fn run_client(c: &Client, command: Command) -> Result<(), String> {
-    let control = |name: &str, action: &str| format!("/v1/rollouts/{name}/{action}");
     match command {
         Command::Serve(_) | Command::Validate { .. } => Ok(()),
-        Command::Rollout(RolloutCmd::Create { spec_file }) => {
-            // Validate locally first: the same rules, and an error names the file.
-            read_spec(&spec_file)?;
-            let bytes =
-                std::fs::read(&spec_file).map_err(|e| format!("{}: {e}", spec_file.display()))?;
-            let ct = match Format::from_path(&spec_file.to_string_lossy()) {
-                Format::Json => "application/json",
-                Format::Yaml => "application/yaml",
+        Command::Rollout(cmd) => rollout(c, cmd).await,
+        Command::Status(args) => status(c, args).await,
+        Command::KillSwitch { state, rollout } => {
+            let on = matches!(state, OnOff::On);
+            let body = Some(json!({ "on": on }));
+            let now = match &rollout {
+                Some(name) => {
+                    let path = control_path(name, "kill-switch");
+                    c.typed::<Status>(Method::POST, &path, body)
+                        .await?
+                        .kill_switch
+                }
+                None => {
+                    c.typed::<GlobalKillSwitch>(Method::POST, "/v1/kill-switch", body)
+                        .await?
+                        .on
+                }
             };
-            let (status, body) = c
-                .send(Method::POST, "/v1/rollouts", Some((Bytes::from(bytes), ct)))
-                .await?;
-            let v = crate::client::parse_answer(status, &body)?;
-            print!("{}", render_status(&v));
-            for w in v["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", w.as_str().unwrap_or_default());
-            }
+            let target = rollout.map_or("global".to_owned(), |r| format!("rollout {r}"));
+            println!("kill switch ({target}): {}", if now { "on" } else { "off" });
             Ok(())
         }
-        Command::Rollout(RolloutCmd::List) => {
-            status(
-                c,
-                StatusArgs {
-                    name: None,
-                    watch: false,
-                    interval: Duration::ZERO,
-                    watch_for: Duration::ZERO,
-                },
-            )
-            .await
+        Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
+        Command::Explain { rollout, limit } => {
+            let path = format!("/v1/rollouts/{rollout}/explain?limit={limit}");
+            let explained: Explained = c.typed(Method::GET, &path, None).await?;
+            print!("{}", render_explain(&explained));
+            Ok(())
         }
-        Command::Rollout(RolloutCmd::Status(args)) | Command::Status(args) => status(c, args).await,
-        Command::Rollout(RolloutCmd::Pause { name }) => {
-            show(c.json(Method::POST, &control(&name, "pause"), None).await?)
+    }
+}
+
+async fn rollout(c: &Client, cmd: RolloutCmd) -> Result<(), String> {
+    // The controls differ only by their action (and promote's body).
+    let (name, action, body) = match cmd {
+        RolloutCmd::Create { spec_file } => return create(c, &spec_file).await,
+        RolloutCmd::List => {
+            let args = StatusArgs {
+                name: None,
+                watch: false,
+                interval: Duration::ZERO,
+                watch_for: Duration::ZERO,
+            };
+            return status(c, args).await;
         }
-        Command::Rollout(RolloutCmd::Resume { name }) => show(
-            c.json(Method::POST, &control(&name, "resume"), None)
-                .await?,
-        ),
-        Command::Rollout(RolloutCmd::Abort { name }) => {
-            show(c.json(Method::POST, &control(&name, "abort"), None).await?)
-        }
-        Command::Rollout(RolloutCmd::Retry { name }) => {
-            show(c.json(Method::POST, &control(&name, "retry"), None).await?)
-        }
-        Command::Rollout(RolloutCmd::Complete { name }) => show(
-            c.json(Method::POST, &control(&name, "complete"), None)
-                .await?,
-        ),
-        Command::Rollout(RolloutCmd::History { host, name, limit }) => {
+        RolloutCmd::Status(args) => return status(c, args).await,
+        RolloutCmd::History { host, name, limit } => {
             let mut path = format!("/v1/history?limit={limit}");
             for (k, v) in [("match", host), ("name", name)] {
                 if let Some(v) = v {
                     path += &format!("&{k}={}", percent_encode(&v));
                 }
             }
-            print!(
-                "{}",
-                render_history(&c.json(Method::GET, &path, None).await?)
-            );
-            Ok(())
+            let history: Releases = c.typed(Method::GET, &path, None).await?;
+            print!("{}", render_history(&history.releases));
+            return Ok(());
         }
-        Command::Rollout(RolloutCmd::Promote { name, full }) => show(
-            c.json(
-                Method::POST,
-                &control(&name, "promote"),
-                Some(json!({ "full": full })),
-            )
-            .await?,
-        ),
-        Command::Rollout(RolloutCmd::Weight { name, percent }) => {
+        RolloutCmd::Weight { name, percent } => {
             spec::percent("percent", percent).map_err(|e| e.to_string())?;
-            show(
-                c.json(
-                    Method::PUT,
-                    &control(&name, "weight"),
-                    Some(json!({ "weight": percent })),
-                )
-                .await?,
-            )
+            let path = control_path(&name, "weight");
+            let body = Some(json!({ "weight": percent }));
+            return show(c.typed(Method::PUT, &path, body).await?);
         }
-        Command::KillSwitch { state, rollout } => {
-            let on = matches!(state, OnOff::On);
-            let path = match &rollout {
-                Some(name) => control(name, "kill-switch"),
-                None => "/v1/kill-switch".into(),
-            };
-            let v = c
-                .json(Method::POST, &path, Some(json!({ "on": on })))
-                .await?;
-            let now = if rollout.is_some() {
-                v["kill_switch"].as_bool()
-            } else {
-                v["on"].as_bool()
-            };
-            let target = rollout.map_or("global".to_owned(), |r| format!("rollout {r}"));
-            println!(
-                "kill switch ({target}): {}",
-                if now == Some(true) { "on" } else { "off" }
-            );
-            Ok(())
-        }
-        Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
-        Command::Explain { rollout, limit } => {
-            let v = c
-                .json(
-                    Method::GET,
-                    &format!("/v1/rollouts/{rollout}/explain?limit={limit}"),
-                    None,
-                )
-                .await?;
-            print!("{}", render_explain(&v));
-            Ok(())
-        }
+        RolloutCmd::Pause { name } => (name, "pause", None),
+        RolloutCmd::Resume { name } => (name, "resume", None),
+        RolloutCmd::Abort { name } => (name, "abort", None),
+        RolloutCmd::Retry { name } => (name, "retry", None),
+        RolloutCmd::Complete { name } => (name, "complete", None),
+        RolloutCmd::Promote { name, full } => (name, "promote", Some(json!({ "full": full }))),
+    };
+    show(
+        c.typed(Method::POST, &control_path(&name, action), body)
+            .await?,
+    )
+}
+
+async fn create(c: &Client, spec_file: &Path) -> Result<(), String> {
+    // Validate locally first: the same rules, and an error names the file.
+    read_spec(spec_file)?;
+    let bytes = std::fs::read(spec_file).map_err(|e| format!("{}: {e}", spec_file.display()))?;
+    let ct = match Format::from_path(&spec_file.to_string_lossy()) {
+        Format::Json => "application/json",
+        Format::Yaml => "application/yaml",
+    };
+    let (status, body) = c
+        .send(Method::POST, "/v1/rollouts", Some((Bytes::from(bytes), ct)))
+        .await?;
+    let v = crate::client::parse_answer(status, &body)?;
+    let created: CreatedRollout =
+        serde_json::from_value(v).map_err(|e| format!("the server's new rollout: {e}"))?;
+    print!("{}", render_status(&created.status));
+    for w in &created.warnings {
+        eprintln!("warning: {w}");
     }
+    Ok(())
 }
 
 /// The timeline as terminal lines: time, what happened, and indented what did not pass.
-pub fn render_explain(v: &Value) -> String {
+pub fn render_explain(e: &Explained) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
         "{}: {} at step {}, weight {}%\n",
-        v["rollout"].as_str().unwrap_or("?"),
-        v["state"].as_str().unwrap_or("?"),
-        v["step"],
-        v["weight"]
+        e.rollout,
+        e.state,
+        e.step,
+        number(e.weight)
     );
-    for line in v["timeline"].as_array().into_iter().flatten() {
-        let at = line["at_ms"].as_i64().unwrap_or(0);
-        let until = line["until_ms"].as_i64().unwrap_or(at);
+    for line in &e.timeline {
+        let (at, until) = (line.at_ms, line.until_ms);
         let when = if until > at {
             format!(
                 "{}–{}",
@@ -477,30 +477,45 @@ pub fn render_explain(v: &Value) -> String {
         } else {
             format!("{}         ", crate::explain::clock_time(at))
         };
-        let _ = writeln!(out, "{when}  {}", line["text"].as_str().unwrap_or(""));
-        for d in line["details"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "{:19}  - {}", "", d.as_str().unwrap_or(""));
+        let _ = writeln!(out, "{when}  {}", line.text);
+        for d in &line.details {
+            let _ = writeln!(out, "{:19}  - {d}", "");
         }
     }
     out
 }
 
-fn show(v: Value) -> Result<(), String> {
-    print!("{}", render_status(&v));
+/// A number as the API's JSON writes it (`10.0`, `12.5`), as the CLI has always shown it.
+fn number(x: f64) -> String {
+    Value::from(x).to_string()
+}
+
+fn show(s: Status) -> Result<(), String> {
+    print!("{}", render_status(&s));
     Ok(())
 }
 
+/// One rollout's status, or the list of all, for people; and whether each is done stepping.
+async fn status_view(c: &Client, name: Option<&str>) -> Result<(String, bool), String> {
+    Ok(match name {
+        Some(n) => {
+            let s: Status = c
+                .typed(Method::GET, &format!("/v1/rollouts/{n}"), None)
+                .await?;
+            (render_status(&s), s.state.is_done_stepping())
+        }
+        None => {
+            let all: Rollouts = c.typed(Method::GET, "/v1/rollouts", None).await?;
+            let done = all.rollouts.iter().all(|s| s.state.is_done_stepping());
+            (render_list(&all.rollouts), done)
+        }
+    })
+}
+
 async fn status(c: &Client, args: StatusArgs) -> Result<(), String> {
-    let path = match &args.name {
-        Some(n) => format!("/v1/rollouts/{n}"),
-        None => "/v1/rollouts".into(),
-    };
-    let render = |v: &Value| match &args.name {
-        Some(_) => render_status(v),
-        None => render_list(v),
-    };
+    let fetch = || status_view(c, args.name.as_deref());
     if !args.watch {
-        print!("{}", render(&c.json(Method::GET, &path, None).await?));
+        print!("{}", fetch().await?.0);
         return Ok(());
     }
     let until = tokio::time::Instant::now() + args.watch_for;
@@ -508,15 +523,9 @@ async fn status(c: &Client, args: StatusArgs) -> Result<(), String> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let v = c.json(Method::GET, &path, None).await?;
+        let (text, done) = fetch().await?;
         // Clear the screen and draw from the top, so the view updates in place.
-        print!("\x1b[2J\x1b[H{}", render(&v));
-        let done = match &args.name {
-            Some(_) => is_terminal(&v),
-            None => v["rollouts"]
-                .as_array()
-                .is_some_and(|a| a.iter().all(is_terminal)),
-        };
+        print!("\x1b[2J\x1b[H{text}");
         if done || tokio::time::Instant::now() >= until {
             return Ok(());
         }
@@ -525,12 +534,6 @@ async fn status(c: &Client, args: StatusArgs) -> Result<(), String> {
             _ = &mut ctrl_c => return Ok(()),
         }
     }
-}
-
-/// Done stepping: promoted (waiting to be completed) or finished; `finished` is the API's own
-/// word for the rest.
-fn is_terminal(v: &Value) -> bool {
-    v["finished"] == true || v["state"] == "promoted"
 }
 
 /// Query values are names and host names; anything else is escaped.
@@ -546,104 +549,95 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// The history as a table, newest first.
-pub fn render_history(v: &Value) -> String {
-    let time = |t: &Value| {
-        t.as_i64()
-            .map_or("-".to_owned(), crate::explain::clock_time)
-    };
+pub fn render_history(releases: &[HistoryEntry]) -> String {
+    let time = |t: Option<Millis>| t.map_or("-".to_owned(), crate::explain::clock_time);
     let mut out = format!(
         "{:>5} {:<20} {:<24} {:<12} {:>7} {:<8} {:<8}  {}\n",
         "ID", "NAME", "MATCH", "STATE", "WEIGHT", "CREATED", "FINISHED", "REASON"
     );
-    for r in v["releases"].as_array().into_iter().flatten() {
-        let m = &r["match"];
-        let host = m["authority"].as_str().unwrap_or("*");
-        let matcher = format!("{host}{}", m["path_prefix"].as_str().unwrap_or(""));
+    for r in releases {
+        let m = &r.matcher;
+        let host = m.authority.as_deref().unwrap_or("*");
+        let matcher = format!("{host}{}", m.path_prefix.as_deref().unwrap_or(""));
         out += &format!(
             "{:>5} {:<20} {:<24} {:<12} {:>6}% {:<8} {:<8}  {}\n",
-            r["id"].to_string(),
-            r["name"].as_str().unwrap_or("?"),
+            r.id.to_string(),
+            r.name,
             matcher,
-            r["state"].as_str().unwrap_or("?"),
-            format!("{:.1}", r["weight"].as_f64().unwrap_or(f64::NAN)),
-            time(&r["created_at_ms"]),
-            time(&r["finished_at_ms"]),
-            r["reason"].as_str().unwrap_or(""),
+            r.state.as_str(),
+            format!("{:.1}", r.weight),
+            time(Some(r.created_at_ms)),
+            time(r.finished_at_ms),
+            r.reason.as_deref().unwrap_or(""),
         );
     }
     out
 }
 
-fn ms(v: &Value) -> String {
-    v.as_i64().map_or("-".into(), |ms| {
-        humantime::format_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-            .to_string()
-    })
+fn ms(ms: Millis) -> String {
+    humantime::format_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).to_string()
 }
 
 /// A rollout status, for people.
-pub fn render_status(v: &Value) -> String {
+pub fn render_status(s: &Status) -> String {
     let mut out = format!(
         "rollout {} (id {})\n  state:    {}\n  step:     {} (of steps 0..{}){}\n  weight:   {}%\n",
-        v["name"].as_str().unwrap_or("?"),
-        v["id"],
-        v["state"].as_str().unwrap_or("?"),
-        v["step"],
-        v["steps"].as_u64().map_or(0, |n| n.saturating_sub(1)),
-        if v["at_gate"] == true {
+        s.name,
+        s.id,
+        s.state,
+        s.step,
+        s.steps.saturating_sub(1),
+        if s.at_gate {
             " (waiting for promote)"
         } else {
             ""
         },
-        v["weight"],
+        number(s.weight),
     );
-    if let Some(c) = v["mirror"]["cluster"].as_str() {
-        out += &format!("  mirror:   {}% to {c}\n", v["mirror"]["percent"]);
+    if let Some(m) = &s.mirror {
+        out += &format!("  mirror:   {}% to {}\n", number(m.percent), m.cluster);
     }
-    if v["kill_switch"] == true {
+    if s.kill_switch {
         out += "  kill switch: ON (all traffic to stable)\n";
     }
-    if !v["remaining_pause_ms"].is_null() {
-        out += &format!("  pause left: {}\n", ms(&v["remaining_pause_ms"]));
+    if let Some(left) = s.remaining_pause_ms {
+        out += &format!("  pause left: {}\n", ms(left));
     }
-    if !v["deadline_remaining_ms"].is_null() {
-        out += &format!("  deadline in: {}\n", ms(&v["deadline_remaining_ms"]));
+    if let Some(left) = s.deadline_remaining_ms {
+        out += &format!("  deadline in: {}\n", ms(left));
     }
-    if let Some(ts) = v["transitions"].as_array().filter(|t| !t.is_empty()) {
+    if !s.transitions.is_empty() {
         out += "  recent transitions:\n";
-        for t in ts {
+        for t in &s.transitions {
             out += &format!(
                 "    {} → {} step {} weight {}%: {}\n",
-                t["from"].as_str().unwrap_or("?"),
-                t["to"].as_str().unwrap_or("?"),
-                t["step"],
-                t["weight"],
-                t["reason"].as_str().unwrap_or(""),
+                t.from,
+                t.to,
+                t.step,
+                number(t.weight),
+                t.reason,
             );
         }
     }
     out
 }
 
-fn render_list(v: &Value) -> String {
+/// The unfinished rollouts as a table.
+pub fn render_list(rollouts: &[Status]) -> String {
     let mut out = format!(
         "{:<24} {:<12} {:>6} {:>8} {:>8}\n",
         "NAME", "STATE", "STEP", "WEIGHT", "MIRROR"
     );
-    for r in v["rollouts"].as_array().into_iter().flatten() {
+    for r in rollouts {
         out += &format!(
             "{:<24} {:<12} {:>6} {:>7}% {:>8}\n",
-            r["name"].as_str().unwrap_or("?"),
-            r["state"].as_str().unwrap_or("?"),
-            format!(
-                "{}/{}",
-                r["step"],
-                r["steps"].as_u64().map_or(0, |n| n.saturating_sub(1))
-            ),
-            r["weight"],
-            r["mirror"]["percent"]
-                .as_f64()
-                .map_or("-".into(), |p| format!("{p}%")),
+            r.name,
+            r.state.as_str(),
+            format!("{}/{}", r.step, r.steps.saturating_sub(1)),
+            number(r.weight),
+            r.mirror
+                .as_ref()
+                .map_or("-".into(), |m| format!("{}%", m.percent)),
         );
     }
     out
@@ -826,11 +820,12 @@ mod tests {
     fn history_is_a_table_whose_columns_line_up() {
         let v = serde_json::json!({"releases": [
             {"id": 12, "name": "checkout-v4", "match": {"authority": "checkout.local"}, "state": "promoted",
-             "weight": 100.0, "created_at_ms": 3_600_000, "finished_at_ms": null, "reason": "full promotion by operator"},
+             "step": 2, "weight": 100.0, "created_at_ms": 3_600_000, "finished_at_ms": null, "reason": "full promotion by operator"},
             {"id": 3, "name": "checkout-v3", "match": {"authority": "checkout.local", "path_prefix": "/api"},
-             "state": "rolled_back", "weight": 0.0, "created_at_ms": 0, "finished_at_ms": 60_000, "reason": "critical guardrail"},
+             "state": "rolled_back", "step": 0, "weight": 0.0, "created_at_ms": 0, "finished_at_ms": 60_000, "reason": "critical guardrail"},
         ]});
-        let out = render_history(&v);
+        let history: Releases = serde_json::from_value(v).unwrap();
+        let out = render_history(&history.releases);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         let col = |l: &str, word: &str| l.find(word).unwrap_or_else(|| panic!("{word} in {l}"));

@@ -6,6 +6,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -108,6 +109,18 @@ impl Client {
         let body = body.map(|v| (Bytes::from(v.to_string()), "application/json"));
         let (status, bytes) = self.send(method, path, body).await?;
         parse_answer(status, &bytes)
+    }
+
+    /// Sends and reads the answer into the type the server serialized it from.
+    pub async fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, String> {
+        let v = self.json(method, path, body).await?;
+        serde_json::from_value(v)
+            .map_err(|e| format!("{}{path}: unexpected answer: {e}", self.base))
     }
 }
 

@@ -10,18 +10,20 @@
 //! archive, so the next release of the same service starts clean and routes at once.
 
 use crate::analysis::step::Step;
-use crate::analysis::{Analysis, Decision};
+use crate::analysis::Analysis;
 use crate::clock::{Millis, SharedClock};
+use crate::event::{Action, AnalysisRun, Created, KillSwitch, Moved, Payload};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::spec::{Plan, RolloutSpec};
 use crate::store::{Change, Event, Loaded, Release, RolloutWrite, Store, StoreError, Transition};
 use bytes::Bytes;
-use linnet_core::config::{MatchConfig, RolloutConfig};
+use linnet_core::config::{MatchConfig, MirrorConfig, RolloutConfig};
 use linnet_core::snapshot::Matcher;
 use linnet_core::{ConfigError, Epoch, SnapshotDoc};
+use serde::Deserialize;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -90,8 +92,8 @@ pub enum CtlError {
     Store(StoreError),
 }
 
-/// What `GET /v1/rollouts/{name}` shows.
-#[derive(Debug, Clone, Serialize)]
+/// What `GET /v1/rollouts/{name}` shows; the CLI reads it back into this type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub name: String,
     /// The release's id: each rollout of a name has its own.
@@ -104,7 +106,7 @@ pub struct Status {
     pub step: usize,
     pub steps: usize,
     pub weight: f64,
-    pub mirror: Option<Value>,
+    pub mirror: Option<MirrorConfig>,
     pub kill_switch: bool,
     /// Waiting at an `until promoted` step.
     pub at_gate: bool,
@@ -114,14 +116,26 @@ pub struct Status {
     pub deadline_at_ms: Option<Millis>,
     pub deadline_remaining_ms: Option<Millis>,
     pub now_ms: Millis,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
     /// As written, with its secrets redacted: a status is a read.
     pub spec: RolloutSpec,
 }
 
-/// One past or present release, as `history` lists it.
-#[derive(Debug, Clone, Serialize)]
+/// What `GET /v1/rollouts` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rollouts {
+    pub rollouts: Vec<Status>,
+}
+
+/// What `GET /v1/history` answers, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Releases {
+    pub releases: Vec<HistoryEntry>,
+}
+
+/// One past or present release, as `history` lists it (and the CLI reads it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub id: i64,
     pub name: String,
@@ -418,23 +432,16 @@ impl Controller {
             if inner.kill_switch == on {
                 return Ok(on);
             }
-            let mut data = Map::new();
-            data.insert("on".into(), Value::Bool(on));
-            data.insert(
-                "reason".into(),
-                Value::from(format!(
-                    "global kill switch {} by operator",
-                    if on { "on" } else { "off" }
-                )),
+            let reason = format!(
+                "global kill switch {} by operator",
+                if on { "on" } else { "off" }
             );
             let (event, version) = inner.store.commit(Change {
                 at_ms: c.now_ms(),
                 rollout: None,
                 kill_switch: Some(on),
                 bump_version: true,
-                kind: "kill_switch",
-                data,
-                checks: &[],
+                payload: Payload::KillSwitch(KillSwitch { on, reason }),
             })?;
             inner.kill_switch = on;
             inner.version = version;
@@ -537,21 +544,16 @@ impl Controller {
                 return Ok(false);
             }
             let rt = run.step.judged.clone();
-            let (action, reason) = match &run.step.decision {
-                Decision::Pass(r) => ("pass", r),
-                Decision::Hold(r) => ("hold", r),
-                Decision::RollBack(r) => ("roll_back", r),
-                Decision::Pause(r) => ("pause", r),
-                Decision::Resume(r) => ("resume", r),
-            };
-            let mut data = Map::new();
-            data.insert("step".into(), json!(rt.step));
-            data.insert("weight".into(), json!(rt.weight));
-            data.insert("subject".into(), json!(run.subject));
-            data.insert("decision".into(), json!(action));
-            data.insert("reason".into(), json!(reason));
-            data.insert("checks".into(), json!(run.step.checks));
-            data.insert("observed".into(), run.observed);
+            let (action, reason) = Action::of(&run.step.decision);
+            let payload = Payload::Analysis(AnalysisRun {
+                step: rt.step,
+                weight: rt.weight,
+                subject: run.subject.to_owned(),
+                decision: action,
+                reason: reason.to_owned(),
+                checks: run.step.checks.clone(),
+                observed: run.observed,
+            });
             let (event, _) = store.commit(Change {
                 at_ms: now,
                 rollout: Some(RolloutWrite {
@@ -563,14 +565,12 @@ impl Controller {
                 }),
                 kill_switch: None,
                 bump_version: false,
-                kind: "analysis",
-                data,
-                checks: &run.step.checks,
+                payload,
             })?;
-            tracing::info!(rollout = %run.name, decision = action, %reason, "analysis");
+            tracing::info!(rollout = %run.name, decision = action.as_str(), %reason, "analysis");
             c.shared.metrics.set_rollout(&run.name, &rt);
             entry.rt = rt;
-            c.shared.metrics.count_analysis(&run.name, action);
+            c.shared.metrics.count_analysis(&run.name, action.as_str());
             c.published(&inner, event, false);
             // The decision's control, and any step that enough passes made due.
             for (next, outcome) in run.transitions {
@@ -655,10 +655,11 @@ impl Controller {
         inner.refuse_overlap(&spec, None)?;
         let now = self.now_ms();
         let rt = Runtime::new(&plan, now);
-        let mut data = Map::new();
-        data.insert("state".into(), json!(rt.state));
-        data.insert("steps".into(), json!(plan.steps.len()));
-        data.insert("reason".into(), json!("created by operator"));
+        let payload = Payload::Created(Created {
+            state: rt.state,
+            steps: plan.steps.len(),
+            reason: "created by operator".into(),
+        });
         let (event, version) = inner.store.commit(Change {
             at_ms: now,
             rollout: Some(RolloutWrite {
@@ -670,9 +671,7 @@ impl Controller {
             }),
             kill_switch: None,
             bump_version: true,
-            kind: "created",
-            data,
-            checks: &[],
+            payload,
         })?;
         let id = event
             .rollout_id
@@ -739,14 +738,18 @@ impl Controller {
         let bump =
             rt.state.is_finished() || served(&entry.spec, &entry.rt) != served(&entry.spec, &rt);
         let moved = entry.rt.state != rt.state || entry.rt.step != rt.step;
-        let mut data = Map::new();
-        data.insert("from".into(), json!(entry.rt.state));
-        data.insert("to".into(), json!(rt.state));
-        data.insert("step".into(), json!(rt.step));
-        data.insert("weight".into(), json!(rt.weight));
-        data.insert("mirror".into(), json!(rt.mirror));
-        data.insert("kill_switch".into(), json!(rt.kill_switch));
-        data.insert("reason".into(), json!(outcome.reason));
+        let payload = Payload::Moved(
+            outcome.kind,
+            Moved {
+                from: entry.rt.state,
+                to: rt.state,
+                step: rt.step,
+                weight: rt.weight,
+                mirror: rt.mirror,
+                kill_switch: rt.kill_switch,
+                reason: outcome.reason.clone(),
+            },
+        );
         let (event, version) = store.commit(Change {
             at_ms: now,
             rollout: Some(RolloutWrite {
@@ -758,9 +761,7 @@ impl Controller {
             }),
             kill_switch: None,
             bump_version: bump,
-            kind: outcome.kind,
-            data,
-            checks: &[],
+            payload,
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
         self.shared.metrics.set_rollout(name, &rt);
@@ -946,9 +947,7 @@ impl Entry {
             step: rt.step,
             steps: self.plan.steps.len(),
             weight: rt.weight,
-            mirror: served(&self.spec, rt)
-                .mirror
-                .map(|m| json!({"cluster": m.cluster, "percent": m.percent})),
+            mirror: served(&self.spec, rt).mirror,
             kill_switch: rt.kill_switch,
             at_gate: rt.at_gate(&self.plan),
             remaining_pause_ms: rt.remaining_ms(now).filter(|_| stepping),

@@ -1,13 +1,27 @@
 //! A rollout's decision timeline in plain words, from its audit events: what happened, when,
 //! and why; analysis runs with the guardrails that did not pass.
 
+use crate::analysis::judge::trim;
+use crate::analysis::{Check, Verdict};
 use crate::clock::Millis;
+use crate::event::{Action, AnalysisRun, Payload};
+use crate::machine::State;
 use crate::store::Event;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+
+/// What `GET /v1/rollouts/{name}/explain` answers; the CLI reads it back into this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explained {
+    pub rollout: String,
+    pub id: i64,
+    pub state: State,
+    pub step: usize,
+    pub weight: f64,
+    pub timeline: Vec<Line>,
+}
 
 /// One line of the timeline; repeated runs with the same outcome are folded into one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     pub at_ms: Millis,
     /// The last event folded into this line (equal to `at_ms` for a single event).
@@ -15,7 +29,7 @@ pub struct Line {
     pub kind: String,
     pub text: String,
     /// Guardrails that failed or had no data, one sentence each.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
     /// How many events the line stands for.
     pub count: usize,
@@ -24,58 +38,49 @@ pub struct Line {
 /// The timeline of one rollout's events (oldest first).
 pub fn timeline(events: &[Event]) -> Vec<Line> {
     let mut out: Vec<Line> = Vec::new();
-    let mut last_key: Option<(u64, String)> = None;
+    let mut last_key: Option<(usize, Action)> = None;
     for e in events {
-        let d = &e.data;
-        if e.kind == "analysis" {
-            let decision = d["decision"].as_str().unwrap_or("?").to_owned();
-            let step = d["step"].as_u64().unwrap_or(0);
-            let key = (step, decision.clone());
-            let details = details(&d["checks"]);
-            // Fold runs of the same outcome in the same step, when nothing stands out.
-            if last_key.as_ref() == Some(&key) && details.is_empty() {
-                if let Some(line) = out.last_mut() {
-                    if line.details.is_empty() {
+        let text = match &e.payload {
+            Payload::Analysis(run) => {
+                let key = (run.step, run.decision);
+                let details = details(&run.checks);
+                // Fold runs of the same outcome in the same step, when nothing stands out.
+                if last_key == Some(key) && details.is_empty() {
+                    if let Some(line) = out.last_mut().filter(|l| l.details.is_empty()) {
                         line.until_ms = e.at_ms;
                         line.count += 1;
-                        line.text = analysis_text(d, line.count);
+                        line.text = analysis_text(run, line.count);
                         continue;
                     }
                 }
+                last_key = Some(key);
+                out.push(Line {
+                    at_ms: e.at_ms,
+                    until_ms: e.at_ms,
+                    kind: format!("check:{}", run.decision.as_str()),
+                    text: analysis_text(run, 1),
+                    details,
+                    count: 1,
+                });
+                continue;
             }
-            last_key = Some(key);
-            out.push(Line {
-                at_ms: e.at_ms,
-                until_ms: e.at_ms,
-                kind: format!("check:{decision}"),
-                text: analysis_text(d, 1),
-                details,
-                count: 1,
-            });
-            continue;
-        }
-        last_key = None;
-        let reason = d["reason"].as_str().unwrap_or("");
-        let text = match e.kind.as_str() {
-            "created" => format!(
-                "created with {} steps ({reason})",
-                d["steps"].as_u64().unwrap_or(0)
+            Payload::Created(c) => format!("created with {} steps ({})", c.steps, c.reason),
+            Payload::Moved(_, m) => format!(
+                "{} → {}, step {}, weight {}%",
+                m.reason,
+                m.to,
+                m.step,
+                trim(m.weight)
             ),
-            _ => {
-                let mut t = reason.to_owned();
-                if let (Some(to), Some(step)) = (d["to"].as_str(), d["step"].as_u64()) {
-                    t.push_str(&format!(
-                        " → {to}, step {step}, weight {}%",
-                        number(&d["weight"])
-                    ));
-                }
-                t
-            }
+            Payload::KillSwitch(k) => k.reason.clone(),
+            // Written by another version: shown as stored.
+            Payload::Unread { data, .. } => data.to_string(),
         };
+        last_key = None;
         out.push(Line {
             at_ms: e.at_ms,
             until_ms: e.at_ms,
-            kind: e.kind.clone(),
+            kind: e.kind().to_owned(),
             text,
             details: Vec::new(),
             count: 1,
@@ -84,14 +89,13 @@ pub fn timeline(events: &[Event]) -> Vec<Line> {
     out
 }
 
-fn analysis_text(d: &Value, count: usize) -> String {
-    let decision = match d["decision"].as_str().unwrap_or("?") {
-        "pass" => "passed",
-        "hold" => "held",
-        "roll_back" => "ROLL BACK",
-        "pause" => "PAUSE",
-        "resume" => "resume",
-        other => other,
+fn analysis_text(run: &AnalysisRun, count: usize) -> String {
+    let decision = match run.decision {
+        Action::Pass => "passed",
+        Action::Hold => "held",
+        Action::RollBack => "ROLL BACK",
+        Action::Pause => "PAUSE",
+        Action::Resume => "resume",
     };
     let runs = if count > 1 {
         format!("{count} checks ")
@@ -100,35 +104,27 @@ fn analysis_text(d: &Value, count: usize) -> String {
     };
     format!(
         "{runs}at step {}, weight {}%: {decision}: {}",
-        d["step"].as_u64().unwrap_or(0),
-        number(&d["weight"]),
-        d["reason"].as_str().unwrap_or("")
+        run.step,
+        trim(run.weight),
+        run.reason
     )
 }
 
-fn details(checks: &Value) -> Vec<String> {
+/// The guardrails that did not pass.
+fn details(checks: &[Check]) -> Vec<String> {
     checks
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .filter(|c| c["verdict"] != "pass")
-                .map(|c| {
-                    format!(
-                        "{} ({}, {}): {}",
-                        c["guardrail"].as_str().unwrap_or("?"),
-                        c["severity"].as_str().unwrap_or("?"),
-                        c["verdict"].as_str().unwrap_or("?").replace('_', " "),
-                        c["text"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
+        .iter()
+        .filter(|c| c.verdict != Verdict::Pass)
+        .map(|c| {
+            format!(
+                "{} ({}, {}): {}",
+                c.guardrail,
+                c.severity.as_str(),
+                c.verdict.as_str().replace('_', " "),
+                c.text
+            )
         })
-        .unwrap_or_default()
-}
-
-fn number(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "?".into(), crate::analysis::judge::trim)
+        .collect()
 }
 
 /// `HH:MM:SS` UTC of a Unix time in ms.
@@ -141,17 +137,54 @@ pub fn clock_time(ms: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::analysis::spec::Severity;
+    use crate::event::{Created, Moved};
+    use crate::machine::Move;
 
-    fn ev(id: i64, kind: &str, data: Value) -> Event {
+    fn ev(id: i64, payload: Payload) -> Event {
         Event {
             id,
             at_ms: id * 1000,
             rollout: Some("r".into()),
             rollout_id: Some(1),
-            kind: kind.into(),
-            data,
+            version: Some(1),
+            payload,
         }
+    }
+
+    fn run(decision: Action, reason: &str, verdict: Verdict, text: &str) -> Payload {
+        Payload::Analysis(AnalysisRun {
+            step: 0,
+            weight: 10.0,
+            subject: "canary".into(),
+            decision,
+            reason: reason.into(),
+            checks: vec![Check {
+                guardrail: "error-rate".into(),
+                kind: "error_rate".into(),
+                severity: Severity::Critical,
+                verdict,
+                observed: None,
+                limit: None,
+                text: text.into(),
+            }],
+            observed: serde_json::Value::Null,
+        })
+    }
+
+    fn moved(kind: Move, to: State, weight: f64, reason: &str) -> Payload {
+        Payload::Moved(
+            kind,
+            Moved {
+                from: State::Pending,
+                to,
+                step: 0,
+                weight,
+                mirror: None,
+                kill_switch: false,
+                reason: reason.into(),
+            },
+        )
     }
 
     #[test]
@@ -159,35 +192,42 @@ mod tests {
         let pass = |id| {
             ev(
                 id,
-                "analysis",
-                json!({"step": 0, "weight": 10.0, "decision": "pass", "reason": "all 2 guardrails passed",
-                       "checks": [{"guardrail": "error-rate", "severity": "critical", "verdict": "pass", "text": "ok"}]}),
+                run(Action::Pass, "all 2 guardrails passed", Verdict::Pass, "ok"),
             )
         };
         let events = vec![
             ev(
                 1,
-                "created",
-                json!({"steps": 3, "reason": "created by operator"}),
+                Payload::Created(Created {
+                    state: State::Pending,
+                    steps: 3,
+                    reason: "created by operator".into(),
+                }),
             ),
             ev(
                 2,
-                "started",
-                json!({"reason": "entered step 0", "to": "progressing", "step": 0, "weight": 10.0}),
+                moved(Move::Started, State::Progressing, 10.0, "entered step 0"),
             ),
             pass(3),
             pass(4),
             pass(5),
             ev(
                 6,
-                "analysis",
-                json!({"step": 0, "weight": 10.0, "decision": "roll_back", "reason": "critical guardrail error-rate failed",
-                       "checks": [{"guardrail": "error-rate", "severity": "critical", "verdict": "fail", "text": "canary error rate 20%"}]}),
+                run(
+                    Action::RollBack,
+                    "critical guardrail error-rate failed",
+                    Verdict::Fail,
+                    "canary error rate 20%",
+                ),
             ),
             ev(
                 7,
-                "rolled_back",
-                json!({"reason": "critical guardrail error-rate failed", "to": "rolled_back", "step": 0, "weight": 0.0}),
+                moved(
+                    Move::RolledBack,
+                    State::RolledBack,
+                    0.0,
+                    "critical guardrail error-rate failed",
+                ),
             ),
         ];
         let lines = timeline(&events);
@@ -204,6 +244,38 @@ mod tests {
             vec!["error-rate (critical, fail): canary error rate 20%"]
         );
         assert!(lines[4].text.ends_with("→ rolled_back, step 0, weight 0%"));
+    }
+
+    #[test]
+    fn a_row_this_version_cannot_read_is_shown_as_stored() {
+        let rows = [
+            ("promoted", "{}"),
+            ("analysis", r#"{"step": "zero"}"#),
+            ("renamed_in_2030", r#"{"reason": "later"}"#),
+            ("created", "not json"),
+        ];
+        let events: Vec<Event> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, data))| Event::from_row(i as i64, 0, None, None, (*kind).into(), data))
+            .collect();
+        let lines = timeline(&events);
+        let shown: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l.kind.as_str(), l.text.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("promoted", "{}"),
+                ("analysis", r#"{"step":"zero"}"#),
+                ("renamed_in_2030", r#"{"reason":"later"}"#),
+                ("created", r#""not json""#),
+            ]
+        );
+        // The audit API serves them as stored, too.
+        let wire = serde_json::to_value(&events[3]).unwrap();
+        assert_eq!(wire["data"], "not json");
     }
 
     #[test]

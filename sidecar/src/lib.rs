@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod controller;
 pub mod epoch;
+pub mod event;
 pub mod explain;
 pub mod machine;
 pub mod metrics;

@@ -4,10 +4,10 @@
 use crate::analysis::Memory;
 use crate::clock::{millis, Millis};
 use crate::spec::{Pause, Plan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Created; the first step has not been entered yet.
@@ -75,8 +75,30 @@ pub enum Control {
 /// What a transition did, for the audit log and the event stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub kind: &'static str,
+    pub kind: Move,
     pub reason: String,
+}
+
+/// What kind of transition a rollout made: the audit event's `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Move {
+    /// Entered step 0.
+    Started,
+    /// Entered the next step (its pause elapsed, or promoted by an operator).
+    Step,
+    Paused,
+    Resumed,
+    Promoted,
+    /// An operator set the weight by hand.
+    Weight,
+    /// The rollout's own kill switch was thrown.
+    KillSwitch,
+    Aborted,
+    RolledBack,
+    Retried,
+    Completed,
+    TimedOut,
 }
 
 /// A control that the rollout's state does not allow (HTTP 409).
@@ -133,6 +155,52 @@ impl State {
     /// Running on its own: its timers move it.
     const fn is_running(self) -> bool {
         matches!(self, State::Shadowing | State::Progressing)
+    }
+}
+
+// === impl Move ===
+
+impl Move {
+    pub const ALL: [Move; 12] = [
+        Move::Started,
+        Move::Step,
+        Move::Paused,
+        Move::Resumed,
+        Move::Promoted,
+        Move::Weight,
+        Move::KillSwitch,
+        Move::Aborted,
+        Move::RolledBack,
+        Move::Retried,
+        Move::Completed,
+        Move::TimedOut,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Move::Started => "started",
+            Move::Step => "step",
+            Move::Paused => "paused",
+            Move::Resumed => "resumed",
+            Move::Promoted => "promoted",
+            Move::Weight => "weight",
+            Move::KillSwitch => "kill_switch",
+            Move::Aborted => "aborted",
+            Move::RolledBack => "rolled_back",
+            Move::Retried => "retried",
+            Move::Completed => "completed",
+            Move::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Move> {
+        Move::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for Move {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -215,7 +283,7 @@ impl Runtime {
         now: Millis,
     ) -> Result<Option<(Runtime, Outcome)>, Illegal> {
         let state = self.state;
-        let out = |kind: &'static str, reason: String| Outcome { kind, reason };
+        let out = |kind: Move, reason: String| Outcome { kind, reason };
         match control {
             Control::Tick => Ok(self.tick(plan, now)),
             Control::Pause => {
@@ -228,7 +296,7 @@ impl Runtime {
                 Ok(Some((
                     self.paused(plan, now),
                     out(
-                        "paused",
+                        Move::Paused,
                         "paused by operator; analysis keeps judging".into(),
                     ),
                 )))
@@ -241,7 +309,7 @@ impl Runtime {
                 }
                 Ok(Some((
                     self.resumed(plan, now),
-                    out("resumed", "resumed by operator".into()),
+                    out(Move::Resumed, "resumed by operator".into()),
                 )))
             }
             Control::AnalysisPause(why) => {
@@ -251,7 +319,7 @@ impl Runtime {
                 }
                 let mut rt = self.paused(plan, now);
                 rt.analysis.paused = true;
-                Ok(Some((rt, out("paused", why.clone()))))
+                Ok(Some((rt, out(Move::Paused, why.clone()))))
             }
             Control::AnalysisResume(why) => {
                 // Analysis only asks this of a rollout it paused (the controller drops a run
@@ -259,7 +327,10 @@ impl Runtime {
                 if state != State::Paused {
                     return Ok(None);
                 }
-                Ok(Some((self.resumed(plan, now), out("resumed", why.clone()))))
+                Ok(Some((
+                    self.resumed(plan, now),
+                    out(Move::Resumed, why.clone()),
+                )))
             }
             Control::Promote { full } => {
                 self.require_stepping("promote")?;
@@ -272,13 +343,13 @@ impl Runtime {
                     };
                     Ok(Some((
                         self.promoted(plan, now),
-                        out("promoted", why.into()),
+                        out(Move::Promoted, why.into()),
                     )))
                 } else {
                     let reason = format!("promoted to step {next} by operator");
                     Ok(Some((
                         self.enter_step(plan, next, now),
-                        out("step", reason),
+                        out(Move::Step, reason),
                     )))
                 }
             }
@@ -286,14 +357,14 @@ impl Runtime {
                 self.require_live("abort")?;
                 Ok(Some((
                     self.finished(State::Aborted),
-                    out("aborted", "aborted by operator".into()),
+                    out(Move::Aborted, "aborted by operator".into()),
                 )))
             }
             Control::RollBack(why) => {
                 self.require_live("roll back")?;
                 Ok(Some((
                     self.finished(State::RolledBack),
-                    out("rolled_back", why.clone()),
+                    out(Move::RolledBack, why.clone()),
                 )))
             }
             Control::Retry => {
@@ -307,7 +378,7 @@ impl Runtime {
                 rt.analysis = Memory::default();
                 Ok(Some((
                     rt,
-                    out("retried", "retried from step 0 by operator".into()),
+                    out(Move::Retried, "retried from step 0 by operator".into()),
                 )))
             }
             Control::Complete => {
@@ -319,7 +390,7 @@ impl Runtime {
                 Ok(Some((
                     self.finished(State::Completed),
                     out(
-                        "completed",
+                        Move::Completed,
                         "completed by operator: stable runs the promoted version".into(),
                     ),
                 )))
@@ -338,7 +409,7 @@ impl Runtime {
                         "weight set to {w} by operator; automatic stepping paused, analysis keeps judging"
                     )
                 };
-                Ok(Some((rt, out("weight", reason))))
+                Ok(Some((rt, out(Move::Weight, reason))))
             }
             Control::KillSwitch(on) => {
                 self.require_live("switch the kill switch of")?;
@@ -350,13 +421,13 @@ impl Runtime {
                     ..self.clone()
                 };
                 let reason = format!("kill switch {} by operator", if *on { "on" } else { "off" });
-                Ok(Some((rt, out("kill_switch", reason))))
+                Ok(Some((rt, out(Move::KillSwitch, reason))))
             }
         }
     }
 
     fn tick(&self, plan: &Plan, now: Millis) -> Option<(Runtime, Outcome)> {
-        let outcome = |kind: &'static str, reason: String| Outcome { kind, reason };
+        let outcome = |kind: Move, reason: String| Outcome { kind, reason };
         if self.state.is_finished() {
             return None;
         }
@@ -370,7 +441,7 @@ impl Runtime {
                 (
                     self.finished(State::Completed),
                     outcome(
-                        "completed",
+                        Move::Completed,
                         format!("completed by itself after {held} at 100% (complete_after)"),
                     ),
                 )
@@ -378,11 +449,11 @@ impl Runtime {
         }
         if self.deadline_ms.is_some_and(|d| d <= now) {
             let rt = self.finished(State::TimedOut);
-            return Some((rt, outcome("timed_out", "the deadline passed".into())));
+            return Some((rt, outcome(Move::TimedOut, "the deadline passed".into())));
         }
         if self.state == State::Pending {
             let rt = self.enter_step(plan, 0, now);
-            return Some((rt, outcome("started", "entered step 0".into())));
+            return Some((rt, outcome(Move::Started, "entered step 0".into())));
         }
         let due = self.state.is_running() && self.step_ends_ms.is_some_and(|end| end <= now);
         if !due || !may_advance(plan, self) {
@@ -392,12 +463,12 @@ impl Runtime {
         if next >= plan.steps.len() {
             return Some((
                 self.promoted(plan, now),
-                outcome("promoted", "the last step's pause elapsed".into()),
+                outcome(Move::Promoted, "the last step's pause elapsed".into()),
             ));
         }
         let rt = self.enter_step(plan, next, now);
         let reason = format!("step {} pause elapsed; entered step {next}", self.step);
-        Some((rt, outcome("step", reason)))
+        Some((rt, outcome(Move::Step, reason)))
     }
 
     /// Not finished: a promoted rollout can still be aborted or have its kill switch thrown.

@@ -47,7 +47,8 @@ pub fn frame(event: &Event) -> Bytes {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
     Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {data}\n\n",
-        event.id, event.kind
+        event.id,
+        event.kind()
     ))
 }
 

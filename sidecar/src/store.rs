@@ -7,13 +7,14 @@
 //! The audit (events, their checks, transitions) is bounded by [`Store::prune`]; a rollout
 //! row is never deleted, and neither is anything of an unfinished rollout.
 
-use crate::analysis::{Check, Memory};
+use crate::analysis::Memory;
 use crate::clock::Millis;
+pub use crate::event::Event;
+use crate::event::Payload;
 use crate::machine::{Runtime, State};
 use crate::spec::{Pause, Plan, RolloutSpec};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
@@ -205,21 +206,7 @@ pub struct Release {
     pub finished_ms: Option<Millis>,
 }
 
-/// An audit event; its id orders every event ever written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Event {
-    pub id: i64,
-    pub at_ms: Millis,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<String>,
-    /// The release (rollout id) the event belongs to, when it belongs to one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout_id: Option<i64>,
-    pub kind: String,
-    pub data: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
     pub id: i64,
     pub at_ms: Millis,
@@ -255,11 +242,8 @@ pub struct Change<'a> {
     pub kill_switch: Option<bool>,
     /// The change alters what the filters are served.
     pub bump_version: bool,
-    pub kind: &'a str,
-    /// The event's payload; `version` is added.
-    pub data: Map<String, Value>,
-    /// An analysis run's checks, one row each, tied to this change's event.
-    pub checks: &'a [Check],
+    /// The event's payload; an analysis run's checks also go in a row each, tied to the event.
+    pub payload: Payload,
 }
 
 pub struct RolloutWrite<'a> {
@@ -419,31 +403,38 @@ impl Store {
             rollout_id = Some(write_rollout(&tx, w, change.at_ms)?);
             rollout_name = Some(w.spec.name.clone());
         }
-        let mut data = change.data;
-        data.insert("version".into(), Value::from(version));
-        let data = Value::Object(data);
+        let mut event = Event {
+            id: 0,
+            at_ms: change.at_ms,
+            rollout: rollout_name,
+            rollout_id,
+            version: Some(u64::try_from(version).unwrap_or(0)),
+            payload: change.payload,
+        };
         tx.execute(
             "INSERT INTO events (at_ms, rollout, rollout_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
-                change.at_ms,
-                rollout_name,
-                rollout_id,
-                change.kind,
-                serde_json::to_string(&data)?
+                event.at_ms,
+                event.rollout,
+                event.rollout_id,
+                event.kind(),
+                serde_json::to_string(&event.data()?)?
             ],
         )?;
-        let id = tx.last_insert_rowid();
-        if let (Some(name), Some(rid)) = (&rollout_name, rollout_id) {
-            for c in change.checks {
+        event.id = tx.last_insert_rowid();
+        if let (Some(name), Some(rid), Payload::Analysis(run)) =
+            (&event.rollout, event.rollout_id, &event.payload)
+        {
+            for c in &run.checks {
                 tx.execute(
                     "INSERT INTO checks (event, rollout_id, rollout, at_ms, guardrail, kind,
                         severity, verdict, observed, limit_value, text)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
-                        id,
+                        event.id,
                         rid,
                         name,
-                        change.at_ms,
+                        event.at_ms,
                         c.guardrail,
                         c.kind,
                         c.severity.as_str(),
@@ -456,14 +447,6 @@ impl Store {
             }
         }
         tx.commit()?;
-        let event = Event {
-            id,
-            at_ms: change.at_ms,
-            rollout: rollout_name,
-            rollout_id,
-            kind: change.kind.to_owned(),
-            data,
-        };
         Ok((event, u64::try_from(version).unwrap_or(0)))
     }
 
@@ -482,7 +465,7 @@ impl Store {
         let rows = stmt.query_map(params![after, rollout, limit], event_row)?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row??);
+            out.push(row?);
         }
         Ok(out)
     }
@@ -497,7 +480,7 @@ impl Store {
         let rows = stmt.query_map(params![rollout_id, limit], event_row)?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row??);
+            out.push(row?);
         }
         out.reverse();
         Ok(out)
@@ -793,20 +776,17 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Release, StoreE
     }))
 }
 
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+/// Every stored row reads: one this version does not understand is kept as it is.
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let data: String = r.get(5)?;
-    let data = match serde_json::from_str(&data) {
-        Ok(d) => d,
-        Err(e) => return Ok(Err(e.into())),
-    };
-    Ok(Ok(Event {
-        id: r.get(0)?,
-        at_ms: r.get(1)?,
-        rollout: r.get(2)?,
-        rollout_id: r.get(3)?,
-        kind: r.get(4)?,
-        data,
-    }))
+    Ok(Event::from_row(
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        &data,
+    ))
 }
 
 fn rows(n: usize) -> u64 {
@@ -832,7 +812,17 @@ fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::Check;
+    use crate::event::{Action, AnalysisRun, Created, KillSwitch};
     use crate::spec::Format;
+
+    fn created() -> Payload {
+        Payload::Created(Created {
+            state: State::Pending,
+            steps: 1,
+            reason: "created by operator".into(),
+        })
+    }
 
     fn spec(name: &str) -> (RolloutSpec, Plan) {
         let yaml = format!("name: {name}\nsteps: [{{weight: 5, pause: 1m}}]");
@@ -857,9 +847,7 @@ mod tests {
             }),
             kill_switch: Some(true),
             bump_version: true,
-            kind: "created",
-            data: Map::new(),
-            checks: &[],
+            payload: created(),
         })
         .unwrap()
         .0
@@ -876,7 +864,7 @@ mod tests {
             assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
             let ev = write(&mut s, None, &spec, &plan, &rt);
             assert_eq!((ev.id, ev.rollout_id), (1, Some(1)));
-            assert_eq!(ev.data["version"], 1);
+            assert_eq!(ev.version, Some(1));
         }
         // Reopening applies no migration twice and finds everything.
         let s = Store::open(&path).unwrap();
@@ -915,9 +903,7 @@ mod tests {
                 }),
                 kill_switch: None,
                 bump_version: true,
-                kind: "created",
-                data: Map::new(),
-                checks: &[],
+                payload: created(),
             })
             .err()
             .unwrap();
@@ -987,9 +973,15 @@ mod tests {
             }),
             kill_switch: None,
             bump_version: false,
-            kind: "analysis",
-            data: Map::new(),
-            checks: std::slice::from_ref(&check),
+            payload: Payload::Analysis(AnalysisRun {
+                step: 0,
+                weight: 5.0,
+                subject: "canary".into(),
+                decision: Action::Pass,
+                reason: "fine".into(),
+                checks: vec![check],
+                observed: serde_json::Value::Null,
+            }),
         })
         .unwrap()
         .0
@@ -1019,9 +1011,10 @@ mod tests {
                 rollout: None,
                 kill_switch: Some(true),
                 bump_version: true,
-                kind: "kill_switch",
-                data: Map::new(),
-                checks: &[],
+                payload: Payload::KillSwitch(KillSwitch {
+                    on: true,
+                    reason: "global kill switch on by operator".into(),
+                }),
             })
             .unwrap()
             .0

@@ -656,3 +656,43 @@ async fn a_slow_source_delays_no_other_rollout() {
     runner.await.unwrap();
     h.close().await;
 }
+
+/// The timeline end to end: events the controller wrote, read back through the store and the
+/// API's JSON into the CLI's types, rendered as `linnet explain` prints them. A field the
+/// timeline needs that the writer and the reader spell differently fails here.
+#[tokio::test]
+async fn the_cli_prints_the_timeline_the_controller_wrote() {
+    use linnet_sidecar::event::{Event, Payload};
+    use linnet_sidecar::explain::Explained;
+    let mut r = rig().await;
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(25).await;
+    r.source.set(Health::Errors(20.0));
+    r.run_for(11).await;
+    let audit = r.h.get("/v1/audit?rollout=web&limit=1000").await.json();
+    let events: Vec<Event> = serde_json::from_value(audit["events"].clone()).unwrap();
+    assert!(events.len() >= 6, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e.payload, Payload::Unread { .. })),
+        "{events:#?}"
+    );
+    let explained: Explained = serde_json::from_value(r.explain().await).unwrap();
+    let out = linnet_sidecar::cli::render_explain(&explained);
+    let expected = [
+        "web: rolled_back at step 1, weight 0.0%",
+        "00:00:00           created with 3 steps (created by operator)",
+        "00:00:00           entered step 0 → progressing, step 0, weight 10%",
+        "00:00:00–00:00:10  2 checks at step 0, weight 10%: passed: all 5 guardrails passed (2 of 2 passes needed to advance)",
+        "00:00:20           step 0 pause elapsed; entered step 1 → progressing, step 1, weight 50%",
+        "00:00:20           check at step 1, weight 50%: passed: all 5 guardrails passed (1 of 2 passes needed to advance)",
+        "00:00:30           check at step 1, weight 50%: ROLL BACK: critical guardrail error-rate failed: canary error rate 20% (200 of 1000 in 10s) is above 5%",
+        "                     - error-rate (critical, fail): canary error rate 20% (200 of 1000 in 10s) is above 5%",
+        "                     - vs-stable (critical, fail): odds that canary errs 2× as often as stable: 1000000000000 to 1, past 100 to 1 (canary 215 of 4000 failed, stable 180 of 36000; canary 5.38%, stable 0.5%)",
+        "                     - burn-rate (warning, fail): canary burns the 99% SLO error budget 20× over 30s and 20× over 10s (limit 10×)",
+        "00:00:30           critical guardrail error-rate failed: canary error rate 20% (200 of 1000 in 10s) is above 5% → rolled_back, step 1, weight 0%",
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+    r.h.close().await;
+}

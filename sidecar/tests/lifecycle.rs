@@ -285,3 +285,48 @@ async fn complete_after_hands_over_by_itself() {
     assert!(r.error().contains("complete_after"), "{}", r.error());
     h.close().await;
 }
+
+/// What `linnet rollout status`, `list` and `history` print, from the API's JSON read into
+/// the CLI's types.
+#[tokio::test]
+async fn the_cli_reads_status_list_and_history_as_the_api_wrote_them() {
+    use linnet_sidecar::cli::{render_history, render_list, render_status};
+    use linnet_sidecar::controller::{Releases, Rollouts, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(EPOCH_MS);
+    let h = Harness::open_manual(&dir.path().join("l.db"), clock.clone());
+    assert_eq!(h.create_yaml(CHECKOUT).await.status, StatusCode::CREATED);
+    clock.advance(30_000);
+    h.ctl.tick().await.unwrap();
+    let status: Status = serde_json::from_value(h.status("checkout").await).unwrap();
+    assert_eq!(
+        render_status(&status).lines().collect::<Vec<_>>(),
+        [
+            "rollout checkout (id 1)",
+            "  state:    progressing",
+            "  step:     1 (of steps 0..3)",
+            "  weight:   5.0%",
+            "  mirror:   100.0% to checkout-shadow",
+            "  pause left: 1m",
+            "  recent transitions:",
+            "    pending → progressing step 0 weight 5.0%: entered step 0",
+            "    progressing → progressing step 1 weight 5.0%: step 0 pause elapsed; entered step 1",
+        ]
+    );
+    let all: Rollouts = serde_json::from_value(h.get("/v1/rollouts").await.json()).unwrap();
+    assert_eq!(
+        render_list(&all.rollouts).lines().collect::<Vec<_>>(),
+        [
+            "NAME                     STATE          STEP   WEIGHT   MIRROR",
+            "checkout                 progressing     1/3     5.0%     100%",
+        ]
+    );
+    let history: Releases = serde_json::from_value(h.get("/v1/history").await.json()).unwrap();
+    let out = render_history(&history.releases);
+    let row = out.lines().nth(1).unwrap();
+    assert!(
+        row.contains("checkout             shop.example             progressing     5.0%"),
+        "{out}"
+    );
+    h.close().await;
+}

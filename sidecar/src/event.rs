@@ -1,0 +1,416 @@
+//! The audit events, typed: one struct per kind of event the controller writes, serialized
+//! once for the store, the audit API and the event stream, and read back by the timeline.
+//!
+//! On the wire (and in the store's `kind` and `data` columns) an event is
+//! `{"id", "at_ms", "rollout"?, "rollout_id"?, "kind", "data"}`, with the store's snapshot
+//! `version` inside `data`. A row this version cannot read (an older writer, an unknown kind,
+//! data that is not JSON) is kept as it was stored and shown plainly, never dropped.
+
+use crate::analysis::{Check, Decision};
+use crate::clock::Millis;
+use crate::machine::{Move, State};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// An audit event; its id orders every event ever written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub at_ms: Millis,
+    pub rollout: Option<String>,
+    /// The release (rollout id) the event belongs to, when it belongs to one.
+    pub rollout_id: Option<i64>,
+    /// The snapshot version once the event was committed (`None` in rows that lack it).
+    pub version: Option<u64>,
+    pub payload: Payload,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// `kind: created`.
+    Created(Created),
+    /// A transition of the state machine; its kind is the event's `kind`.
+    Moved(Move, Moved),
+    /// `kind: analysis`: one analysis run.
+    Analysis(AnalysisRun),
+    /// `kind: kill_switch` without a rollout: the global kill switch.
+    KillSwitch(KillSwitch),
+    /// A stored row this version does not read: its kind and data as they were.
+    Unread { kind: String, data: Value },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Created {
+    pub state: State,
+    pub steps: usize,
+    pub reason: String,
+}
+
+/// Where a transition took a rollout, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Moved {
+    pub from: State,
+    pub to: State,
+    pub step: usize,
+    pub weight: f64,
+    pub mirror: Option<f64>,
+    pub kill_switch: bool,
+    pub reason: String,
+}
+
+/// One analysis run: where the rollout was, what the run decided and on what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisRun {
+    pub step: usize,
+    pub weight: f64,
+    /// What was judged: the canary, or its shadow.
+    pub subject: String,
+    pub decision: Action,
+    pub reason: String,
+    pub checks: Vec<Check>,
+    /// The inputs as the source returned them (their shape is the source's).
+    pub observed: Value,
+}
+
+/// A run's decision without its reason (the event keeps the reason beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Pass,
+    Hold,
+    RollBack,
+    Pause,
+    Resume,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillSwitch {
+    pub on: bool,
+    pub reason: String,
+}
+
+/// The event as it crosses the wire and lies in the store.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    id: i64,
+    at_ms: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollout_id: Option<i64>,
+    kind: String,
+    data: Value,
+}
+
+/// The store's field in every event's data.
+#[derive(Deserialize)]
+struct Stamp {
+    version: Option<u64>,
+}
+
+// === impl Event ===
+
+impl Event {
+    /// An event as stored: `kind` and the `data` column's text.
+    pub fn from_row(
+        id: i64,
+        at_ms: Millis,
+        rollout: Option<String>,
+        rollout_id: Option<i64>,
+        kind: String,
+        data: &str,
+    ) -> Event {
+        // Text that is not JSON is kept as a string: the row is still shown.
+        let data = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned()));
+        Event::from(Wire {
+            id,
+            at_ms,
+            rollout,
+            rollout_id,
+            kind,
+            data,
+        })
+    }
+
+    pub fn kind(&self) -> &str {
+        self.payload.kind()
+    }
+
+    /// The `data` column and field: the payload, with the version.
+    pub fn data(&self) -> Result<Value, serde_json::Error> {
+        let mut data = self.payload.data()?;
+        if let (Some(v), Value::Object(map)) = (self.version, &mut data) {
+            map.insert("version".into(), Value::from(v));
+        }
+        Ok(data)
+    }
+}
+
+impl From<Wire> for Event {
+    fn from(w: Wire) -> Event {
+        let version = serde_json::from_value::<Stamp>(w.data.clone())
+            .ok()
+            .and_then(|s| s.version);
+        Event {
+            id: w.id,
+            at_ms: w.at_ms,
+            version,
+            payload: Payload::read(w.kind, w.data, w.rollout_id.is_some()),
+            rollout: w.rollout,
+            rollout_id: w.rollout_id,
+        }
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            id: self.id,
+            at_ms: self.at_ms,
+            rollout: self.rollout.clone(),
+            rollout_id: self.rollout_id,
+            kind: self.kind().to_owned(),
+            data: self.data().map_err(serde::ser::Error::custom)?,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        Wire::deserialize(d).map(Event::from)
+    }
+}
+
+// === impl Payload ===
+
+impl Payload {
+    pub fn kind(&self) -> &str {
+        match self {
+            Payload::Created(_) => "created",
+            Payload::Moved(kind, _) => kind.as_str(),
+            Payload::Analysis(_) => "analysis",
+            Payload::KillSwitch(_) => "kill_switch",
+            Payload::Unread { kind, .. } => kind,
+        }
+    }
+
+    fn data(&self) -> Result<Value, serde_json::Error> {
+        match self {
+            Payload::Created(c) => serde_json::to_value(c),
+            Payload::Moved(_, m) => serde_json::to_value(m),
+            Payload::Analysis(a) => serde_json::to_value(a),
+            Payload::KillSwitch(k) => serde_json::to_value(k),
+            Payload::Unread { data, .. } => Ok(data.clone()),
+        }
+    }
+
+    /// The typed payload of a stored `kind` and `data`, or the two as they are. A rollout's
+    /// `kill_switch` is a transition; the global one has no rollout.
+    fn read(kind: String, data: Value, of_rollout: bool) -> Payload {
+        fn typed<T: serde::de::DeserializeOwned>(data: &Value) -> Option<T> {
+            serde_json::from_value(data.clone()).ok()
+        }
+        let found = match (kind.as_str(), Move::parse(&kind)) {
+            ("created", _) => typed(&data).map(Payload::Created),
+            ("analysis", _) => typed(&data).map(Payload::Analysis),
+            ("kill_switch", _) if !of_rollout => typed(&data).map(Payload::KillSwitch),
+            (_, Some(m)) => typed(&data).map(|d| Payload::Moved(m, d)),
+            _ => None,
+        };
+        found.unwrap_or(Payload::Unread { kind, data })
+    }
+}
+
+// === impl Action ===
+
+impl Action {
+    /// The action of a decision, and its reason.
+    pub fn of(d: &Decision) -> (Action, &str) {
+        match d {
+            Decision::Pass(r) => (Action::Pass, r),
+            Decision::Hold(r) => (Action::Hold, r),
+            Decision::RollBack(r) => (Action::RollBack, r),
+            Decision::Pause(r) => (Action::Pause, r),
+            Decision::Resume(r) => (Action::Resume, r),
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Hold => "hold",
+            Action::RollBack => "roll_back",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::spec::Severity;
+    use crate::analysis::Verdict;
+    use serde_json::json;
+
+    fn event(rollout_id: Option<i64>, payload: Payload) -> Event {
+        Event {
+            id: 7,
+            at_ms: 1000,
+            rollout: rollout_id.map(|_| "web".into()),
+            rollout_id,
+            version: Some(3),
+            payload,
+        }
+    }
+
+    /// The JSON of `/v1/audit`, the SSE `data:` and (kind, data) the store's columns.
+    fn wire(e: &Event) -> Value {
+        let v = serde_json::to_value(e).unwrap();
+        let back: Event = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(&back, e, "{v}");
+        v
+    }
+
+    #[test]
+    fn created_on_the_wire() {
+        let e = event(
+            Some(1),
+            Payload::Created(Created {
+                state: State::Pending,
+                steps: 4,
+                reason: "created by operator".into(),
+            }),
+        );
+        assert_eq!(
+            wire(&e),
+            json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": "created",
+                   "data": {"state": "pending", "steps": 4, "reason": "created by operator", "version": 3}})
+        );
+    }
+
+    #[test]
+    fn every_transition_on_the_wire() {
+        let kinds = [
+            "started",
+            "step",
+            "paused",
+            "resumed",
+            "promoted",
+            "weight",
+            "kill_switch",
+            "aborted",
+            "rolled_back",
+            "retried",
+            "completed",
+            "timed_out",
+        ];
+        assert_eq!(Move::ALL.map(Move::as_str), kinds);
+        for m in Move::ALL {
+            let e = event(
+                Some(1),
+                Payload::Moved(
+                    m,
+                    Moved {
+                        from: State::Progressing,
+                        to: State::Paused,
+                        step: 1,
+                        weight: 12.5,
+                        mirror: None,
+                        kill_switch: false,
+                        reason: "why".into(),
+                    },
+                ),
+            );
+            assert_eq!(
+                wire(&e),
+                json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": m.as_str(),
+                       "data": {"from": "progressing", "to": "paused", "step": 1, "weight": 12.5,
+                                "mirror": null, "kill_switch": false, "reason": "why", "version": 3}}),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_analysis_run_on_the_wire() {
+        let e = event(
+            Some(1),
+            Payload::Analysis(AnalysisRun {
+                step: 0,
+                weight: 10.0,
+                subject: "canary".into(),
+                decision: Action::RollBack,
+                reason: "critical guardrail error-rate failed".into(),
+                checks: vec![Check {
+                    guardrail: "error-rate".into(),
+                    kind: "error_rate".into(),
+                    severity: Severity::Critical,
+                    verdict: Verdict::Fail,
+                    observed: Some(20.0),
+                    limit: Some(1.0),
+                    text: "canary error rate 20%".into(),
+                }],
+                observed: json!({"increment": {"covered_ms": 10000}}),
+            }),
+        );
+        assert_eq!(
+            wire(&e),
+            json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": "analysis",
+                   "data": {"step": 0, "weight": 10.0, "subject": "canary", "decision": "roll_back",
+                            "reason": "critical guardrail error-rate failed",
+                            "checks": [{"guardrail": "error-rate", "kind": "error_rate",
+                                        "severity": "critical", "verdict": "fail", "observed": 20.0,
+                                        "limit": 1.0, "text": "canary error rate 20%"}],
+                            "observed": {"increment": {"covered_ms": 10000}}, "version": 3}})
+        );
+        let actions = [
+            Action::Pass,
+            Action::Hold,
+            Action::RollBack,
+            Action::Pause,
+            Action::Resume,
+        ];
+        for a in actions {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+    }
+
+    #[test]
+    fn the_global_kill_switch_on_the_wire() {
+        let e = event(
+            None,
+            Payload::KillSwitch(KillSwitch {
+                on: true,
+                reason: "global kill switch on by operator".into(),
+            }),
+        );
+        assert_eq!(
+            wire(&e),
+            json!({"id": 7, "at_ms": 1000, "kind": "kill_switch",
+                   "data": {"on": true, "reason": "global kill switch on by operator", "version": 3}})
+        );
+    }
+
+    #[test]
+    fn rows_it_cannot_read_are_kept_as_stored() {
+        // A rollout's kill switch without its transition fields, an unknown kind, bad JSON.
+        for (rollout_id, kind, data) in [
+            (Some(1), "kill_switch", r#"{"on":true,"version":2}"#),
+            (None, "snapshot_pruned", r#"{"version":2}"#),
+            (Some(1), "created", "{not json"),
+        ] {
+            let e = Event::from_row(1, 5, None, rollout_id, kind.into(), data);
+            assert!(
+                matches!(&e.payload, Payload::Unread { kind: k, .. } if k == kind),
+                "{e:?}"
+            );
+            let v = wire(&e);
+            assert_eq!(v["kind"], kind);
+            let stored = serde_json::from_str(data).unwrap_or_else(|_| json!(data));
+            assert_eq!(v["data"], stored);
+        }
+    }
+}
