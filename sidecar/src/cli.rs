@@ -649,13 +649,16 @@ async fn whereis(c: &Client, rollout: &str, key: &str) -> Result<(), String> {
         crate::client::parse_answer(status, &body)?;
     }
     let doc = SnapshotDoc::from_json(&body).map_err(|e| format!("the server's snapshot: {e}"))?;
-    print!("{}", explain(&doc, rollout, key)?);
+    print!("{}", where_key_goes(&doc, rollout, key)?);
     Ok(())
 }
 
-/// Which variant `key` gets in `rollout`, decided by linnet-core exactly as the filter does
-/// for a request carrying that key.
-pub fn explain(doc: &SnapshotDoc, rollout: &str, key: &str) -> Result<String, String> {
+/// Which variant `key` gets in `rollout`, decided by linnet-core's own decision for a request
+/// that carries the key (kill switch, then cohort, then bucket), exactly as the filter does.
+pub fn where_key_goes(doc: &SnapshotDoc, rollout: &str, key: &str) -> Result<String, String> {
+    if key.is_empty() {
+        return Err("the key is empty: a request without a key is anonymous".into());
+    }
     let snapshot = PluginConfig::default()
         .with_snapshot(doc)
         .compile(doc.version)
@@ -666,11 +669,8 @@ pub fn explain(doc: &SnapshotDoc, rollout: &str, key: &str) -> Result<String, St
             doc.version
         )
     })?;
-    let (variant, reason, bucket) = if doc.kill_switch || r.kill_switch {
-        (Variant::Stable, linnet_core::Reason::KillSwitch, None)
-    } else {
-        r.variant_for_key(key.as_bytes())
-    };
+    let d = r.decide_key(snapshot.kill_switch, key.as_bytes());
+    let (variant, reason, bucket) = (d.variant, d.reason, d.bucket);
     let mut out = format!(
         "rollout {rollout}, key {key:?}: {}\n  reason: {}\n  weight: {}% ({} of 10000 buckets)\n",
         variant.as_str(),
@@ -685,6 +685,9 @@ pub fn explain(doc: &SnapshotDoc, rollout: &str, key: &str) -> Result<String, St
             ">="
         };
         out += &format!("  bucket: {b} {cmp} {}\n", r.weight.get());
+    }
+    if r.stickiness.is_empty() {
+        out += "  (the rollout reads no key: every request is anonymous)\n";
     }
     out += &format!("  snapshot version: {}\n", doc.version);
     Ok(out)
@@ -851,9 +854,9 @@ mod tests {
     }
 
     #[test]
-    fn explains_a_decision() {
+    fn says_where_a_key_goes() {
         let (spec, _) = RolloutSpec::parse(
-            b"name: a\nsteps: [{weight: 50}]\ncohorts: {canary: [vip]}",
+            b"name: a\nsteps: [{weight: 50}]\ncohorts: {canary: [vip]}\nstickiness: [{cookie: uid}]",
             Format::Yaml,
         )
         .unwrap();
@@ -863,12 +866,12 @@ mod tests {
             kill_switch: false,
             rollouts: vec![spec.rollout_config(50.0, None, false)],
         };
-        let out = explain(&doc, "a", "vip").unwrap();
+        let out = where_key_goes(&doc, "a", "vip").unwrap();
         assert!(
             out.contains("canary") && out.contains("reason: cohort"),
             "{out}"
         );
-        let out = explain(&doc, "a", "alice").unwrap();
+        let out = where_key_goes(&doc, "a", "alice").unwrap();
         assert!(
             out.contains("reason: bucket") && out.contains("bucket: "),
             "{out}"
@@ -877,10 +880,17 @@ mod tests {
         let expect = if b < 5000 { "canary" } else { "stable" };
         assert!(out.contains(expect), "{out}");
         doc.kill_switch = true;
-        assert!(explain(&doc, "a", "vip")
+        assert!(where_key_goes(&doc, "a", "vip")
             .unwrap()
             .contains("reason: kill_switch"));
-        assert!(explain(&doc, "b", "vip")
+        doc.kill_switch = false;
+        doc.rollouts[0].stickiness.clear();
+        let out = where_key_goes(&doc, "a", "vip").unwrap();
+        assert!(
+            out.contains("reason: anonymous") && out.contains("reads no key"),
+            "{out}"
+        );
+        assert!(where_key_goes(&doc, "b", "vip")
             .unwrap_err()
             .contains("no rollout"));
     }
