@@ -1,4 +1,5 @@
-//! The CLI's HTTP client for the admin API: plain HTTP/1.1, a token if given, a timeout.
+//! The sidecar's HTTP client, for the CLI's calls to the admin API and the analysis sources'
+//! reads (Envoy's admin, Prometheus): plain HTTP/1.1, a token if given, a timeout.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
