@@ -91,7 +91,7 @@ pub enum CtlError {
 }
 
 /// What `GET /v1/rollouts/{name}` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub name: String,
     /// The release's id: each rollout of a name has its own.
@@ -121,11 +121,12 @@ pub struct Status {
 }
 
 /// One past or present release, as `history` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub id: i64,
     pub name: String,
     #[serde(rename = "match")]
+    #[schema(value_type = Object)]
     pub matcher: MatchConfig,
     pub state: State,
     pub step: usize,

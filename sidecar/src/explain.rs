@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One line of the timeline; repeated runs with the same outcome are folded into one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Line {
     pub at_ms: Millis,
     /// The last event folded into this line (equal to `at_ms` for a single event).

@@ -206,7 +206,7 @@ pub struct Release {
 }
 
 /// An audit event; its id orders every event ever written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub at_ms: Millis,
@@ -219,7 +219,7 @@ pub struct Event {
     pub data: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Transition {
     pub id: i64,
     pub at_ms: Millis,
