@@ -599,6 +599,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// [`openapi`] as pretty JSON, as `sidecar/openapi.json` holds it.
+pub fn openapi_json_text() -> Result<String, String> {
+    openapi()
+        .to_pretty_json()
+        .map_err(|e| format!("cannot encode the OpenAPI document: {e}"))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -1295,6 +1302,36 @@ fn stamp_headers(h: &mut HeaderMap, p: &crate::controller::Published) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_openapi_json_is_the_generated_one() {
+        let generated = openapi_json_text().unwrap() + "\n";
+        let shipped = include_str!("../openapi.json");
+        assert!(
+            generated == shipped,
+            "sidecar/openapi.json is stale: regenerate it with `cargo run -q -p linnet-sidecar -- openapi > sidecar/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn every_route_is_documented_once() {
+        let doc = openapi();
+        let mut seen = Vec::new();
+        for op in routes() {
+            let item = doc.paths.paths.get(&op.path).unwrap();
+            let documented = match op.method {
+                Method::POST => item.post.is_some(),
+                Method::PUT => item.put.is_some(),
+                Method::DELETE => item.delete.is_some(),
+                _ => item.get.is_some(),
+            };
+            assert!(documented, "{} {}", op.method, op.path);
+            let key = (op.method.clone(), op.path.clone());
+            assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
+            seen.push(key);
+        }
+        assert_eq!(seen.len(), 24);
+    }
 
     #[test]
     fn query_decoding() {

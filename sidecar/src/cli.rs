@@ -67,6 +67,8 @@ pub enum Command {
     },
     /// Check a rollout spec offline; no server needed.
     Validate { spec_file: PathBuf },
+    /// Print the admin API's OpenAPI 3.1 document (as shipped in sidecar/openapi.json).
+    Openapi,
     /// Which variant a user key gets, and why, from the live snapshot.
     Whereis { rollout: String, key: String },
     /// A rollout's decisions in plain words: steps, analysis checks, rollbacks, and why.
@@ -204,6 +206,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             serve(args, cli.db, admin).await
         }
         Command::Validate { spec_file } => validate(&spec_file),
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_json_text()?);
+            Ok(())
+        }
         command => {
             let token = client_token(&cli.server, &cli.db, cli.token, cli.token_file)?;
             let client = Client::new(&cli.server, token)?;
@@ -337,7 +343,7 @@ fn read_spec(path: &PathBuf) -> Result<(RolloutSpec, spec::Plan), String> {
 async fn run_client(c: &Client, command: Command) -> Result<(), String> {
     let control = |name: &str, action: &str| format!("/v1/rollouts/{name}/{action}");
     match command {
-        Command::Serve(_) | Command::Validate { .. } => Ok(()),
+        Command::Serve(_) | Command::Validate { .. } | Command::Openapi => Ok(()),
         Command::Rollout(RolloutCmd::Create { spec_file }) => {
             // Validate locally first: the same rules, and an error names the file.
             read_spec(&spec_file)?;
