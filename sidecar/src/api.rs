@@ -34,6 +34,7 @@ use tower::ServiceExt;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What [`App::handle`] answers with.
@@ -416,11 +417,21 @@ where
     };
     let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
     let mut operation = P::operation();
-    if let Some(need) = guard.need {
-        let _ = need;
-        for s in security(guard.query) {
-            operation = operation_with(operation, s);
-        }
+    if guard.need.is_some() {
+        // What the guard answers is documented by the guard, once.
+        operation.security = Some(security(guard.query));
+        operation.responses.responses.insert(
+            StatusCode::UNAUTHORIZED.as_str().to_owned(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("No token, or a wrong one.")
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            ),
+        );
     }
     Op {
         path: P::path(),
@@ -429,11 +440,6 @@ where
         guard,
         router: axum::routing::on(filter, handler),
     }
-}
-
-fn operation_with(mut operation: Operation, s: SecurityRequirement) -> Operation {
-    operation.security.get_or_insert_with(Vec::new).push(s);
-    operation
 }
 
 /// The OpenAPI security requirements (any one suffices) for `need`.
@@ -889,8 +895,7 @@ async fn readyz(State(s): Api) -> Result<Response, ApiError> {
 
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses(
-        (status = 200, description = "Prometheus metrics.", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody)))]
+        (status = 200, description = "Prometheus metrics.", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 async fn metrics(State(s): Api) -> Response {
     let mut r = text(s.ctl.metrics().render());
     r.headers_mut().insert(
@@ -909,8 +914,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 #[utoipa::path(get, path = "/v1/rollouts", tag = "rollouts",
     responses(
-        (status = 200, description = "Every rollout, finished ones included.", body = RolloutList),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody)))]
+        (status = 200, description = "Every rollout, finished ones included.", body = RolloutList)))]
 async fn list(State(s): Api) -> Answer<RolloutList> {
     Ok(Json(RolloutList {
         rollouts: s.ctl.list().await?,
@@ -924,7 +928,6 @@ async fn list(State(s): Api) -> Answer<RolloutList> {
     responses(
         (status = 201, description = "Created and started.", body = Created),
         (status = 400, description = "An invalid spec, naming the field.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 409, description = "A rollout of that name is unfinished.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody),
         (status = 415, description = "Neither JSON nor YAML.", body = ErrorBody)))]
@@ -961,7 +964,6 @@ async fn create(
     params(("name" = String, Path, description = "A rollout's name, or a release id")),
     responses(
         (status = 200, description = "The rollout.", body = Status),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody)))]
 async fn status(State(s): Api, Name(name): Name) -> Answer<Status> {
     Ok(Json(s.ctl.status(name).await?))
@@ -972,7 +974,6 @@ async fn status(State(s): Api, Name(name): Name) -> Answer<Status> {
     params(("name" = String, Path, description = "A rollout's name, or a release id")),
     responses(
         (status = 200, description = "Aborted.", body = Status),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody)))]
 async fn delete(State(s): Api, Name(name): Name) -> Answer<Status> {
@@ -989,7 +990,6 @@ macro_rules! plain_control {
             responses(
                 (status = 200, description = "Done.", body = Status),
                 (status = 400, description = "A body with parameters, or malformed JSON.", body = ErrorBody),
-                (status = 401, description = "No or a wrong token.", body = ErrorBody),
                 (status = 404, description = "No such rollout.", body = ErrorBody),
                 (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
                 (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
@@ -1036,7 +1036,6 @@ plain_control!(
     responses(
         (status = 200, description = "Promoted.", body = Status),
         (status = 400, description = "An unknown field, or malformed JSON.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
@@ -1056,7 +1055,6 @@ async fn promote(State(s): Api, Name(name): Name, Payload(body): Payload) -> Ans
     responses(
         (status = 200, description = "Set.", body = Status),
         (status = 400, description = "An invalid weight or body.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
@@ -1073,7 +1071,6 @@ async fn set_weight(State(s): Api, Name(name): Name, Payload(body): Payload) -> 
     responses(
         (status = 200, description = "Set.", body = Status),
         (status = 400, description = "An invalid weight or body.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
@@ -1087,7 +1084,6 @@ async fn post_weight(state: Api, name: Name, body: Payload) -> Answer<Status> {
     responses(
         (status = 200, description = "Set.", body = Status),
         (status = 400, description = "An invalid body.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
@@ -1105,7 +1101,6 @@ async fn rollout_kill_switch(
     responses(
         (status = 200, description = "The decision timeline.", body = Explanation),
         (status = 400, description = "A bad parameter, named.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 404, description = "No such rollout.", body = ErrorBody)))]
 async fn explain(
     State(s): Api,
@@ -1128,8 +1123,7 @@ async fn explain(
     params(HistoryQuery),
     responses(
         (status = 200, description = "Releases, newest first.", body = HistoryPage),
-        (status = 400, description = "A bad parameter, named.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody)))]
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody)))]
 async fn history(State(s): Api, Params(q): Params<HistoryQuery>) -> Answer<HistoryPage> {
     let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_HISTORY)?;
     let name = q.name.filter(|n| !n.is_empty());
@@ -1141,8 +1135,7 @@ async fn history(State(s): Api, Params(q): Params<HistoryQuery>) -> Answer<Histo
 
 #[utoipa::path(get, path = "/v1/kill-switch", tag = "kill switch",
     responses(
-        (status = 200, description = "The global kill switch.", body = KillSwitch),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody)))]
+        (status = 200, description = "The global kill switch.", body = KillSwitch)))]
 async fn kill_switch(State(s): Api) -> Answer<KillSwitch> {
     Ok(Json(KillSwitch {
         on: s.ctl.kill_switch().await?,
@@ -1154,7 +1147,6 @@ async fn kill_switch(State(s): Api) -> Answer<KillSwitch> {
     responses(
         (status = 200, description = "Set.", body = KillSwitch),
         (status = 400, description = "An invalid body.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
 async fn set_kill_switch(State(s): Api, Payload(body): Payload) -> Answer<KillSwitch> {
     let k: KillBody = json_body(&body)?;
@@ -1167,8 +1159,7 @@ async fn set_kill_switch(State(s): Api, Payload(body): Payload) -> Answer<KillSw
     params(AuditQuery),
     responses(
         (status = 200, description = "Events after `after`, oldest first.", body = AuditPage),
-        (status = 400, description = "A bad parameter, named.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody)))]
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody)))]
 async fn audit(State(s): Api, Params(q): Params<AuditQuery>) -> Answer<AuditPage> {
     let after = q.after.unwrap_or(0);
     let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT)?;
@@ -1191,7 +1182,6 @@ async fn audit(State(s): Api, Params(q): Params<AuditQuery>) -> Answer<AuditPage
         (status = 304, description = "Nothing changed before the timeout.",
             headers(("x-linnet-version" = u64), ("x-linnet-epoch" = String))),
         (status = 400, description = "A bad parameter, named.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 503, description = "All held polls are taken; see Retry-After.", body = ErrorBody)))]
 async fn snapshot(
     State(s): Api,
@@ -1240,7 +1230,6 @@ async fn snapshot(
     responses(
         (status = 200, description = "Server-sent events: replay, then live, with heartbeats.", body = String, content_type = "text/event-stream"),
         (status = 400, description = "A bad event id.", body = ErrorBody),
-        (status = 401, description = "No or a wrong token.", body = ErrorBody),
         (status = 503, description = "All event streams are open; see Retry-After.", body = ErrorBody)))]
 async fn events(
     State(s): Api,
