@@ -923,7 +923,11 @@ async fn list(State(s): Api) -> Answer<RolloutList> {
 
 #[utoipa::path(post, path = "/v1/rollouts", tag = "rollouts",
     request_body(content(
-        (RolloutSpec = "application/json"),
+        (RolloutSpec = "application/json", example = json!({
+            "name": "checkout",
+            "match": {"authority": "checkout.example"},
+            "steps": [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "until promoted"}, {"weight": 100}]
+        })),
         (RolloutSpec = "application/yaml"))),
     responses(
         (status = 201, description = "Created and started.", body = Created),
