@@ -1333,14 +1333,18 @@ mod tests {
             a: Option<String>,
             b: Option<String>,
             c: Option<String>,
+            d: Option<String>,
+            e: Option<String>,
             #[serde(default, deserialize_with = "non_negative")]
             n: Option<i64>,
         }
-        let uri: hyper::Uri = "/x?a=1&b=x%20y+z&c".parse().unwrap();
+        let uri: hyper::Uri = "/x?a=1&b=x%20y+z&c&d=%zz&e=%4".parse().unwrap();
         let q: Q = query(&uri).unwrap();
         assert_eq!(q.a.as_deref(), Some("1"));
         assert_eq!(q.b.as_deref(), Some("x y z"));
         assert_eq!(q.c.as_deref(), Some(""));
+        assert_eq!(q.d.as_deref(), Some("%zz"));
+        assert_eq!(q.e.as_deref(), Some("%4"));
         assert_eq!(q.n, None);
         let uri: hyper::Uri = "/x?n=b".parse().unwrap();
         let e = query::<Q>(&uri).unwrap_err();
