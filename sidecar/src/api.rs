@@ -1,28 +1,44 @@
 //! The admin HTTP API under `/v1`: rollouts and their controls, the kill switch, the audit
 //! log, the filters' snapshot long-poll, server-sent events, health and metrics.
 //!
-//! [`App::handle`] takes any request body, so tests call it directly without a socket.
+//! Every route is declared once, in [`routes`]: its handler (whose `#[utoipa::path]` gives
+//! the path, the method and the OpenAPI operation) and the token it needs. The router, the
+//! 405s' `Allow`, the metrics labels and the OpenAPI document ([`openapi`]) all come from
+//! that table. [`App::handle`] takes any request body, so tests call it without a socket.
 
 use crate::auth::{Auth, Need};
-use crate::controller::{Controller, CtlError, Releases, RolloutRef, Rollouts, MAX_HISTORY};
-use crate::machine::Control;
+use crate::controller::{Controller, CtlError, HistoryEntry, RolloutRef, Status, MAX_HISTORY};
+use crate::explain::Line;
+use crate::machine::{Control, State as RolloutState};
 use crate::slots::{Slot, Slots};
 use crate::spec::{self, Format, RolloutSpec};
 use crate::sse;
+use crate::store::Event;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, OriginalUri, Path, State};
+use axum::handler::Handler;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use axum::{Json, Router};
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use std::convert::Infallible;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tower::Layer;
+use tower::ServiceExt;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-pub type Body = BoxBody<Bytes, Infallible>;
+/// What [`App::handle`] answers with.
+pub type Body = axum::body::Body;
 
 pub use linnet_core::poll::{EPOCH_HEADER, POLLER_HEADER, VERSION_HEADER};
 pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
@@ -36,6 +52,10 @@ pub const DEFAULT_MAX_SSE: usize = 64;
 pub const DEFAULT_MAX_POLLS: usize = 256;
 /// What a 503 for a full limit tells the client to wait, in seconds.
 const RETRY_AFTER_SECS: u32 = 5;
+/// The security schemes' names in the OpenAPI document.
+const BEARER: &str = "bearer";
+const API_KEY: &str = "api_key";
+const QUERY_TOKEN: &str = "query_token";
 
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
@@ -63,18 +83,23 @@ impl Default for ApiConfig {
     }
 }
 
+/// The API: the route table as a service, and what its handlers share.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<AppInner>,
+    shared: Arc<Shared>,
+    service: NormalizePath<Router>,
 }
 
-struct AppInner {
+/// What every handler reaches through `State`.
+struct Shared {
     ctl: Controller,
     config: ApiConfig,
     shutdown: watch::Receiver<bool>,
     sse: Arc<Slots>,
     polls: Arc<Slots>,
 }
+
+type Api = State<Arc<Shared>>;
 
 /// A limit on requests that stay open, as its metrics label and in its 503's words.
 #[derive(Debug, Clone, Copy)]
@@ -92,51 +117,158 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Pause,
-    Resume,
-    Promote,
-    Abort,
-    Retry,
-    Complete,
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, naming the field, parameter or limit.
+    pub error: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
-    Healthz,
-    Readyz,
-    Metrics,
-    Rollouts,
-    Rollout(RolloutRef),
-    Control(RolloutRef, Action),
-    Weight(RolloutRef),
-    RolloutKill(RolloutRef),
-    Explain(RolloutRef),
-    History,
-    KillSwitch,
-    Audit,
-    Snapshot,
-    Events,
-}
+// === request bodies and query parameters ===
 
-#[derive(Deserialize, Default)]
+/// `promote`: one step, or with `full` straight to 100%. No body is `{}`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PromoteBody {
+pub struct PromoteBody {
     #[serde(default)]
     full: bool,
 }
 
-#[derive(Deserialize)]
+/// A control that takes no parameters: no body, `{}` or `null`.
+#[derive(ToSchema)]
+pub struct NoParameters {}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WeightBody {
+pub struct WeightBody {
+    /// Canary share in percent, 0 to 100.
+    #[schema(minimum = 0.0, maximum = 100.0)]
     weight: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KillBody {
+pub struct KillBody {
     on: bool,
+}
+
+/// `limit`, `after` and a rollout filter, as the audit log and explain read them.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only events after this id. Default 0.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// How many events, 1 to 1000. Default 100.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Only this rollout's events.
+    #[serde(default)]
+    rollout: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExplainQuery {
+    /// How many events the timeline reads, 1 to 1000. Default 100.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// How many releases, 1 to 1000. Default 100.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Only releases of this name.
+    #[serde(default)]
+    name: Option<String>,
+    /// Only releases whose match overlaps this host.
+    #[serde(default, rename = "match")]
+    #[param(rename = "match")]
+    host: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// The version the caller has; absent: answer at once.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 0)]
+    version: Option<i64>,
+    /// The epoch the caller has (empty before it has one).
+    #[serde(default)]
+    epoch: Option<String>,
+    /// How long to hold the poll when nothing changed, in ms (clamped to 1000..=300000).
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 1000, maximum = 300000)]
+    timeout_ms: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Replay after this id (the `Last-Event-ID` header wins).
+    #[serde(default)]
+    #[param(value_type = Option<i64>)]
+    last_event_id: Option<String>,
+    /// Only this rollout's events.
+    #[serde(default)]
+    rollout: Option<String>,
+}
+
+// === response bodies ===
+//
+// The CLI reads the answers back into these same types.
+
+/// `GET /v1/rollouts`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RolloutList {
+    pub rollouts: Vec<Status>,
+}
+
+/// A created rollout: its status, and what its spec should reconsider.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Created {
+    #[serde(flatten)]
+    pub status: Status,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The global kill switch's position.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KillSwitch {
+    pub on: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<Event>,
+    /// Pass as `after` for the next page.
+    pub next_after: i64,
+}
+
+/// `GET /v1/history`: releases, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    pub releases: Vec<HistoryEntry>,
+}
+
+/// `GET /v1/rollouts/{name}/explain`: where the rollout stands and its decision timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Explanation {
+    pub rollout: String,
+    pub id: i64,
+    pub state: RolloutState,
+    pub step: usize,
+    pub weight: f64,
+    pub timeline: Vec<Line>,
 }
 
 // === impl ApiError ===
@@ -170,6 +302,22 @@ impl From<CtlError> for ApiError {
     }
 }
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
+    }
+}
+
 // === impl Limit ===
 
 impl Limit {
@@ -192,440 +340,403 @@ impl Limit {
     }
 }
 
-// === impl Route ===
+// === the route table ===
 
-impl Route {
-    fn parse(path: &str) -> Option<Route> {
-        let path = path
-            .strip_suffix('/')
-            .filter(|p| !p.is_empty())
-            .unwrap_or(path);
-        let segs: Vec<&str> = path.split('/').skip(1).collect();
-        Some(match segs.as_slice() {
-            ["healthz"] => Route::Healthz,
-            ["readyz"] => Route::Readyz,
-            ["metrics"] => Route::Metrics,
-            ["v1", "rollouts"] => Route::Rollouts,
-            ["v1", "rollouts", name] => Route::Rollout(RolloutRef::parse(name)),
-            ["v1", "rollouts", name, action] => {
-                let name = RolloutRef::parse(name);
-                match *action {
-                    "pause" => Route::Control(name, Action::Pause),
-                    "resume" => Route::Control(name, Action::Resume),
-                    "promote" => Route::Control(name, Action::Promote),
-                    "abort" => Route::Control(name, Action::Abort),
-                    "retry" => Route::Control(name, Action::Retry),
-                    "complete" => Route::Control(name, Action::Complete),
-                    "weight" => Route::Weight(name),
-                    "kill-switch" => Route::RolloutKill(name),
-                    "explain" => Route::Explain(name),
-                    _ => return None,
-                }
-            }
-            ["v1", "history"] => Route::History,
-            ["v1", "kill-switch"] => Route::KillSwitch,
-            ["v1", "audit"] => Route::Audit,
-            ["v1", "snapshot"] => Route::Snapshot,
-            ["v1", "events"] => Route::Events,
-            _ => return None,
-        })
+/// Who may call an operation: nobody needs a token (`None`), or `Need`; `query` also takes
+/// the token as `?token=` (only the event stream: EventSource cannot send headers).
+#[derive(Debug, Clone, Copy)]
+struct Guard {
+    need: Option<Need>,
+    query: bool,
+}
+
+const OPEN: Guard = Guard {
+    need: None,
+    query: false,
+};
+const POLL: Guard = Guard {
+    need: Some(Need::Poll),
+    query: false,
+};
+const READ: Guard = Guard {
+    need: Some(Need::Read),
+    query: false,
+};
+const WRITE: Guard = Guard {
+    need: Some(Need::Write),
+    query: false,
+};
+const READ_OR_QUERY_TOKEN: Guard = Guard {
+    need: Some(Need::Read),
+    query: true,
+};
+
+/// One operation of the table: a handler at its documented path and method, behind its guard.
+struct Op {
+    path: String,
+    method: Method,
+    operation: Operation,
+    guard: Guard,
+    router: MethodRouter<Arc<Shared>>,
+}
+
+/// The route table. A route is one line: its handler and who may call it.
+fn routes() -> Vec<Op> {
+    vec![
+        op::<__path_healthz, _, _>(healthz, OPEN),
+        op::<__path_readyz, _, _>(readyz, OPEN),
+        op::<__path_metrics, _, _>(metrics, READ),
+        op::<__path_openapi_json, _, _>(openapi_json, OPEN),
+        op::<__path_list, _, _>(list, READ),
+        op::<__path_create, _, _>(create, WRITE),
+        op::<__path_status, _, _>(status, READ),
+        op::<__path_delete, _, _>(delete, WRITE),
+        op::<__path_pause, _, _>(pause, WRITE),
+        op::<__path_resume, _, _>(resume, WRITE),
+        op::<__path_promote, _, _>(promote, WRITE),
+        op::<__path_abort, _, _>(abort, WRITE),
+        op::<__path_retry, _, _>(retry, WRITE),
+        op::<__path_complete, _, _>(complete, WRITE),
+        op::<__path_set_weight, _, _>(set_weight, WRITE),
+        op::<__path_post_weight, _, _>(post_weight, WRITE),
+        op::<__path_rollout_kill_switch, _, _>(rollout_kill_switch, WRITE),
+        op::<__path_explain, _, _>(explain, READ),
+        op::<__path_history, _, _>(history, READ),
+        op::<__path_kill_switch, _, _>(kill_switch, READ),
+        op::<__path_set_kill_switch, _, _>(set_kill_switch, WRITE),
+        op::<__path_audit, _, _>(audit, READ),
+        op::<__path_snapshot, _, _>(snapshot, POLL),
+        op::<__path_events, _, _>(events, READ_OR_QUERY_TOKEN),
+    ]
+}
+
+fn op<P, H, T>(handler: H, guard: Guard) -> Op
+where
+    P: utoipa::Path,
+    H: Handler<T, Arc<Shared>>,
+    T: 'static,
+{
+    let method = match P::methods().first() {
+        Some(HttpMethod::Post) => Method::POST,
+        Some(HttpMethod::Put) => Method::PUT,
+        Some(HttpMethod::Delete) => Method::DELETE,
+        _ => Method::GET,
+    };
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    let mut operation = P::operation();
+    if guard.need.is_some() {
+        // What the guard answers is documented by the guard, once.
+        operation.security = Some(security(guard.query));
+        operation.responses.responses.insert(
+            StatusCode::UNAUTHORIZED.as_str().to_owned(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("No token, or a wrong one.")
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            ),
+        );
     }
-
-    /// The route's pattern, for metrics labels and logs.
-    fn pattern(&self) -> &'static str {
-        match self {
-            Route::Healthz => "/healthz",
-            Route::Readyz => "/readyz",
-            Route::Metrics => "/metrics",
-            Route::Rollouts => "/v1/rollouts",
-            Route::Rollout(_) => "/v1/rollouts/{name}",
-            Route::Control(_, Action::Pause) => "/v1/rollouts/{name}/pause",
-            Route::Control(_, Action::Resume) => "/v1/rollouts/{name}/resume",
-            Route::Control(_, Action::Promote) => "/v1/rollouts/{name}/promote",
-            Route::Control(_, Action::Abort) => "/v1/rollouts/{name}/abort",
-            Route::Control(_, Action::Retry) => "/v1/rollouts/{name}/retry",
-            Route::Control(_, Action::Complete) => "/v1/rollouts/{name}/complete",
-            Route::Weight(_) => "/v1/rollouts/{name}/weight",
-            Route::RolloutKill(_) => "/v1/rollouts/{name}/kill-switch",
-            Route::Explain(_) => "/v1/rollouts/{name}/explain",
-            Route::History => "/v1/history",
-            Route::KillSwitch => "/v1/kill-switch",
-            Route::Audit => "/v1/audit",
-            Route::Snapshot => "/v1/snapshot",
-            Route::Events => "/v1/events",
-        }
-    }
-
-    fn methods(&self) -> &'static [Method] {
-        match self {
-            Route::Rollouts | Route::KillSwitch => &[Method::GET, Method::POST],
-            Route::Rollout(_) => &[Method::GET, Method::DELETE],
-            Route::Control(..) | Route::RolloutKill(_) => &[Method::POST],
-            Route::Weight(_) => &[Method::PUT, Method::POST],
-            _ => &[Method::GET],
-        }
-    }
-
-    fn need(&self, method: &Method) -> Option<Need> {
-        match self {
-            Route::Healthz | Route::Readyz => None,
-            Route::Snapshot => Some(Need::Poll),
-            _ if method == Method::GET => Some(Need::Read),
-            _ => Some(Need::Write),
-        }
+    Op {
+        path: P::path(),
+        method,
+        operation,
+        guard,
+        router: axum::routing::on(filter, handler),
     }
 }
 
-// === impl App ===
+/// The OpenAPI security requirements (any one suffices) for `need`.
+fn security(query: bool) -> Vec<SecurityRequirement> {
+    let mut s = vec![
+        SecurityRequirement::new::<_, _, &str>(BEARER, []),
+        SecurityRequirement::new::<_, _, &str>(API_KEY, []),
+    ];
+    if query {
+        s.push(SecurityRequirement::new::<_, _, &str>(QUERY_TOKEN, []));
+    }
+    s
+}
 
-impl App {
-    /// `shutdown` turning true ends long-polls and event streams, so a drain can finish.
-    pub fn new(ctl: Controller, config: ApiConfig, shutdown: watch::Receiver<bool>) -> App {
-        let sse = Slots::new(
-            config.max_sse,
-            ctl.metrics().slots_in_use(Limit::Sse.label()),
-        );
-        let polls = Slots::new(
-            config.max_polls,
-            ctl.metrics().slots_in_use(Limit::Polls.label()),
-        );
-        App {
-            inner: Arc::new(AppInner {
-                ctl,
-                config,
-                shutdown,
-                sse,
-                polls,
-            }),
+/// The router of the table: operations grouped by path, each path answering 405 (with
+/// `Allow`, in the table's order) for the methods it does not serve, HEAD included.
+fn router(shared: Arc<Shared>) -> Router {
+    let mut paths: Vec<(String, Vec<Op>)> = Vec::new();
+    for op in routes() {
+        match paths.iter_mut().find(|(p, _)| *p == op.path) {
+            Some((_, ops)) => ops.push(op),
+            None => paths.push((op.path.clone(), vec![op])),
         }
     }
-
-    pub fn controller(&self) -> &Controller {
-        &self.inner.ctl
-    }
-
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let method = req.method().clone();
-        let route = Route::parse(req.uri().path());
-        let pattern = route.as_ref().map_or("unmatched", Route::pattern);
-        let resp = match route {
-            None => error(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no such endpoint: {}", req.uri().path()),
-            )),
-            Some(route) => match self.dispatch(route, req).await {
-                Ok(r) => r,
-                Err(e) => error(e),
-            },
+    let mut router = Router::new();
+    for (path, ops) in paths {
+        let allow = ops
+            .iter()
+            .map(|o| o.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let not_allowed = {
+            let (pattern, allow) = (path.clone(), allow.clone());
+            move |method: Method| async move { method_not_allowed(&method, &pattern, &allow) }
         };
-        let mut resp = resp;
-        if pattern == Route::Snapshot.pattern() && !resp.headers().contains_key(VERSION_HEADER) {
+        let mut methods = MethodRouter::new();
+        for op in ops {
+            methods = methods.merge(guarded(&shared, op.guard, op.router));
+        }
+        methods = methods
+            .on(MethodFilter::HEAD, not_allowed.clone())
+            .fallback(not_allowed);
+        if path == "/v1/snapshot" {
             // Errors too, so a poller always learns the current version.
-            let v = self.inner.ctl.snapshot().borrow().version;
-            resp.headers_mut()
-                .insert(VERSION_HEADER, HeaderValue::from(v));
-        }
-        tracing::debug!(%method, route = pattern, status = resp.status().as_u16(), "request");
-        self.inner
-            .ctl
-            .metrics()
-            .count_request(method.as_str(), pattern, resp.status().as_u16());
-        resp
-    }
-
-    async fn dispatch<B>(&self, route: Route, req: Request<B>) -> Result<Response<Body>, ApiError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let method = req.method().clone();
-        let allowed = route.methods();
-        if !allowed.contains(&method) {
-            let allow = allowed
-                .iter()
-                .map(Method::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut r = error(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "method {method} is not allowed on {}; use {allow}",
-                    route.pattern()
-                ),
+            methods = methods.layer(middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                stamp_version,
             ));
-            if let Ok(v) = HeaderValue::from_str(&allow) {
-                r.headers_mut().insert(ALLOW, v);
-            }
-            return Ok(r);
         }
-        let query = Query::parse(req.uri().query());
-        if let Some(need) = route.need(&method) {
-            // Only the event stream takes a token in the query: EventSource cannot send headers.
-            let qt = if route == Route::Events {
-                query.get("token")
-            } else {
-                None
-            };
-            self.inner
-                .config
-                .auth
-                .check(need, req.headers(), qt)
-                .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
-        }
-        let ctl = &self.inner.ctl;
-        match (route, method) {
-            (Route::Healthz, _) => Ok(text(StatusCode::OK, "ok\n")),
-            (Route::Readyz, _) => match ctl.ping().await {
-                Ok(()) => Ok(text(StatusCode::OK, "ready\n")),
-                Err(e) => Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {e}"),
-                )),
-            },
-            (Route::Metrics, _) => {
-                let mut r = text(StatusCode::OK, ctl.metrics().render());
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                Ok(r)
-            }
-            (Route::Rollouts, Method::GET) => Ok(ok_json(&Rollouts {
-                rollouts: ctl.list().await?,
-            })),
-            (Route::Rollouts, _) => {
-                let ct = req
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let format = Format::from_content_type(ct.as_deref()).ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        format!(
-                            "Content-Type {:?} is neither JSON nor YAML",
-                            ct.unwrap_or_default()
-                        ),
-                    )
-                })?;
-                let body = self.body(req).await?;
-                let (spec, plan) = RolloutSpec::parse(&body, format)
-                    .map_err(|e| ApiError::bad(format!("invalid rollout spec: {e}")))?;
-                let warnings = plan.warnings();
-                for w in &warnings {
-                    tracing::warn!(rollout = %spec.name, "{w}");
+        router = router.route(&path, methods);
+    }
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), count))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            shared.config.max_body_bytes,
+        ))
+        .with_state(shared)
+}
+
+/// `router` behind the token check of `guard`.
+fn guarded(
+    shared: &Arc<Shared>,
+    guard: Guard,
+    router: MethodRouter<Arc<Shared>>,
+) -> MethodRouter<Arc<Shared>> {
+    let Some(need) = guard.need else {
+        return router;
+    };
+    let shared = Arc::clone(shared);
+    router.route_layer(middleware::from_fn(
+        move |req: Request<Body>, next: Next| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let token = guard
+                    .query
+                    .then(|| query::<TokenQuery>(req.uri()).ok()?.token)
+                    .flatten();
+                match shared
+                    .config
+                    .auth
+                    .check(need, req.headers(), token.as_deref())
+                {
+                    Ok(()) => next.run(req).await,
+                    Err(m) => ApiError::new(StatusCode::UNAUTHORIZED, m).into_response(),
                 }
-                let status = ctl.create(spec, plan).await?;
-                let mut body = json!(status);
-                body["warnings"] = json!(warnings);
-                Ok(json_response(StatusCode::CREATED, &body))
             }
-            (Route::Rollout(name), Method::GET) => Ok(ok_json(&ctl.status(name).await?)),
-            (Route::Explain(name), _) => {
-                let limit = query.limit()?;
-                let (status, events) = ctl.timeline(name, limit).await?;
-                Ok(ok_json(&crate::explain::Explained {
-                    rollout: status.name,
-                    id: status.id,
-                    state: status.state,
-                    step: status.step,
-                    weight: status.weight,
-                    timeline: crate::explain::timeline(&events),
-                }))
-            }
-            (Route::Rollout(name), _) => Ok(ok_json(&ctl.control(name, Control::Abort).await?)),
-            (Route::Control(name, action), _) => {
-                let body = self.body(req).await?;
-                let control = match action {
-                    Action::Pause => empty_body(&body).map(|()| Control::Pause)?,
-                    Action::Resume => empty_body(&body).map(|()| Control::Resume)?,
-                    Action::Abort => empty_body(&body).map(|()| Control::Abort)?,
-                    Action::Retry => empty_body(&body).map(|()| Control::Retry)?,
-                    Action::Complete => empty_body(&body).map(|()| Control::Complete)?,
-                    Action::Promote => {
-                        let p: PromoteBody = if is_blank(&body) {
-                            PromoteBody::default()
-                        } else {
-                            json_body(&body)?
-                        };
-                        Control::Promote { full: p.full }
-                    }
-                };
-                Ok(ok_json(&ctl.control(name, control).await?))
-            }
-            (Route::Weight(name), _) => {
-                let body = self.body(req).await?;
-                let w: WeightBody = json_body(&body)?;
-                spec::percent("weight", w.weight).map_err(|e| ApiError::bad(e.to_string()))?;
-                Ok(ok_json(
-                    &ctl.control(name, Control::SetWeight(w.weight)).await?,
-                ))
-            }
-            (Route::RolloutKill(name), _) => {
-                let body = self.body(req).await?;
-                let k: KillBody = json_body(&body)?;
-                Ok(ok_json(
-                    &ctl.control(name, Control::KillSwitch(k.on)).await?,
-                ))
-            }
-            (Route::History, _) => {
-                let limit = match query.int("limit")? {
-                    None => DEFAULT_AUDIT_LIMIT,
-                    Some(l) => usize::try_from(l)
-                        .ok()
-                        .filter(|l| (1..=MAX_HISTORY).contains(l))
-                        .ok_or_else(|| {
-                            ApiError::bad(format!("limit: must be between 1 and {MAX_HISTORY}"))
-                        })?,
-                };
-                let name = query
-                    .get("name")
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned);
-                let host = query
-                    .get("match")
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_owned);
-                let releases = ctl.history(name, host, limit).await?;
-                Ok(ok_json(&Releases { releases }))
-            }
-            (Route::KillSwitch, Method::GET) => {
-                Ok(ok_json(&json!({ "on": ctl.kill_switch().await? })))
-            }
-            (Route::KillSwitch, _) => {
-                let body = self.body(req).await?;
-                let k: KillBody = json_body(&body)?;
-                Ok(ok_json(&json!({ "on": ctl.set_kill_switch(k.on).await? })))
-            }
-            (Route::Audit, _) => {
-                let after = query.int("after")?.unwrap_or(0);
-                let limit = query.limit()?;
-                let rollout = query
-                    .get("rollout")
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_owned);
-                let events = ctl.events(after, rollout, limit).await?;
-                let next_after = events.last().map_or(after, |e| e.id);
-                Ok(ok_json(
-                    &json!({ "events": events, "next_after": next_after }),
-                ))
-            }
-            (Route::Snapshot, _) => self.snapshot(&req, &query).await,
-            (Route::Events, _) => {
-                let header = req
-                    .headers()
-                    .get(LAST_EVENT_ID_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let after = match header.as_deref().or(query.get("last_event_id")) {
-                    None | Some("") => 0,
-                    Some(s) => s.trim().parse::<i64>().map_err(|_| {
-                        ApiError::bad(format!("last_event_id: {s:?} is not an integer event id"))
-                    })?,
-                };
-                let rollout = query
-                    .get("rollout")
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_owned);
-                let slot = self.take(Limit::Sse)?;
-                let body = sse::stream(
-                    slot,
-                    ctl.clone(),
-                    after,
-                    rollout,
-                    self.inner.config.heartbeat,
-                    self.inner.shutdown.clone(),
-                );
-                let mut r = Response::new(body);
-                let h = r.headers_mut();
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-                h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                Ok(r)
-            }
-        }
-    }
+        },
+    ))
+}
 
-    /// `GET /v1/snapshot?version=N&epoch=E&timeout_ms=T`: 200 with the snapshot at once when
-    /// the caller's version differs from the current one (or is absent), or its epoch does
-    /// (a filter that knows epochs always sends one, empty before it has one); otherwise wait
-    /// for a change (200) or the timeout (304, empty body). Without `epoch`, as before epochs.
-    async fn snapshot<B>(
-        &self,
-        req: &Request<B>,
-        query: &Query,
-    ) -> Result<Response<Body>, ApiError> {
-        let have = query.int("version")?;
-        let timeout_ms = match query.int("timeout_ms")? {
-            None => DEFAULT_POLL_TIMEOUT_MS,
-            Some(t) => u64::try_from(t)
-                .unwrap_or(0)
-                .clamp(POLL_TIMEOUT_RANGE_MS.0, POLL_TIMEOUT_RANGE_MS.1),
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn method_not_allowed(method: &Method, pattern: &str, allow: &str) -> Response {
+    let mut r = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {pattern}; use {allow}"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(ALLOW, v);
+    }
+    r
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+/// Counts every answer under its route's pattern (`unmatched` for none), so clients cannot
+/// make new metric series.
+async fn count(
+    State(shared): Api,
+    matched: Option<MatchedPath>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let pattern = matched
+        .as_ref()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, route = pattern, status = resp.status().as_u16(), "request");
+    shared
+        .ctl
+        .metrics()
+        .count_request(method.as_str(), &pattern, resp.status().as_u16());
+    resp
+}
+
+async fn stamp_version(State(shared): Api, req: Request<Body>, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if !resp.headers().contains_key(VERSION_HEADER) {
+        let v = shared.ctl.snapshot().borrow().version;
+        resp.headers_mut()
+            .insert(VERSION_HEADER, HeaderValue::from(v));
+    }
+    resp
+}
+
+/// The OpenAPI 3.1 document of the table. `linnet openapi` prints it; it ships as
+/// `sidecar/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = Doc::openapi();
+    for op in routes() {
+        let method = match op.method {
+            Method::POST => HttpMethod::Post,
+            Method::PUT => HttpMethod::Put,
+            Method::DELETE => HttpMethod::Delete,
+            _ => HttpMethod::Get,
         };
-        let timeout = Duration::from_millis(timeout_ms);
-        if let Some(id) = req
-            .headers()
-            .get(POLLER_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            if !id.is_empty() && id.len() <= 256 {
-                self.inner.ctl.metrics().saw_poller(id, timeout);
-            }
-        }
-        let mut rx = self.inner.ctl.snapshot();
-        let current = rx.borrow_and_update().clone();
-        let have = have.and_then(|v| u64::try_from(v).ok());
-        // Another run's version N says nothing about this run's N.
-        let other_epoch = query
-            .get("epoch")
-            .is_some_and(|e| e != current.epoch.as_str());
-        if have != Some(current.version) || other_epoch {
-            return Ok(snapshot_body(&current));
-        }
-        // Held from here until answered, or dropped with the request if the client goes.
-        let _slot = self.take(Limit::Polls)?;
-        let mut shutdown = self.inner.shutdown.clone();
-        tokio::select! {
-            changed = rx.changed() => {
-                let latest = rx.borrow_and_update().clone();
-                if changed.is_ok() && latest.version != current.version {
-                    return Ok(snapshot_body(&latest));
-                }
-                Ok(not_modified(&current))
-            }
-            _ = tokio::time::sleep(timeout) => Ok(not_modified(&current)),
-            _ = crate::signal::stopped(&mut shutdown) => Ok(not_modified(&current)),
-        }
+        doc.paths
+            .add_path_operation(&op.path, vec![method], op.operation);
     }
+    doc
+}
 
-    /// A place under `limit`, or a 503 that names the cap and says what to do.
-    fn take(&self, limit: Limit) -> Result<Slot, ApiError> {
-        let slots = match limit {
-            Limit::Sse => &self.inner.sse,
-            Limit::Polls => &self.inner.polls,
-        };
-        slots.try_take().ok_or_else(|| {
-            self.inner.ctl.metrics().count_rejected(limit.label());
-            ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: limit.full(slots.cap()),
-                retry_after: Some(RETRY_AFTER_SECS),
-            }
-        })
+/// [`openapi`] as pretty JSON, as `sidecar/openapi.json` holds it.
+pub fn openapi_json_text() -> Result<String, String> {
+    openapi()
+        .to_pretty_json()
+        .map_err(|e| format!("cannot encode the OpenAPI document: {e}"))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Linnet admin API",
+        description = "Rollouts and their controls, the kill switch, the audit log, the filters' snapshot long-poll, server-sent events, health and metrics. Every change needs the admin token; reads too unless the server runs with --open-reads; the snapshot needs the poll token or the admin token."
+    ),
+    components(schemas(
+        ErrorBody, NoParameters, PromoteBody, WeightBody, KillBody, RolloutSpec, RolloutList,
+        Created, Status, KillSwitch, AuditPage, HistoryPage, Explanation
+    )),
+    modifiers(&SecuritySchemes)
+)]
+struct Doc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityScheme;
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token (or, for the snapshot, the poll token).",
+                    ))
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            API_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                crate::auth::API_KEY_HEADER,
+                "The same token as the bearer one.",
+            ))),
+        );
+        c.add_security_scheme(
+            QUERY_TOKEN,
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The admin token as ?token=, on the event stream only (EventSource cannot send headers).",
+            ))),
+        );
     }
+}
 
-    /// The body, refused with 413 past the limit.
-    async fn body<B>(&self, req: Request<B>) -> Result<Bytes, ApiError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let limit = self.inner.config.max_body_bytes;
+// === extractors ===
+
+/// Query parameters through serde; a bad one is a 400 that names it.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut hyper::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        query(&parts.uri).map(Params).map_err(ApiError::bad)
+    }
+}
+
+fn query<T: DeserializeOwned>(uri: &hyper::Uri) -> Result<T, String> {
+    let q = uri.query().unwrap_or("");
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| e.to_string())
+}
+
+/// An integer parameter that must not be negative; empty is absent.
+fn non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = String::deserialize(d)?;
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{v:?} is not a non-negative integer")))
+}
+
+/// `limit` between 1 and `max`; `default` when absent.
+fn limit(l: Option<i64>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = l.map_or(default, |l| usize::try_from(l).unwrap_or(0));
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad(format!("limit: must be between 1 and {max}")));
+    }
+    Ok(limit)
+}
+
+/// The `{name}` segment: a rollout's name, or a release id.
+struct Name(RolloutRef);
+
+impl<S: Send + Sync> FromRequestParts<S> for Name {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut hyper::http::request::Parts,
+        s: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(name) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| ApiError::bad(format!("name: {}", e.body_text())))?;
+        Ok(Name(RolloutRef::parse(&name)))
+    }
+}
+
+/// The request body, refused with 413 past the limit (declared or streamed).
+struct Payload(Bytes);
+
+impl FromRequest<Arc<Shared>> for Payload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let limit = shared.config.max_body_bytes;
         let too_big = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -640,126 +751,15 @@ impl App {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_big());
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
-            Err(e) => Err(ApiError::bad(format!("cannot read the body: {e}"))),
+        match Bytes::from_request(req, shared).await {
+            Ok(b) => Ok(Payload(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_big()),
+            Err(e) => Err(ApiError::bad(format!(
+                "cannot read the body: {}",
+                e.body_text()
+            ))),
         }
     }
-}
-
-fn snapshot_body(p: &crate::controller::Published) -> Response<Body> {
-    let mut r = Response::new(Full::new(p.body.clone()).boxed());
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    stamp_headers(h, p);
-    r
-}
-
-fn not_modified(p: &crate::controller::Published) -> Response<Body> {
-    let mut r = Response::new(empty());
-    *r.status_mut() = StatusCode::NOT_MODIFIED;
-    stamp_headers(r.headers_mut(), p);
-    r
-}
-
-/// The version and epoch the answer is about, in the body's words (a 304 has no body).
-fn stamp_headers(h: &mut hyper::HeaderMap, p: &crate::controller::Published) {
-    h.insert(VERSION_HEADER, HeaderValue::from(p.version));
-    // An epoch is 1 to 64 of A-Z a-z 0-9 - _, which is always a valid header value.
-    if let Ok(epoch) = HeaderValue::from_str(p.epoch.as_str()) {
-        h.insert(EPOCH_HEADER, epoch);
-    }
-}
-
-/// Query parameters, percent-decoded.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(q: Option<&str>) -> Query {
-        Query(
-            q.unwrap_or("")
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `limit`: how many events to return, 1 to the maximum; default 100.
-    fn limit(&self) -> Result<usize, ApiError> {
-        let limit = self
-            .int("limit")?
-            .map_or(DEFAULT_AUDIT_LIMIT, |l| usize::try_from(l).unwrap_or(0));
-        if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
-            return Err(ApiError::bad(format!(
-                "limit: must be between 1 and {MAX_AUDIT_LIMIT}"
-            )));
-        }
-        Ok(limit)
-    }
-
-    /// An integer parameter; `Err` names it.
-    fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
-        match self.get(key) {
-            None | Some("") => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError::bad(format!("{key}: {v:?} is not a non-negative integer"))
-                }),
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let decoded = match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => Some(hi * 16 + lo),
-            _ => None,
-        };
-        match (b[i], decoded) {
-            (_, Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, None) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_blank(body: &[u8]) -> bool {
@@ -787,13 +787,8 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     linnet_core::config::parse_json(body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))
 }
 
-pub fn empty() -> Body {
-    Full::new(Bytes::new()).boxed()
-}
-
-fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(s.into())).boxed());
-    *r.status_mut() = status;
+fn text(body: impl Into<String>) -> Response {
+    let mut r = body.into().into_response();
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -801,36 +796,507 @@ fn text(status: StatusCode, s: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, v: &T) -> Response<Body> {
-    match serde_json::to_vec(v) {
-        Ok(b) => {
-            let mut r = Response::new(Full::new(Bytes::from(b)).boxed());
-            *r.status_mut() = status;
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
+// === impl App ===
+
+impl App {
+    /// `shutdown` turning true ends long-polls and event streams, so a drain can finish.
+    pub fn new(ctl: Controller, config: ApiConfig, shutdown: watch::Receiver<bool>) -> App {
+        let sse = Slots::new(
+            config.max_sse,
+            ctl.metrics().slots_in_use(Limit::Sse.label()),
+        );
+        let polls = Slots::new(
+            config.max_polls,
+            ctl.metrics().slots_in_use(Limit::Polls.label()),
+        );
+        let shared = Arc::new(Shared {
+            ctl,
+            config,
+            shutdown,
+            sse,
+            polls,
+        });
+        // `/v1/rollouts/` is `/v1/rollouts`.
+        let service = NormalizePathLayer::trim_trailing_slash().layer(router(Arc::clone(&shared)));
+        App { shared, service }
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.shared.ctl
+    }
+
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut req = req.map(Body::new);
+        // The path as sent, for the 404's words (the router sees it without a trailing slash).
+        let original = OriginalUri(req.uri().clone());
+        req.extensions_mut().insert(original);
+        match self.service.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
         }
-        Err(e) => error(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the response: {e}"),
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// A place under `limit`, or a 503 that names the cap and says what to do.
+    fn take(&self, limit: Limit) -> Result<Slot, ApiError> {
+        let slots = match limit {
+            Limit::Sse => &self.sse,
+            Limit::Polls => &self.polls,
+        };
+        slots.try_take().ok_or_else(|| {
+            self.ctl.metrics().count_rejected(limit.label());
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: limit.full(slots.cap()),
+                retry_after: Some(RETRY_AFTER_SECS),
+            }
+        })
+    }
+
+    async fn control(&self, name: RolloutRef, control: Control) -> Result<Json<Status>, ApiError> {
+        Ok(Json(self.ctl.control(name, control).await?))
+    }
+
+    /// A control without parameters.
+    async fn plain(
+        &self,
+        name: RolloutRef,
+        body: &[u8],
+        control: Control,
+    ) -> Result<Json<Status>, ApiError> {
+        empty_body(body)?;
+        self.control(name, control).await
+    }
+}
+
+// === handlers, one per route ===
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process answers.", body = String, content_type = "text/plain")))]
+async fn healthz() -> Response {
+    text("ok\n")
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The store answers.", body = String, content_type = "text/plain"),
+        (status = 503, description = "The store does not answer.", body = ErrorBody)))]
+async fn readyz(State(s): Api) -> Result<Response, ApiError> {
+    match s.ctl.ping().await {
+        Ok(()) => Ok(text("ready\n")),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {e}"),
         )),
     }
 }
 
-fn ok_json<T: serde::Serialize + ?Sized>(v: &T) -> Response<Body> {
-    json_response(StatusCode::OK, v)
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Prometheus metrics.", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
+async fn metrics(State(s): Api) -> Response {
+    let mut r = text(s.ctl.metrics().render());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
 }
 
-fn error(e: ApiError) -> Response<Body> {
-    let body = serde_json::to_vec(&json!({ "error": e.message })).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
-    *r.status_mut() = e.status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(secs) = e.retry_after {
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+/// The document holds no secret, and a client needs it before it has a token: open.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document.", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+#[utoipa::path(get, path = "/v1/rollouts", tag = "rollouts",
+    responses(
+        (status = 200, description = "Every rollout, finished ones included.", body = RolloutList)))]
+async fn list(State(s): Api) -> Answer<RolloutList> {
+    Ok(Json(RolloutList {
+        rollouts: s.ctl.list().await?,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/rollouts", tag = "rollouts",
+    request_body(content(
+        (RolloutSpec = "application/json", example = json!({
+            "name": "checkout",
+            "match": {"authority": "checkout.example"},
+            "steps": [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "until promoted"}, {"weight": 100}]
+        })),
+        (RolloutSpec = "application/yaml"))),
+    responses(
+        (status = 201, description = "Created and started.", body = Created),
+        (status = 400, description = "An invalid spec, naming the field.", body = ErrorBody),
+        (status = 409, description = "A rollout of that name is unfinished.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor YAML.", body = ErrorBody)))]
+async fn create(
+    State(s): Api,
+    req: Request<Body>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let format = Format::from_content_type(ct.as_deref()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {:?} is neither JSON nor YAML",
+                ct.unwrap_or_default()
+            ),
+        )
+    })?;
+    let Payload(body) = Payload::from_request(req, &s).await?;
+    let (spec, plan) = RolloutSpec::parse(&body, format)
+        .map_err(|e| ApiError::bad(format!("invalid rollout spec: {e}")))?;
+    let warnings = plan.warnings();
+    for w in &warnings {
+        tracing::warn!(rollout = %spec.name, "{w}");
     }
+    let status = s.ctl.create(spec, plan).await?;
+    Ok((StatusCode::CREATED, Json(Created { status, warnings })))
+}
+
+#[utoipa::path(get, path = "/v1/rollouts/{name}", tag = "rollouts",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    responses(
+        (status = 200, description = "The rollout.", body = Status),
+        (status = 404, description = "No such rollout.", body = ErrorBody)))]
+async fn status(State(s): Api, Name(name): Name) -> Answer<Status> {
+    Ok(Json(s.ctl.status(name).await?))
+}
+
+/// Aborts.
+#[utoipa::path(delete, path = "/v1/rollouts/{name}", tag = "rollouts",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    responses(
+        (status = 200, description = "Aborted.", body = Status),
+        (status = 404, description = "No such rollout.", body = ErrorBody),
+        (status = 409, description = "Not in a state that allows it.", body = ErrorBody)))]
+async fn delete(State(s): Api, Name(name): Name) -> Answer<Status> {
+    s.control(name, Control::Abort).await
+}
+
+/// Declares a control without parameters: its path and its handler.
+macro_rules! plain_control {
+    ($fn:ident, $path:literal, $control:expr, $what:literal) => {
+        #[doc = $what]
+        #[utoipa::path(post, path = $path, tag = "controls",
+            params(("name" = String, Path, description = "A rollout's name, or a release id")),
+            request_body(content = Option<NoParameters>, description = "No body, `{}` or `null`."),
+            responses(
+                (status = 200, description = "Done.", body = Status),
+                (status = 400, description = "A body with parameters, or malformed JSON.", body = ErrorBody),
+                (status = 404, description = "No such rollout.", body = ErrorBody),
+                (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
+                (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+        async fn $fn(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+            s.plain(name, &body, $control).await
+        }
+    };
+}
+
+plain_control!(
+    pause,
+    "/v1/rollouts/{name}/pause",
+    Control::Pause,
+    "Stops stepping."
+);
+plain_control!(
+    resume,
+    "/v1/rollouts/{name}/resume",
+    Control::Resume,
+    "Steps again."
+);
+plain_control!(
+    abort,
+    "/v1/rollouts/{name}/abort",
+    Control::Abort,
+    "Back to weight 0, for good."
+);
+plain_control!(
+    retry,
+    "/v1/rollouts/{name}/retry",
+    Control::Retry,
+    "Starts an ended rollout again."
+);
+plain_control!(
+    complete,
+    "/v1/rollouts/{name}/complete",
+    Control::Complete,
+    "Hands a promoted rollout over."
+);
+
+#[utoipa::path(post, path = "/v1/rollouts/{name}/promote", tag = "controls",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    request_body(content = Option<PromoteBody>, description = "No body is `{}`."),
+    responses(
+        (status = 200, description = "Promoted.", body = Status),
+        (status = 400, description = "An unknown field, or malformed JSON.", body = ErrorBody),
+        (status = 404, description = "No such rollout.", body = ErrorBody),
+        (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn promote(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+    let p: PromoteBody = if is_blank(&body) {
+        PromoteBody::default()
+    } else {
+        json_body(&body)?
+    };
+    s.control(name, Control::Promote { full: p.full }).await
+}
+
+/// Sets a manual weight (and pauses).
+#[utoipa::path(put, path = "/v1/rollouts/{name}/weight", tag = "controls",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    request_body = WeightBody,
+    responses(
+        (status = 200, description = "Set.", body = Status),
+        (status = 400, description = "An invalid weight or body.", body = ErrorBody),
+        (status = 404, description = "No such rollout.", body = ErrorBody),
+        (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn set_weight(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+    let w: WeightBody = json_body(&body)?;
+    spec::percent("weight", w.weight).map_err(|e| ApiError::bad(e.to_string()))?;
+    s.control(name, Control::SetWeight(w.weight)).await
+}
+
+/// The same as PUT.
+#[utoipa::path(post, path = "/v1/rollouts/{name}/weight", tag = "controls",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    request_body = WeightBody,
+    responses(
+        (status = 200, description = "Set.", body = Status),
+        (status = 400, description = "An invalid weight or body.", body = ErrorBody),
+        (status = 404, description = "No such rollout.", body = ErrorBody),
+        (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn post_weight(state: Api, name: Name, body: Payload) -> Answer<Status> {
+    set_weight(state, name, body).await
+}
+
+#[utoipa::path(post, path = "/v1/rollouts/{name}/kill-switch", tag = "controls",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    request_body = KillBody,
+    responses(
+        (status = 200, description = "Set.", body = Status),
+        (status = 400, description = "An invalid body.", body = ErrorBody),
+        (status = 404, description = "No such rollout.", body = ErrorBody),
+        (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn rollout_kill_switch(
+    State(s): Api,
+    Name(name): Name,
+    Payload(body): Payload,
+) -> Answer<Status> {
+    let k: KillBody = json_body(&body)?;
+    s.control(name, Control::KillSwitch(k.on)).await
+}
+
+#[utoipa::path(get, path = "/v1/rollouts/{name}/explain", tag = "rollouts",
+    params(("name" = String, Path, description = "A rollout's name, or a release id"), ExplainQuery),
+    responses(
+        (status = 200, description = "The decision timeline.", body = Explanation),
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody),
+        (status = 404, description = "No such rollout.", body = ErrorBody)))]
+async fn explain(
+    State(s): Api,
+    Name(name): Name,
+    Params(q): Params<ExplainQuery>,
+) -> Answer<Explanation> {
+    let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT)?;
+    let (status, events) = s.ctl.timeline(name, limit).await?;
+    Ok(Json(Explanation {
+        rollout: status.name,
+        id: status.id,
+        state: status.state,
+        step: status.step,
+        weight: status.weight,
+        timeline: crate::explain::timeline(&events),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/history", tag = "rollouts",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "Releases, newest first.", body = HistoryPage),
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody)))]
+async fn history(State(s): Api, Params(q): Params<HistoryQuery>) -> Answer<HistoryPage> {
+    let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_HISTORY)?;
+    let name = q.name.filter(|n| !n.is_empty());
+    let host = q.host.filter(|h| !h.is_empty());
+    Ok(Json(HistoryPage {
+        releases: s.ctl.history(name, host, limit).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/kill-switch", tag = "kill switch",
+    responses(
+        (status = 200, description = "The global kill switch.", body = KillSwitch)))]
+async fn kill_switch(State(s): Api) -> Answer<KillSwitch> {
+    Ok(Json(KillSwitch {
+        on: s.ctl.kill_switch().await?,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/kill-switch", tag = "kill switch",
+    request_body = KillBody,
+    responses(
+        (status = 200, description = "Set.", body = KillSwitch),
+        (status = 400, description = "An invalid body.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn set_kill_switch(State(s): Api, Payload(body): Payload) -> Answer<KillSwitch> {
+    let k: KillBody = json_body(&body)?;
+    Ok(Json(KillSwitch {
+        on: s.ctl.set_kill_switch(k.on).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Events after `after`, oldest first.", body = AuditPage),
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody)))]
+async fn audit(State(s): Api, Params(q): Params<AuditQuery>) -> Answer<AuditPage> {
+    let after = q.after.unwrap_or(0);
+    let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT)?;
+    let rollout = q.rollout.filter(|r| !r.is_empty());
+    let events = s.ctl.events(after, rollout, limit).await?;
+    let next_after = events.last().map_or(after, |e| e.id);
+    Ok(Json(AuditPage { events, next_after }))
+}
+
+/// `GET /v1/snapshot?version=N&epoch=E&timeout_ms=T`: 200 with the snapshot at once when the
+/// caller's version differs from the current one (or is absent), or its epoch does (a filter
+/// that knows epochs always sends one, empty before it has one); otherwise wait for a change
+/// (200) or the timeout (304, empty body). Without `epoch`, as before epochs.
+#[utoipa::path(get, path = "/v1/snapshot", tag = "filters",
+    params(SnapshotQuery,
+        ("x-linnet-poller" = Option<String>, Header, description = "The poller's id, for metrics")),
+    responses(
+        (status = 200, description = "The snapshot.", body = Object,
+            headers(("x-linnet-version" = u64), ("x-linnet-epoch" = String))),
+        (status = 304, description = "Nothing changed before the timeout.",
+            headers(("x-linnet-version" = u64), ("x-linnet-epoch" = String))),
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody),
+        (status = 503, description = "All held polls are taken; see Retry-After.", body = ErrorBody)))]
+async fn snapshot(
+    State(s): Api,
+    headers: HeaderMap,
+    Params(q): Params<SnapshotQuery>,
+) -> Result<Response, ApiError> {
+    let timeout_ms = match q.timeout_ms {
+        None => DEFAULT_POLL_TIMEOUT_MS,
+        Some(t) => u64::try_from(t)
+            .unwrap_or(0)
+            .clamp(POLL_TIMEOUT_RANGE_MS.0, POLL_TIMEOUT_RANGE_MS.1),
+    };
+    let timeout = Duration::from_millis(timeout_ms);
+    if let Some(id) = headers.get(POLLER_HEADER).and_then(|v| v.to_str().ok()) {
+        if !id.is_empty() && id.len() <= 256 {
+            s.ctl.metrics().saw_poller(id, timeout);
+        }
+    }
+    let mut rx = s.ctl.snapshot();
+    let current = rx.borrow_and_update().clone();
+    let have = q.version.and_then(|v| u64::try_from(v).ok());
+    // Another run's version N says nothing about this run's N.
+    let other_epoch = q.epoch.is_some_and(|e| e != current.epoch.as_str());
+    if have != Some(current.version) || other_epoch {
+        return Ok(snapshot_body(&current));
+    }
+    // Held from here until answered, or dropped with the request if the client goes.
+    let _slot = s.take(Limit::Polls)?;
+    let mut shutdown = s.shutdown.clone();
+    tokio::select! {
+        changed = rx.changed() => {
+            let latest = rx.borrow_and_update().clone();
+            if changed.is_ok() && latest.version != current.version {
+                return Ok(snapshot_body(&latest));
+            }
+            Ok(not_modified(&current))
+        }
+        _ = tokio::time::sleep(timeout) => Ok(not_modified(&current)),
+        _ = crate::signal::stopped(&mut shutdown) => Ok(not_modified(&current)),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "audit",
+    params(EventsQuery,
+        ("last-event-id" = Option<i64>, Header, description = "Replay after this id")),
+    responses(
+        (status = 200, description = "Server-sent events: replay, then live, with heartbeats.", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A bad event id.", body = ErrorBody),
+        (status = 503, description = "All event streams are open; see Retry-After.", body = ErrorBody)))]
+async fn events(
+    State(s): Api,
+    headers: HeaderMap,
+    Params(q): Params<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let header = headers
+        .get(LAST_EVENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let after = match header.or(q.last_event_id).as_deref() {
+        None | Some("") => 0,
+        Some(s) => s.trim().parse::<i64>().map_err(|_| {
+            ApiError::bad(format!("last_event_id: {s:?} is not an integer event id"))
+        })?,
+    };
+    let rollout = q.rollout.filter(|r| !r.is_empty());
+    let slot = s.take(Limit::Sse)?;
+    let body = sse::stream(
+        slot,
+        s.ctl.clone(),
+        after,
+        rollout,
+        s.config.heartbeat,
+        s.shutdown.clone(),
+    );
+    let mut r = Response::new(Body::new(body));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+fn snapshot_body(p: &crate::controller::Published) -> Response {
+    let mut r = Response::new(Body::from(p.body.clone()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    stamp_headers(h, p);
     r
+}
+
+fn not_modified(p: &crate::controller::Published) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    stamp_headers(r.headers_mut(), p);
+    r
+}
+
+/// The version and epoch the answer is about, in the body's words (a 304 has no body).
+fn stamp_headers(h: &mut HeaderMap, p: &crate::controller::Published) {
+    h.insert(VERSION_HEADER, HeaderValue::from(p.version));
+    // An epoch is 1 to 64 of A-Z a-z 0-9 - _, which is always a valid header value.
+    if let Ok(epoch) = HeaderValue::from_str(p.epoch.as_str()) {
+        h.insert(EPOCH_HEADER, epoch);
+    }
 }
 
 #[cfg(test)]
@@ -838,31 +1304,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes() {
-        assert_eq!(Route::parse("/v1/rollouts/"), Some(Route::Rollouts));
-        assert_eq!(
-            Route::parse("/v1/rollouts/a/promote"),
-            Some(Route::Control(
-                RolloutRef::Name("a".into()),
-                Action::Promote
-            ))
+    fn the_shipped_openapi_json_is_the_generated_one() {
+        let generated = openapi_json_text().unwrap() + "\n";
+        let shipped = include_str!("../openapi.json");
+        assert!(
+            generated == shipped,
+            "sidecar/openapi.json is stale: regenerate it with `cargo run -q -p linnet-sidecar -- openapi > sidecar/openapi.json`"
         );
-        assert_eq!(
-            Route::parse("/v1/rollouts/12/complete"),
-            Some(Route::Control(RolloutRef::Id(12), Action::Complete))
-        );
-        assert_eq!(Route::parse("/v1/rollouts/a/bogus"), None);
-        assert_eq!(Route::parse("/"), None);
+    }
+
+    #[test]
+    fn every_route_is_documented_once() {
+        let doc = openapi();
+        let mut seen = Vec::new();
+        for op in routes() {
+            let item = doc.paths.paths.get(&op.path).unwrap();
+            let documented = match op.method {
+                Method::POST => item.post.is_some(),
+                Method::PUT => item.put.is_some(),
+                Method::DELETE => item.delete.is_some(),
+                _ => item.get.is_some(),
+            };
+            assert!(documented, "{} {}", op.method, op.path);
+            let key = (op.method.clone(), op.path.clone());
+            assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
+            seen.push(key);
+        }
+        assert_eq!(seen.len(), 24);
     }
 
     #[test]
     fn query_decoding() {
-        let q = Query::parse(Some("a=1&b=x%20y+z&c&d=%zz&e=%4"));
-        assert_eq!(q.get("a"), Some("1"));
-        assert_eq!(q.get("b"), Some("x y z"));
-        assert_eq!(q.get("c"), Some(""));
-        assert_eq!(q.get("d"), Some("%zz"));
-        assert_eq!(q.get("e"), Some("%4"));
-        assert!(q.int("b").unwrap_err().message.starts_with("b:"));
+        #[derive(Deserialize, Debug)]
+        struct Q {
+            a: Option<String>,
+            b: Option<String>,
+            c: Option<String>,
+            d: Option<String>,
+            e: Option<String>,
+            #[serde(default, deserialize_with = "non_negative")]
+            n: Option<i64>,
+        }
+        let uri: hyper::Uri = "/x?a=1&b=x%20y+z&c&d=%zz&e=%4".parse().unwrap();
+        let q: Q = query(&uri).unwrap();
+        assert_eq!(q.a.as_deref(), Some("1"));
+        assert_eq!(q.b.as_deref(), Some("x y z"));
+        assert_eq!(q.c.as_deref(), Some(""));
+        assert_eq!(q.d.as_deref(), Some("%zz"));
+        assert_eq!(q.e.as_deref(), Some("%4"));
+        assert_eq!(q.n, None);
+        let uri: hyper::Uri = "/x?n=b".parse().unwrap();
+        let e = query::<Q>(&uri).unwrap_err();
+        assert_eq!(e, "n: \"b\" is not a non-negative integer");
     }
 }

@@ -2,11 +2,11 @@
 //! and each invalid value is reported by its name.
 
 use crate::api::{self, ApiConfig};
+use crate::api::{Created, Explanation, HistoryPage, KillSwitch, RolloutList};
 use crate::auth::Auth;
 use crate::client::Client;
 use crate::clock::{Millis, SystemClock};
-use crate::controller::{HistoryEntry, Releases, Rollouts, Status};
-use crate::explain::Explained;
+use crate::controller::{HistoryEntry, Status};
 use crate::retention::{self, Retention};
 use crate::server::{Server, ServerOptions};
 use crate::spec::{self, Format, RolloutSpec};
@@ -15,7 +15,6 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
 use linnet_core::{PluginConfig, SnapshotDoc, Variant};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -70,6 +69,8 @@ pub enum Command {
     },
     /// Check a rollout spec offline; no server needed.
     Validate { spec_file: PathBuf },
+    /// Print the admin API's OpenAPI 3.1 document (as shipped in sidecar/openapi.json).
+    Openapi,
     /// Which variant a user key gets, and why, from the live snapshot.
     Whereis { rollout: String, key: String },
     /// A rollout's decisions in plain words: steps, analysis checks, rollbacks, and why.
@@ -207,6 +208,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             serve(args, cli.db, admin).await
         }
         Command::Validate { spec_file } => validate(&spec_file),
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_json_text()?);
+            Ok(())
+        }
         command => {
             let token = client_token(&cli.server, &cli.db, cli.token, cli.token_file)?;
             let client = Client::new(&cli.server, token)?;
@@ -337,28 +342,13 @@ fn read_spec(path: &Path) -> Result<(RolloutSpec, spec::Plan), String> {
     RolloutSpec::parse(&bytes, format).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// `POST /v1/kill-switch` answers the switch's new position.
-#[derive(Deserialize)]
-struct GlobalKillSwitch {
-    on: bool,
-}
-
-/// `POST /v1/rollouts` answers the new rollout's status and what the spec should fix.
-#[derive(Deserialize)]
-struct CreatedRollout {
-    #[serde(flatten)]
-    status: Status,
-    #[serde(default)]
-    warnings: Vec<String>,
-}
-
 fn control_path(name: &str, action: &str) -> String {
     format!("/v1/rollouts/{name}/{action}")
 }
 
 async fn run_client(c: &Client, command: Command) -> Result<(), String> {
     match command {
-        Command::Serve(_) | Command::Validate { .. } => Ok(()),
+        Command::Serve(_) | Command::Validate { .. } | Command::Openapi => Ok(()),
         Command::Rollout(cmd) => rollout(c, cmd).await,
         Command::Status(args) => status(c, args).await,
         Command::KillSwitch { state, rollout } => {
@@ -372,7 +362,7 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
                         .kill_switch
                 }
                 None => {
-                    c.typed::<GlobalKillSwitch>(Method::POST, "/v1/kill-switch", body)
+                    c.typed::<KillSwitch>(Method::POST, "/v1/kill-switch", body)
                         .await?
                         .on
                 }
@@ -384,7 +374,7 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
         Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
         Command::Explain { rollout, limit } => {
             let path = format!("/v1/rollouts/{rollout}/explain?limit={limit}");
-            let explained: Explained = c.typed(Method::GET, &path, None).await?;
+            let explained: Explanation = c.typed(Method::GET, &path, None).await?;
             print!("{}", render_explain(&explained));
             Ok(())
         }
@@ -412,7 +402,7 @@ async fn rollout(c: &Client, cmd: RolloutCmd) -> Result<(), String> {
                     path += &format!("&{k}={}", percent_encode(&v));
                 }
             }
-            let history: Releases = c.typed(Method::GET, &path, None).await?;
+            let history: HistoryPage = c.typed(Method::GET, &path, None).await?;
             print!("{}", render_history(&history.releases));
             return Ok(());
         }
@@ -447,7 +437,7 @@ async fn create(c: &Client, spec_file: &Path) -> Result<(), String> {
         .send(Method::POST, "/v1/rollouts", Some((Bytes::from(bytes), ct)))
         .await?;
     let v = crate::client::parse_answer(status, &body)?;
-    let created: CreatedRollout =
+    let created: Created =
         serde_json::from_value(v).map_err(|e| format!("the server's new rollout: {e}"))?;
     print!("{}", render_status(&created.status));
     for w in &created.warnings {
@@ -457,7 +447,7 @@ async fn create(c: &Client, spec_file: &Path) -> Result<(), String> {
 }
 
 /// The timeline as terminal lines: time, what happened, and indented what did not pass.
-pub fn render_explain(e: &Explained) -> String {
+pub fn render_explain(e: &Explanation) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
         "{}: {} at step {}, weight {}%\n",
@@ -505,7 +495,7 @@ async fn status_view(c: &Client, name: Option<&str>) -> Result<(String, bool), S
             (render_status(&s), s.state.is_done_stepping())
         }
         None => {
-            let all: Rollouts = c.typed(Method::GET, "/v1/rollouts", None).await?;
+            let all: RolloutList = c.typed(Method::GET, "/v1/rollouts", None).await?;
             let done = all.rollouts.iter().all(|s| s.state.is_done_stepping());
             (render_list(&all.rollouts), done)
         }
@@ -827,7 +817,7 @@ mod tests {
             {"id": 3, "name": "checkout-v3", "match": {"authority": "checkout.local", "path_prefix": "/api"},
              "state": "rolled_back", "step": 0, "weight": 0.0, "created_at_ms": 0, "finished_at_ms": 60_000, "reason": "critical guardrail"},
         ]});
-        let history: Releases = serde_json::from_value(v).unwrap();
+        let history: HistoryPage = serde_json::from_value(v).unwrap();
         let out = render_history(&history.releases);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");

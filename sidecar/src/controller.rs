@@ -93,7 +93,7 @@ pub enum CtlError {
 }
 
 /// What `GET /v1/rollouts/{name}` shows; the CLI reads it back into this type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub name: String,
     /// The release's id: each rollout of a name has its own.
@@ -106,6 +106,9 @@ pub struct Status {
     pub step: usize,
     pub steps: usize,
     pub weight: f64,
+    /// While mirroring: `{cluster, percent}`, the shadow cluster and the share of stable
+    /// requests copied to it.
+    #[schema(value_type = Option<Object>)]
     pub mirror: Option<MirrorConfig>,
     pub kill_switch: bool,
     /// Waiting at an `until promoted` step.
@@ -122,24 +125,13 @@ pub struct Status {
     pub spec: RolloutSpec,
 }
 
-/// What `GET /v1/rollouts` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Rollouts {
-    pub rollouts: Vec<Status>,
-}
-
-/// What `GET /v1/history` answers, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Releases {
-    pub releases: Vec<HistoryEntry>,
-}
-
 /// One past or present release, as `history` lists it (and the CLI reads it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub id: i64,
     pub name: String,
     #[serde(rename = "match")]
+    #[schema(value_type = Object)]
     pub matcher: MatchConfig,
     pub state: State,
     pub step: usize,

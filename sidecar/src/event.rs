@@ -91,7 +91,8 @@ pub struct KillSwitch {
 }
 
 /// The event as it crosses the wire and lies in the store.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Event)]
 struct Wire {
     id: i64,
     at_ms: Millis,
@@ -110,6 +111,19 @@ struct Stamp {
 }
 
 // === impl Event ===
+
+// The document describes an event as it is sent: as its wire form.
+impl utoipa::PartialSchema for Event {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <Wire as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Event {
+    fn name() -> std::borrow::Cow<'static, str> {
+        <Wire as utoipa::ToSchema>::name()
+    }
+}
 
 impl Event {
     /// An event as stored: `kind` and the `data` column's text.

@@ -5,23 +5,11 @@ use crate::analysis::judge::trim;
 use crate::analysis::{Check, Verdict};
 use crate::clock::Millis;
 use crate::event::{Action, AnalysisRun, Payload};
-use crate::machine::State;
 use crate::store::Event;
 use serde::{Deserialize, Serialize};
 
-/// What `GET /v1/rollouts/{name}/explain` answers; the CLI reads it back into this type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Explained {
-    pub rollout: String,
-    pub id: i64,
-    pub state: State,
-    pub step: usize,
-    pub weight: f64,
-    pub timeline: Vec<Line>,
-}
-
 /// One line of the timeline; repeated runs with the same outcome are folded into one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     pub at_ms: Millis,
     /// The last event folded into this line (equal to `at_ms` for a single event).
@@ -139,7 +127,7 @@ mod tests {
     use super::*;
     use crate::analysis::spec::Severity;
     use crate::event::{Created, Moved};
-    use crate::machine::Move;
+    use crate::machine::{Move, State};
 
     fn ev(id: i64, payload: Payload) -> Event {
         Event {

@@ -13,19 +13,24 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A rollout as the user wrote it. Stored verbatim, so a restart rebuilds the same plan.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     pub name: String,
     #[serde(default, rename = "match")]
+    #[schema(value_type = Object)]
     pub matcher: MatchConfig,
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub stickiness: Vec<Sticky>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub anonymous: AnonymousConfig,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub cohorts: CohortsConfig,
     #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub override_: Option<OverrideConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
@@ -45,7 +50,7 @@ pub struct RolloutSpec {
     pub analysis: Option<AnalysisSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// Canary share in percent. Absent: the previous step's weight (0 for the first).

@@ -206,7 +206,7 @@ pub struct Release {
     pub finished_ms: Option<Millis>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transition {
     pub id: i64,
     pub at_ms: Millis,

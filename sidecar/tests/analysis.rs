@@ -662,8 +662,8 @@ async fn a_slow_source_delays_no_other_rollout() {
 /// timeline needs that the writer and the reader spell differently fails here.
 #[tokio::test]
 async fn the_cli_prints_the_timeline_the_controller_wrote() {
+    use linnet_sidecar::api::Explanation;
     use linnet_sidecar::event::{Event, Payload};
-    use linnet_sidecar::explain::Explained;
     let mut r = rig().await;
     assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
     r.run_for(25).await;
@@ -678,7 +678,7 @@ async fn the_cli_prints_the_timeline_the_controller_wrote() {
             .all(|e| !matches!(e.payload, Payload::Unread { .. })),
         "{events:#?}"
     );
-    let explained: Explained = serde_json::from_value(r.explain().await).unwrap();
+    let explained: Explanation = serde_json::from_value(r.explain().await).unwrap();
     let out = linnet_sidecar::cli::render_explain(&explained);
     let expected = [
         "web: rolled_back at step 1, weight 0.0%",

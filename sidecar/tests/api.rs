@@ -791,3 +791,58 @@ async fn clients_cannot_make_new_metric_series() {
     assert!(!text.contains("MADEUP"), "{text}");
     h.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn routes_match_by_pattern_with_a_trailing_slash_and_ids() {
+    let (_d, h) = harness().await;
+    // A trailing slash is the same route.
+    let r = h.get("/v1/rollouts/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json()["rollouts"].is_array());
+    h.create_yaml(SIMPLE).await;
+    let r = h.post("/v1/rollouts/web/promote", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // All digits is a release id.
+    let id = h.status("web").await["id"].as_i64().unwrap();
+    let r = h.post(&format!("/v1/rollouts/{id}/complete"), "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(
+        h.get(&format!("/v1/rollouts/{id}")).await.json()["name"],
+        "web"
+    );
+    for path in ["/v1/rollouts/web/bogus", "/", "/v1/rollouts/web/bogus/"] {
+        let r = h.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.error(), format!("no such endpoint: {path}"));
+    }
+    // HEAD is not GET here.
+    let r = h.request(Method::HEAD, "/v1/rollouts", "", &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "GET, POST");
+    let m = String::from_utf8(h.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        m.contains(r#"route="/v1/rollouts/{name}/promote",code="200"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"route="/v1/rollouts",code="200"}"#), "{m}");
+    h.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_openapi_document_is_served_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = api_config();
+    config.auth.open_reads = false;
+    let h = Harness::open_with(&dir.path().join("l.db"), EPOCH_MS, config);
+    let r = h.get("/v1/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/rollouts/{name}/promote"]["post"].is_object());
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(
+        !text.contains(ADMIN) && !text.contains(POLL),
+        "a token in the document"
+    );
+    h.close().await;
+}

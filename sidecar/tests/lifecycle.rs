@@ -290,8 +290,9 @@ async fn complete_after_hands_over_by_itself() {
 /// the CLI's types.
 #[tokio::test]
 async fn the_cli_reads_status_list_and_history_as_the_api_wrote_them() {
+    use linnet_sidecar::api::{HistoryPage, RolloutList};
     use linnet_sidecar::cli::{render_history, render_list, render_status};
-    use linnet_sidecar::controller::{Releases, Rollouts, Status};
+    use linnet_sidecar::controller::Status;
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(EPOCH_MS);
     let h = Harness::open_manual(&dir.path().join("l.db"), clock.clone());
@@ -313,7 +314,7 @@ async fn the_cli_reads_status_list_and_history_as_the_api_wrote_them() {
             "    progressing → progressing step 1 weight 5.0%: step 0 pause elapsed; entered step 1",
         ]
     );
-    let all: Rollouts = serde_json::from_value(h.get("/v1/rollouts").await.json()).unwrap();
+    let all: RolloutList = serde_json::from_value(h.get("/v1/rollouts").await.json()).unwrap();
     assert_eq!(
         render_list(&all.rollouts).lines().collect::<Vec<_>>(),
         [
@@ -321,7 +322,7 @@ async fn the_cli_reads_status_list_and_history_as_the_api_wrote_them() {
             "checkout                 progressing     1/3     5.0%     100%",
         ]
     );
-    let history: Releases = serde_json::from_value(h.get("/v1/history").await.json()).unwrap();
+    let history: HistoryPage = serde_json::from_value(h.get("/v1/history").await.json()).unwrap();
     let out = render_history(&history.releases);
     let row = out.lines().nth(1).unwrap();
     assert!(

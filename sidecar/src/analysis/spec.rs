@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The section as the user wrote it; stored verbatim inside the rollout spec.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisSpec {
     /// How often the guardrails are checked. Default `30s`.
@@ -37,7 +37,7 @@ pub struct AnalysisSpec {
     pub guardrails: Vec<GuardrailSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,7 +46,7 @@ pub struct SourceSpec {
     pub prometheus: Option<PrometheusSourceSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvoySourceSpec {
     /// Admin addresses (`127.0.0.1:9901` or `http://host:port`) of every Envoy that routes
@@ -54,7 +54,7 @@ pub struct EnvoySourceSpec {
     pub admin: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusSourceSpec {
     /// `http://host:port` of the Prometheus HTTP API.
@@ -66,7 +66,7 @@ pub struct PrometheusSourceSpec {
 
 /// PromQL templates. Placeholders: `{rollout}`, `{variant}` (`canary` or `stable`),
 /// `{cluster}` (the shadow cluster) and `{window}` (e.g. `30s`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Queries {
     #[serde(default = "q::requests")]
@@ -85,7 +85,7 @@ pub struct Queries {
 }
 
 /// One guardrail: exactly one of the kinds, with a severity.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailSpec {
     /// Shown in checks and decisions. Default: from the kind (`error-rate`, `p99`, ...).
@@ -109,7 +109,7 @@ pub struct GuardrailSpec {
     pub zero_tolerance: Option<ZeroToleranceSpec>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Critical,
@@ -117,7 +117,7 @@ pub enum Severity {
 }
 
 /// The canary's share of 5xx responses must stay at or below `max` percent.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRateSpec {
     pub max: f64,
@@ -125,7 +125,7 @@ pub struct ErrorRateSpec {
 
 /// The canary's latency quantile (`p50`, `p95`, `p99`, or `p` with any number) must stay at
 /// or below `max_ms`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencySpec {
     pub quantile: String,
@@ -135,7 +135,7 @@ pub struct LatencySpec {
 /// The canary's error rate against stable's, by a sequential probability ratio test: it fails
 /// once the evidence that the canary errs `ratio` times as often as stable reaches
 /// `1/alpha` to 1.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompareSpec {
     /// The error-rate ratio to detect. Default 2.
@@ -148,14 +148,14 @@ pub struct CompareSpec {
 
 /// Error-budget burn against `analysis.slo`, each pair failing when both its windows burn
 /// faster than `factor`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BurnRateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<Vec<BurnWindowSpec>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BurnWindowSpec {
     pub long: String,
@@ -166,7 +166,7 @@ pub struct BurnWindowSpec {
 /// Any increase of the counter rolls back at once. `metric` is a series selector
 /// (`name` or `name{label="value",...}`) that both sources read; `query` is PromQL for the
 /// `prometheus` source, failing when its value is above 0.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZeroToleranceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
