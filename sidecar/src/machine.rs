@@ -250,7 +250,7 @@ impl Runtime {
                     return Ok(None);
                 }
                 let mut rt = self.paused(plan, now);
-                rt.analysis.paused = true;
+                rt.analysis.pause();
                 Ok(Some((rt, out("paused", why.clone()))))
             }
             Control::AnalysisResume(why) => {
@@ -448,11 +448,7 @@ impl Runtime {
                 Pause::UntilPromoted => None,
             },
             paused_remaining_ms: None,
-            analysis: Memory {
-                passes: 0,
-                paused: false,
-                ..self.analysis.clone()
-            },
+            analysis: self.analysis.entering_step(),
             ..self.clone()
         }
     }
@@ -460,11 +456,9 @@ impl Runtime {
     /// Back to running the current step with the pause it had left, at the weight it has.
     fn resumed(&self, plan: &Plan, now: Millis) -> Runtime {
         let ends = self.paused_remaining_ms.map(|r| now + r);
-        let passes = self.analysis.passes;
         let mut rt = self.enter_step(plan, self.step, now);
         rt.step_ends_ms = ends;
-        // The passes seen while paused still count.
-        rt.analysis.passes = passes;
+        rt.analysis = self.analysis.resuming();
         rt
     }
 
@@ -538,7 +532,7 @@ pub fn settle(
 pub fn may_advance(plan: &Plan, rt: &Runtime) -> bool {
     plan.analysis
         .as_ref()
-        .is_none_or(|a| rt.analysis.passes >= a.passes)
+        .is_none_or(|a| rt.analysis.has_passed(a.passes))
 }
 
 fn deadline(plan: &Plan, now: Millis) -> Option<Millis> {

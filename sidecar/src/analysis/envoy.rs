@@ -5,10 +5,9 @@
 //! is all increase. A window reaching back before the first scrape covers only what was
 //! seen; one scrape alone shows no window at all.
 
-use super::judge::Observed;
-use super::source::{Answer, Query, Recall, Source};
+use super::exposition::{self, Sample};
+use super::source::{Answer, Observed, Query, Recall, Source};
 use super::spec::{admin_url, Counter};
-use super::text::{self, Sample};
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;
@@ -198,7 +197,7 @@ impl Admin {
         };
         let scrape = Scrape {
             at_ms: q.now_ms,
-            series: text::parse(&body, keep)
+            series: exposition::parse(&body, keep)
                 .into_iter()
                 .map(|s| (key(&s), s))
                 .collect(),
@@ -367,7 +366,7 @@ fn traffic<'a>(
     let mut hist = Vec::new();
     for (s, d) in increases {
         if buckets(s) {
-            if let Some(le) = label(s, "le").and_then(text::parse_value) {
+            if let Some(le) = label(s, "le").and_then(exposition::parse_value) {
                 hist.push((le, *d));
             }
         }
@@ -451,7 +450,7 @@ mod tests {
     fn scrape(at_ms: Millis, text: &str) -> Scrape {
         Scrape {
             at_ms,
-            series: text::parse(text, |_| true)
+            series: exposition::parse(text, |_| true)
                 .into_iter()
                 .map(|s| (key(&s), s))
                 .collect(),

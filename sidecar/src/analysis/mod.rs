@@ -2,6 +2,7 @@
 //! turns the checks into promote, hold, pause or roll back.
 
 pub mod envoy;
+pub mod exposition;
 pub mod judge;
 pub mod prometheus;
 pub mod runner;
@@ -9,8 +10,8 @@ pub mod sim;
 pub mod source;
 pub mod spec;
 pub mod step;
-pub mod text;
 pub mod window;
 
-pub use judge::{Check, Decision, Memory, Observed, Verdict};
+pub use judge::{Check, Decision, Memory, Verdict};
+pub use source::Observed;
 pub use spec::{Analysis, AnalysisSpec};

@@ -2,10 +2,9 @@
 //! window, from templates a user may override. `increase()` handles counter resets; a
 //! missing series reads as zero requests (so NoData), a NaN stays NaN (so NoData).
 
-use super::judge::Observed;
-use super::source::{Answer, Query, Source};
+use super::exposition::parse_value;
+use super::source::{Answer, Observed, Query, Source};
 use super::spec::{Counter, Queries};
-use super::text::parse_value;
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;

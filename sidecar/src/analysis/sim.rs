@@ -9,7 +9,8 @@
 //! variant): two policies at the same weight in the same interval of the same rollout see the
 //! same errors, and where their steps part, each sees its own traffic from the same seed.
 
-use super::judge::{self, Check, Observed, Verdict};
+use super::judge::{self, Check, Verdict};
+use super::source::Observed;
 use super::spec::{Kind, Severity};
 use super::step;
 use super::window::{Traffic, Window};

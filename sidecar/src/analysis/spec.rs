@@ -372,7 +372,7 @@ impl Selector {
                 .strip_prefix('{')
                 .and_then(|r| r.strip_suffix('}'))
                 .ok_or_else(|| format!("{s:?}: the label list must end with `}}`"))?;
-            labels = crate::analysis::text::parse_labels(inner).ok_or_else(|| {
+            labels = crate::analysis::exposition::parse_labels(inner).ok_or_else(|| {
                 format!("{s:?}: labels must read label=\"value\", comma-separated")
             })?;
         }

@@ -3,7 +3,8 @@
 //! the steps it makes due. The runner and the simulation both call [`run`]; neither holds a
 //! copy of any part of it, so the decision-quality figures describe the code that ships.
 
-use super::judge::{self, Check, Decision, Observed};
+use super::judge::{self, Check, Decision};
+use super::source::Observed;
 use super::spec::Analysis;
 use crate::clock::Millis;
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
@@ -33,10 +34,10 @@ pub fn judge(
     let mut memory = rt.analysis.clone();
     let checks = judge::judge(analysis, observed, subject, &mut memory);
     let mut decision = judge::decide(analysis, &checks, &mut memory);
-    memory.last_run_ms = Some(now);
+    memory.ran_at(now);
     if held {
         if let Decision::Pause(why) = decision {
-            memory.paused = false;
+            memory.decline_pause();
             decision = Decision::Hold(format!("{why}; the rollout is already held by an operator"));
         }
     }
