@@ -514,138 +514,27 @@ impl GuardrailSpec {
         budget: Option<f64>,
     ) -> Result<Guardrail, ConfigError> {
         let f = |name: &str| format!("{at}.{name}");
-        let kinds = [
-            self.error_rate.is_some(),
-            self.latency.is_some(),
-            self.compare.is_some(),
-            self.burn_rate.is_some(),
-            self.zero_tolerance.is_some(),
-        ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
+        let given: Vec<&dyn KindSpec> = [
+            self.error_rate.as_ref().map(|k| k as &dyn KindSpec),
+            self.latency.as_ref().map(|k| k as &dyn KindSpec),
+            self.compare.as_ref().map(|k| k as &dyn KindSpec),
+            self.burn_rate.as_ref().map(|k| k as &dyn KindSpec),
+            self.zero_tolerance.as_ref().map(|k| k as &dyn KindSpec),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let [given] = given.as_slice() else {
             return Err(err(
                 at,
                 "give exactly one of `error_rate`, `latency`, `compare`, `burn_rate` or `zero_tolerance`",
             ));
-        }
+        };
         let window_ms = match &self.window {
             None => interval_ms,
             Some(w) => millis(positive(&f("window"), w)?),
         };
-        let (kind, default_name) = if let Some(e) = &self.error_rate {
-            let max = fraction(&f("error_rate.max"), e.max)?;
-            (Kind::ErrorRate { max }, "error-rate".to_owned())
-        } else if let Some(l) = &self.latency {
-            let q = quantile(&l.quantile).map_err(|m| err(f("latency.quantile"), m))?;
-            if !(l.max_ms.is_finite() && l.max_ms > 0.0) {
-                return Err(err(
-                    f("latency.max_ms"),
-                    format!("{} is not a latency: give milliseconds above 0", l.max_ms),
-                ));
-            }
-            let name = format!(
-                "p{}-latency",
-                l.quantile.trim().trim_start_matches(['p', 'P'])
-            );
-            (
-                Kind::Latency {
-                    q,
-                    max_ms: l.max_ms,
-                },
-                name,
-            )
-        } else if let Some(c) = &self.compare {
-            let ratio = c.ratio.unwrap_or(2.0);
-            if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
-                return Err(err(
-                    f("compare.ratio"),
-                    format!("{ratio} cannot be detected: give an error-rate ratio above 1 (e.g. 2: twice stable's errors), at most 100"),
-                ));
-            }
-            let alpha = c.alpha.unwrap_or(0.01);
-            if !(alpha.is_finite() && alpha > 0.0 && alpha < 0.5) {
-                return Err(err(
-                    f("compare.alpha"),
-                    format!("{alpha} is not a false-rollback bound: give a probability above 0 and below 0.5, e.g. 0.01"),
-                ));
-            }
-            (Kind::Compare { ratio, alpha }, "vs-stable".to_owned())
-        } else if let Some(b) = &self.burn_rate {
-            let Some(budget) = budget else {
-                return Err(err(
-                    f("burn_rate"),
-                    "needs `analysis.slo`, the availability objective whose budget it burns",
-                ));
-            };
-            let windows = match &b.windows {
-                None => DEFAULT_BURN_WINDOWS
-                    .iter()
-                    .map(|(l, s, factor)| BurnWindow {
-                        long_ms: millis(*l),
-                        short_ms: millis(*s),
-                        factor: *factor,
-                    })
-                    .collect(),
-                Some(ws) if ws.is_empty() => {
-                    return Err(err(f("burn_rate.windows"), "list at least one window pair"))
-                }
-                Some(ws) => {
-                    let mut out = Vec::with_capacity(ws.len());
-                    for (j, w) in ws.iter().enumerate() {
-                        let wf = |n: &str| f(&format!("burn_rate.windows[{j}].{n}"));
-                        let long_ms = millis(positive(&wf("long"), &w.long)?);
-                        let short_ms = millis(positive(&wf("short"), &w.short)?);
-                        if short_ms > long_ms {
-                            return Err(err(wf("short"), "must not be longer than `long`"));
-                        }
-                        if !(w.factor.is_finite() && w.factor > 0.0) {
-                            return Err(err(
-                                wf("factor"),
-                                format!(
-                                    "{} is not a burn rate: give a number above 0, e.g. 14.4",
-                                    w.factor
-                                ),
-                            ));
-                        }
-                        out.push(BurnWindow {
-                            long_ms,
-                            short_ms,
-                            factor: w.factor,
-                        });
-                    }
-                    out
-                }
-            };
-            (Kind::BurnRate { budget, windows }, "burn-rate".to_owned())
-        } else if let Some(z) = &self.zero_tolerance {
-            let metric = match &z.metric {
-                None => None,
-                Some(m) => {
-                    Some(Selector::parse(m).map_err(|m| err(f("zero_tolerance.metric"), m))?)
-                }
-            };
-            if metric.is_none() == z.query.is_none() {
-                return Err(err(
-                    f("zero_tolerance"),
-                    "give exactly one of `metric` (a series selector) or `query` (PromQL)",
-                ));
-            }
-            if z.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
-                return Err(err(f("zero_tolerance.query"), "is empty"));
-            }
-            let name = match &metric {
-                Some(m) => m.name.clone(),
-                None => "zero-tolerance".to_owned(),
-            };
-            (
-                Kind::ZeroTolerance(Counter {
-                    metric,
-                    query: z.query.clone(),
-                }),
-                name,
-            )
-        } else {
-            return Err(err(at, "no guardrail kind given"));
-        };
+        let ValidKind { kind, default_name } = given.validate(&f(given.field()), budget)?;
         let name = match &self.name {
             Some(n) if n.trim().is_empty() || n.len() > 64 => {
                 return Err(err(f("name"), "must be 1 to 64 characters"))
@@ -658,6 +547,201 @@ impl GuardrailSpec {
             severity: self.severity.unwrap_or(Severity::Critical),
             window_ms,
             kind,
+        })
+    }
+}
+
+/// One guardrail kind's section, validated on its own.
+trait KindSpec {
+    /// The section's field in a guardrail.
+    fn field(&self) -> &'static str;
+    /// Validates the section at `at` (`analysis.guardrails[0].latency`); `budget` is the
+    /// error budget of `analysis.slo`, when given.
+    fn validate(&self, at: &str, budget: Option<f64>) -> Result<ValidKind, ConfigError>;
+}
+
+/// A validated kind, and the name a guardrail of it has unless it gives one.
+struct ValidKind {
+    kind: Kind,
+    default_name: String,
+}
+
+// === impl KindSpec for ErrorRateSpec ===
+
+impl KindSpec for ErrorRateSpec {
+    fn field(&self) -> &'static str {
+        "error_rate"
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let max = fraction(&format!("{at}.max"), self.max)?;
+        Ok(ValidKind {
+            kind: Kind::ErrorRate { max },
+            default_name: "error-rate".to_owned(),
+        })
+    }
+}
+
+// === impl KindSpec for LatencySpec ===
+
+impl KindSpec for LatencySpec {
+    fn field(&self) -> &'static str {
+        "latency"
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let q = quantile(&self.quantile).map_err(|m| err(format!("{at}.quantile"), m))?;
+        if !(self.max_ms.is_finite() && self.max_ms > 0.0) {
+            return Err(err(
+                format!("{at}.max_ms"),
+                format!(
+                    "{} is not a latency: give milliseconds above 0",
+                    self.max_ms
+                ),
+            ));
+        }
+        Ok(ValidKind {
+            kind: Kind::Latency {
+                q,
+                max_ms: self.max_ms,
+            },
+            default_name: format!(
+                "p{}-latency",
+                self.quantile.trim().trim_start_matches(['p', 'P'])
+            ),
+        })
+    }
+}
+
+// === impl KindSpec for CompareSpec ===
+
+impl KindSpec for CompareSpec {
+    fn field(&self) -> &'static str {
+        "compare"
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let ratio = self.ratio.unwrap_or(2.0);
+        if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
+            return Err(err(
+                format!("{at}.ratio"),
+                format!("{ratio} cannot be detected: give an error-rate ratio above 1 (e.g. 2: twice stable's errors), at most 100"),
+            ));
+        }
+        let alpha = self.alpha.unwrap_or(0.01);
+        if !(alpha.is_finite() && alpha > 0.0 && alpha < 0.5) {
+            return Err(err(
+                format!("{at}.alpha"),
+                format!("{alpha} is not a false-rollback bound: give a probability above 0 and below 0.5, e.g. 0.01"),
+            ));
+        }
+        Ok(ValidKind {
+            kind: Kind::Compare { ratio, alpha },
+            default_name: "vs-stable".to_owned(),
+        })
+    }
+}
+
+// === impl KindSpec for BurnRateSpec ===
+
+impl KindSpec for BurnRateSpec {
+    fn field(&self) -> &'static str {
+        "burn_rate"
+    }
+
+    fn validate(&self, at: &str, budget: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let Some(budget) = budget else {
+            return Err(err(
+                at,
+                "needs `analysis.slo`, the availability objective whose budget it burns",
+            ));
+        };
+        let windows = match &self.windows {
+            None => DEFAULT_BURN_WINDOWS
+                .iter()
+                .map(|(l, s, factor)| BurnWindow {
+                    long_ms: millis(*l),
+                    short_ms: millis(*s),
+                    factor: *factor,
+                })
+                .collect(),
+            Some(ws) if ws.is_empty() => {
+                return Err(err(
+                    format!("{at}.windows"),
+                    "list at least one window pair",
+                ))
+            }
+            Some(ws) => ws
+                .iter()
+                .enumerate()
+                .map(|(j, w)| w.validate(&format!("{at}.windows[{j}]")))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(ValidKind {
+            kind: Kind::BurnRate { budget, windows },
+            default_name: "burn-rate".to_owned(),
+        })
+    }
+}
+
+// === impl BurnWindowSpec ===
+
+impl BurnWindowSpec {
+    fn validate(&self, at: &str) -> Result<BurnWindow, ConfigError> {
+        let f = |name: &str| format!("{at}.{name}");
+        let long_ms = millis(positive(&f("long"), &self.long)?);
+        let short_ms = millis(positive(&f("short"), &self.short)?);
+        if short_ms > long_ms {
+            return Err(err(f("short"), "must not be longer than `long`"));
+        }
+        if !(self.factor.is_finite() && self.factor > 0.0) {
+            return Err(err(
+                f("factor"),
+                format!(
+                    "{} is not a burn rate: give a number above 0, e.g. 14.4",
+                    self.factor
+                ),
+            ));
+        }
+        Ok(BurnWindow {
+            long_ms,
+            short_ms,
+            factor: self.factor,
+        })
+    }
+}
+
+// === impl KindSpec for ZeroToleranceSpec ===
+
+impl KindSpec for ZeroToleranceSpec {
+    fn field(&self) -> &'static str {
+        "zero_tolerance"
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let metric = match &self.metric {
+            None => None,
+            Some(m) => Some(Selector::parse(m).map_err(|m| err(format!("{at}.metric"), m))?),
+        };
+        if metric.is_none() == self.query.is_none() {
+            return Err(err(
+                at,
+                "give exactly one of `metric` (a series selector) or `query` (PromQL)",
+            ));
+        }
+        if self.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            return Err(err(format!("{at}.query"), "is empty"));
+        }
+        let default_name = match &metric {
+            Some(m) => m.name.clone(),
+            None => "zero-tolerance".to_owned(),
+        };
+        Ok(ValidKind {
+            kind: Kind::ZeroTolerance(Counter {
+                metric,
+                query: self.query.clone(),
+            }),
+            default_name,
         })
     }
 }
