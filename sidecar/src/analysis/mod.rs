@@ -6,6 +6,7 @@ pub mod exposition;
 pub mod judge;
 pub mod prometheus;
 pub mod runner;
+pub mod series;
 pub mod sim;
 pub mod source;
 pub mod spec;

@@ -1,6 +1,6 @@
 //! Metric sources behind one trait: what a run asks for, and what comes back.
 
-use super::spec::{Counter, SourceSpec};
+use super::spec::{Counter, SourceKind, SourceSpec};
 use super::window::Window;
 use crate::clock::Millis;
 use serde::{Deserialize, Serialize};
@@ -65,15 +65,14 @@ pub fn build(
     timeout: std::time::Duration,
     recall: Option<Arc<dyn Recall>>,
 ) -> Result<Arc<dyn Source>, String> {
-    match (&spec.envoy, &spec.prometheus) {
-        (Some(e), None) => Ok(Arc::new(super::envoy::EnvoySource::new(
+    match spec.kind()? {
+        SourceKind::Envoy(e) => Ok(Arc::new(super::envoy::EnvoySource::new(
             &e.admin, timeout, recall,
         )?)),
-        (None, Some(p)) => Ok(Arc::new(super::prometheus::PrometheusSource::new(
+        SourceKind::Prometheus(p) => Ok(Arc::new(super::prometheus::PrometheusSource::new(
             &p.url,
             p.queries.clone().unwrap_or_default(),
             timeout,
         )?)),
-        _ => Err("give exactly one of `envoy` or `prometheus`".into()),
     }
 }

@@ -3,6 +3,7 @@
 //! Every error names its field (`analysis.guardrails[1].latency.max_ms`), like the rest of the
 //! spec. Percentages are written as percent and kept as fractions.
 
+use super::series::Selector;
 use crate::clock::{millis, Millis};
 use crate::spec::{err, parse_duration};
 use linnet_core::ConfigError;
@@ -62,6 +63,13 @@ pub struct PrometheusSourceSpec {
     /// Overrides of the query templates; see [`Queries`] for the placeholders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queries: Option<Queries>,
+}
+
+/// The one source a [`SourceSpec`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind<'a> {
+    Envoy(&'a EnvoySourceSpec),
+    Prometheus(&'a PrometheusSourceSpec),
 }
 
 /// PromQL templates. Placeholders: `{rollout}`, `{variant}` (`canary` or `stable`),
@@ -231,13 +239,6 @@ pub struct Counter {
     pub query: Option<String>,
 }
 
-/// `name{label="value",...}`: the series whose name and listed labels match.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Selector {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-}
-
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
@@ -247,24 +248,37 @@ pub const DEFAULT_BURN_WINDOWS: [(Duration, Duration, f64); 2] = [
     (Duration::from_secs(1800), Duration::from_secs(300), 6.0),
 ];
 
+/// The default queries read the series the envoy source reads (see [`TrafficSeries`]).
 mod q {
+    use crate::analysis::series::{increase, Selector, TrafficSeries, LE};
+
+    fn variant() -> TrafficSeries {
+        TrafficSeries::variant("{rollout}", "{variant}")
+    }
+    fn shadow() -> TrafficSeries {
+        TrafficSeries::shadow("{cluster}")
+    }
+    fn by_le(buckets: &Selector) -> String {
+        format!("sum by ({LE}) (increase({buckets}[{{window}}]))")
+    }
+
     pub fn requests() -> String {
-        r#"sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}"}[{window}]))"#.into()
+        increase(&variant().requests, "{window}")
     }
     pub fn errors() -> String {
-        r#"sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}",class="5xx"}[{window}]))"#.into()
+        increase(&variant().errors, "{window}")
     }
     pub fn latency() -> String {
-        r#"sum by (le) (increase(linnet_response_time_ms_bucket{rollout="{rollout}",variant="{variant}"}[{window}]))"#.into()
+        by_le(&variant().buckets)
     }
     pub fn shadow_requests() -> String {
-        r#"sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name="{cluster}"}[{window}]))"#.into()
+        increase(&shadow().requests, "{window}")
     }
     pub fn shadow_errors() -> String {
-        r#"sum(increase(envoy_cluster_upstream_rq_xx{envoy_cluster_name="{cluster}",envoy_response_code_class="5"}[{window}]))"#.into()
+        increase(&shadow().errors, "{window}")
     }
     pub fn shadow_latency() -> String {
-        r#"sum by (le) (increase(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="{cluster}"}[{window}]))"#.into()
+        by_le(&shadow().buckets)
     }
 }
 
@@ -303,6 +317,19 @@ impl Analysis {
             }
         }
         out
+    }
+}
+
+// === impl SourceSpec ===
+
+impl SourceSpec {
+    /// The source named: exactly one of `envoy` or `prometheus`.
+    pub fn kind(&self) -> Result<SourceKind<'_>, &'static str> {
+        match (&self.envoy, &self.prometheus) {
+            (Some(e), None) => Ok(SourceKind::Envoy(e)),
+            (None, Some(p)) => Ok(SourceKind::Prometheus(p)),
+            _ => Err("give exactly one of `envoy` or `prometheus`"),
+        }
     }
 }
 
@@ -346,68 +373,6 @@ impl Kind {
     }
 }
 
-// === impl Selector ===
-
-impl Selector {
-    /// Parses `name` or `name{a="x",b="y"}`.
-    pub fn parse(s: &str) -> Result<Selector, String> {
-        let s = s.trim();
-        let (name, rest) = match s.find('{') {
-            Some(i) => (&s[..i], Some(&s[i..])),
-            None => (s, None),
-        };
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !valid_name {
-            return Err(format!(
-                "{s:?} is not a metric selector: write `name` or `name{{label=\"value\"}}`"
-            ));
-        }
-        let mut labels = Vec::new();
-        if let Some(rest) = rest {
-            let inner = rest
-                .strip_prefix('{')
-                .and_then(|r| r.strip_suffix('}'))
-                .ok_or_else(|| format!("{s:?}: the label list must end with `}}`"))?;
-            labels = crate::analysis::exposition::parse_labels(inner).ok_or_else(|| {
-                format!("{s:?}: labels must read label=\"value\", comma-separated")
-            })?;
-        }
-        Ok(Selector {
-            name: name.to_owned(),
-            labels,
-        })
-    }
-
-    pub fn matches(&self, name: &str, labels: &[(String, String)]) -> bool {
-        name == self.name
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| labels.iter().any(|(k2, v2)| k2 == k && v2 == v))
-    }
-}
-
-impl std::fmt::Display for Selector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)?;
-        if !self.labels.is_empty() {
-            f.write_str("{")?;
-            for (i, (k, v)) in self.labels.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                write!(f, "{k}={v:?}")?;
-            }
-            f.write_str("}")?;
-        }
-        Ok(())
-    }
-}
-
 // === impl AnalysisSpec ===
 
 impl AnalysisSpec {
@@ -424,8 +389,9 @@ impl AnalysisSpec {
             }),
             prometheus: None,
         });
-        match (&source.envoy, &source.prometheus) {
-            (Some(e), None) => {
+        let kind = source.kind().map_err(|m| err("analysis.source", m))?;
+        match kind {
+            SourceKind::Envoy(e) => {
                 if e.admin.is_empty() {
                     return Err(err(
                         "analysis.source.envoy.admin",
@@ -437,14 +403,8 @@ impl AnalysisSpec {
                         .map_err(|m| err(format!("analysis.source.envoy.admin[{i}]"), m))?;
                 }
             }
-            (None, Some(p)) => {
+            SourceKind::Prometheus(p) => {
                 http_url(&p.url).map_err(|m| err("analysis.source.prometheus.url", m))?;
-            }
-            _ => {
-                return Err(err(
-                    "analysis.source",
-                    "give exactly one of `envoy` or `prometheus`",
-                ))
             }
         }
         let at_least_one = |field: &str, v: Option<u32>, default: u32| match v {
@@ -482,7 +442,7 @@ impl AnalysisSpec {
                     ),
                 ));
             }
-            if source.envoy.is_some() {
+            if let SourceKind::Envoy(_) = kind {
                 if let Kind::ZeroTolerance(Counter { metric: None, .. }) = g.kind {
                     return Err(err(
                         format!("analysis.guardrails[{i}].zero_tolerance.query"),
@@ -914,19 +874,5 @@ mod tests {
             let got = field(yaml);
             assert!(got.starts_with(want), "{yaml}\n got: {got}\nwant: {want}");
         }
-    }
-
-    #[test]
-    fn selectors_match_name_and_listed_labels() {
-        let s = Selector::parse(r#"linnet_override_rejected_total{rollout="web"}"#).unwrap();
-        let l = |v: &str| vec![("rollout".to_owned(), v.to_owned())];
-        assert!(s.matches("linnet_override_rejected_total", &l("web")));
-        assert!(!s.matches("linnet_override_rejected_total", &l("api")));
-        assert!(!s.matches("other", &l("web")));
-        assert!(Selector::parse("9lives").is_err());
-        assert_eq!(
-            s.to_string(),
-            r#"linnet_override_rejected_total{rollout="web"}"#
-        );
     }
 }
