@@ -12,6 +12,7 @@ pub mod epoch;
 pub mod explain;
 pub mod machine;
 pub mod metrics;
+pub mod named;
 pub mod retention;
 pub mod server;
 pub mod signal;

@@ -7,8 +7,7 @@ use crate::spec::{Pause, Plan};
 use serde::Serialize;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Created; the first step has not been entered yet.
     Pending,
@@ -147,6 +146,8 @@ impl fmt::Display for Illegal {
         f.write_str(&self.0)
     }
 }
+
+crate::named::serde_by_name!(State);
 
 // === impl Runtime ===
 

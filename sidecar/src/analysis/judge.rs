@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
     Fail,
@@ -83,6 +82,8 @@ pub struct Evidence {
 // === impl Verdict ===
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Fail, Verdict::NoData];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
@@ -91,6 +92,8 @@ impl Verdict {
         }
     }
 }
+
+crate::named::serde_by_name!(Verdict);
 
 // === impl Memory ===
 

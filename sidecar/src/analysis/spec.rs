@@ -117,8 +117,7 @@ pub struct GuardrailSpec {
     pub zero_tolerance: Option<ZeroToleranceSpec>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
     Critical,
     Warning,
@@ -351,6 +350,8 @@ impl Default for Queries {
 // === impl Severity ===
 
 impl Severity {
+    pub const ALL: [Severity; 2] = [Severity::Critical, Severity::Warning];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Severity::Critical => "critical",
@@ -358,6 +359,8 @@ impl Severity {
         }
     }
 }
+
+crate::named::serde_by_name!(Severity);
 
 // === impl Kind ===
 
