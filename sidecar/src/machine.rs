@@ -14,7 +14,9 @@ pub enum State {
     /// The current step mirrors while no user is on the canary.
     Shadowing,
     Progressing,
-    /// Automatic stepping is stopped (by an operator, or by a manual weight).
+    /// Automatic stepping is stopped: by an operator, by a manual weight, or by analysis for
+    /// lack of data. Analysis lifts only a pause of its own, never an operator's, and does not
+    /// pause a rollout an operator already holds.
     Paused,
     /// At 100%, still in the snapshot, until stable runs the promoted version (`Complete`).
     Promoted,
@@ -47,7 +49,7 @@ pub struct Runtime {
     pub analysis: Memory,
 }
 
-/// An operator's command, or the controller's own tick.
+/// An operator's command, an analysis decision, or the controller's own tick.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     Pause,

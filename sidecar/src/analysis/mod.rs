@@ -1,5 +1,6 @@
 //! Analysis: judges the canary against guardrails from real metrics, every interval, and
-//! turns the checks into promote, hold, pause or roll back.
+//! turns the checks into a decision: pass (a step may advance), hold, pause, resume or roll
+//! back.
 
 pub mod envoy;
 pub mod exposition;
