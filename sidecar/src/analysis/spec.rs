@@ -365,13 +365,20 @@ crate::named::serde_by_name!(Severity);
 // === impl Kind ===
 
 impl Kind {
+    // Each kind's word: its section in a guardrail spec, and the `kind` of its checks.
+    pub const ERROR_RATE: &'static str = "error_rate";
+    pub const LATENCY: &'static str = "latency";
+    pub const COMPARE: &'static str = "compare";
+    pub const BURN_RATE: &'static str = "burn_rate";
+    pub const ZERO_TOLERANCE: &'static str = "zero_tolerance";
+
     pub const fn as_str(&self) -> &'static str {
         match self {
-            Kind::ErrorRate { .. } => "error_rate",
-            Kind::Latency { .. } => "latency",
-            Kind::Compare { .. } => "compare",
-            Kind::BurnRate { .. } => "burn_rate",
-            Kind::ZeroTolerance(_) => "zero_tolerance",
+            Kind::ErrorRate { .. } => Kind::ERROR_RATE,
+            Kind::Latency { .. } => Kind::LATENCY,
+            Kind::Compare { .. } => Kind::COMPARE,
+            Kind::BurnRate { .. } => Kind::BURN_RATE,
+            Kind::ZeroTolerance(_) => Kind::ZERO_TOLERANCE,
         }
     }
 }
@@ -490,7 +497,14 @@ impl GuardrailSpec {
         let [given] = given.as_slice() else {
             return Err(err(
                 at,
-                "give exactly one of `error_rate`, `latency`, `compare`, `burn_rate` or `zero_tolerance`",
+                format!(
+                    "give exactly one of `{}`, `{}`, `{}`, `{}` or `{}`",
+                    Kind::ERROR_RATE,
+                    Kind::LATENCY,
+                    Kind::COMPARE,
+                    Kind::BURN_RATE,
+                    Kind::ZERO_TOLERANCE
+                ),
             ));
         };
         let window_ms = match &self.window {
@@ -516,7 +530,7 @@ impl GuardrailSpec {
 
 /// One guardrail kind's section, validated on its own.
 trait KindSpec {
-    /// The section's field in a guardrail.
+    /// The section's field in a guardrail (the kind's word).
     fn field(&self) -> &'static str;
     /// Validates the section at `at` (`analysis.guardrails[0].latency`); `budget` is the
     /// error budget of `analysis.slo`, when given.
@@ -533,7 +547,7 @@ struct ValidKind {
 
 impl KindSpec for ErrorRateSpec {
     fn field(&self) -> &'static str {
-        "error_rate"
+        Kind::ERROR_RATE
     }
 
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
@@ -549,7 +563,7 @@ impl KindSpec for ErrorRateSpec {
 
 impl KindSpec for LatencySpec {
     fn field(&self) -> &'static str {
-        "latency"
+        Kind::LATENCY
     }
 
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
@@ -580,7 +594,7 @@ impl KindSpec for LatencySpec {
 
 impl KindSpec for CompareSpec {
     fn field(&self) -> &'static str {
-        "compare"
+        Kind::COMPARE
     }
 
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
@@ -609,7 +623,7 @@ impl KindSpec for CompareSpec {
 
 impl KindSpec for BurnRateSpec {
     fn field(&self) -> &'static str {
-        "burn_rate"
+        Kind::BURN_RATE
     }
 
     fn validate(&self, at: &str, budget: Option<f64>) -> Result<ValidKind, ConfigError> {
@@ -678,7 +692,7 @@ impl BurnWindowSpec {
 
 impl KindSpec for ZeroToleranceSpec {
     fn field(&self) -> &'static str {
-        "zero_tolerance"
+        Kind::ZERO_TOLERANCE
     }
 
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
