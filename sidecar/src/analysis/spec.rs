@@ -330,6 +330,28 @@ impl SourceSpec {
             _ => Err("give exactly one of `envoy` or `prometheus`"),
         }
     }
+
+    /// The source named, once its addresses are valid; `at` is where the section is.
+    fn validate(&self, at: &str) -> Result<SourceKind<'_>, ConfigError> {
+        let kind = self.kind().map_err(|m| err(at, m))?;
+        match kind {
+            SourceKind::Envoy(e) => {
+                if e.admin.is_empty() {
+                    return Err(err(
+                        format!("{at}.envoy.admin"),
+                        "list at least one admin address",
+                    ));
+                }
+                for (i, a) in e.admin.iter().enumerate() {
+                    admin_url(a).map_err(|m| err(format!("{at}.envoy.admin[{i}]"), m))?;
+                }
+            }
+            SourceKind::Prometheus(p) => {
+                http_url(&p.url).map_err(|m| err(format!("{at}.prometheus.url"), m))?;
+            }
+        }
+        Ok(kind)
+    }
 }
 
 // === impl Queries ===
@@ -399,24 +421,7 @@ impl AnalysisSpec {
             }),
             prometheus: None,
         });
-        let kind = source.kind().map_err(|m| err("analysis.source", m))?;
-        match kind {
-            SourceKind::Envoy(e) => {
-                if e.admin.is_empty() {
-                    return Err(err(
-                        "analysis.source.envoy.admin",
-                        "list at least one admin address",
-                    ));
-                }
-                for (i, a) in e.admin.iter().enumerate() {
-                    admin_url(a)
-                        .map_err(|m| err(format!("analysis.source.envoy.admin[{i}]"), m))?;
-                }
-            }
-            SourceKind::Prometheus(p) => {
-                http_url(&p.url).map_err(|m| err("analysis.source.prometheus.url", m))?;
-            }
-        }
+        let kind = source.validate("analysis.source")?;
         let at_least_one = |field: &str, v: Option<u32>, default: u32| match v {
             Some(0) => Err(err(format!("analysis.{field}"), "must be at least 1")),
             Some(n) => Ok(n),
