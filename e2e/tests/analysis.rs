@@ -271,7 +271,7 @@ impl Rig {
     }
 }
 
-/// A rollout in steps of 10% and 50% that each last one
+/// The rollout these tests drive: steps of 10% and 50% that each last one
 /// interval, then 100%, judged by four critical guardrails.
 fn rollout(interval: Duration, source: &str, extra: &str) -> String {
     let i = format!("{}ms", interval.as_millis());

@@ -9,10 +9,9 @@
 //! aborted, timed out) leaves the snapshot and memory at once and stays in the store as the
 //! archive, so the next release of the same service starts clean and routes at once.
 
-use crate::analysis::step::Step;
-use crate::analysis::Analysis;
+use crate::analysis::runner::{self, Run, Target};
 use crate::clock::{Millis, SharedClock};
-use crate::event::{Action, AnalysisRun, Created, KillSwitch, Moved, Payload};
+use crate::event::{AnalysisRun, Created, KillSwitch, Moved, Payload};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::spec::{Plan, RolloutSpec};
@@ -23,7 +22,6 @@ use linnet_core::snapshot::Matcher;
 use linnet_core::{ConfigError, Epoch, SnapshotDoc};
 use serde::Deserialize;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -142,35 +140,21 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
 }
 
-/// A rollout that analysis judges now: running, or paused (by analysis, by an operator, or
-/// held at a manual weight: a hold never switches the guardrails off).
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub name: String,
-    /// The release, so a run is never recorded on a later rollout of the same name.
-    pub id: i64,
-    pub analysis: Analysis,
-    pub plan: Plan,
-    /// The shadow cluster, during a step that mirrors with no user on the canary.
-    pub shadow: Option<String>,
-    /// Where the rollout is as the run begins, with what analysis remembers.
-    pub rt: Runtime,
-}
+// === impl Rollouts for Controller ===
 
-/// One analysis run's result, to record and act on.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub name: String,
-    pub id: i64,
-    /// Where the rollout was when the run began; a run that anything overtook is dropped.
-    pub was: Runtime,
-    pub subject: &'static str,
-    /// What the run judged and decided, with the run's memory.
-    pub step: Step,
-    /// The transitions its decision leads to, in order.
-    pub transitions: Vec<(Runtime, Outcome)>,
-    /// The inputs: every window the source returned, or why there were none.
-    pub observed: Value,
+/// The analysis runner judges the controller's rollouts and records its runs here.
+impl runner::Rollouts for Controller {
+    fn now_ms(&self) -> Millis {
+        Controller::now_ms(self)
+    }
+
+    fn targets(&self) -> runner::Pending<'_, Vec<Target>> {
+        Box::pin(async move { self.analysis_targets().await.map_err(|e| e.to_string()) })
+    }
+
+    fn record(&self, run: Run) -> runner::Pending<'_, bool> {
+        Box::pin(async move { self.record_analysis(run).await.map_err(|e| e.to_string()) })
+    }
 }
 
 // === impl Recall for Controller ===
@@ -536,13 +520,13 @@ impl Controller {
                 return Ok(false);
             }
             let rt = run.step.judged.clone();
-            let (action, reason) = Action::of(&run.step.decision);
+            let (action, reason) = (run.step.decision.action, &run.step.decision.reason);
             let payload = Payload::Analysis(AnalysisRun {
                 step: rt.step,
                 weight: rt.weight,
                 subject: run.subject.to_owned(),
                 decision: action,
-                reason: reason.to_owned(),
+                reason: reason.clone(),
                 checks: run.step.checks.clone(),
                 observed: run.observed,
             });

@@ -6,7 +6,7 @@
 //! `version` inside `data`. A row this version cannot read (an older writer, an unknown kind,
 //! data that is not JSON) is kept as it was stored and shown plainly, never dropped.
 
-use crate::analysis::{Check, Decision};
+use crate::analysis::{Action, Check};
 use crate::clock::Millis;
 use crate::machine::{Move, State};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -71,17 +71,6 @@ pub struct AnalysisRun {
     pub checks: Vec<Check>,
     /// The inputs as the source returned them (their shape is the source's).
     pub observed: Value,
-}
-
-/// A run's decision without its reason (the event keeps the reason beside it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Pass,
-    Hold,
-    RollBack,
-    Pause,
-    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,31 +223,6 @@ impl Payload {
             _ => None,
         };
         found.unwrap_or(Payload::Unread { kind, data })
-    }
-}
-
-// === impl Action ===
-
-impl Action {
-    /// The action of a decision, and its reason.
-    pub fn of(d: &Decision) -> (Action, &str) {
-        match d {
-            Decision::Pass(r) => (Action::Pass, r),
-            Decision::Hold(r) => (Action::Hold, r),
-            Decision::RollBack(r) => (Action::RollBack, r),
-            Decision::Pause(r) => (Action::Pause, r),
-            Decision::Resume(r) => (Action::Resume, r),
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Action::Pass => "pass",
-            Action::Hold => "hold",
-            Action::RollBack => "roll_back",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-        }
     }
 }
 

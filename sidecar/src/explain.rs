@@ -2,9 +2,10 @@
 //! and why; analysis runs with the guardrails that did not pass.
 
 use crate::analysis::judge::trim;
+use crate::analysis::Action;
 use crate::analysis::{Check, Verdict};
 use crate::clock::Millis;
-use crate::event::{Action, AnalysisRun, Payload};
+use crate::event::{AnalysisRun, Payload};
 use crate::store::Event;
 use serde::{Deserialize, Serialize};
 

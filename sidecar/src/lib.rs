@@ -13,6 +13,7 @@ pub mod event;
 pub mod explain;
 pub mod machine;
 pub mod metrics;
+pub mod named;
 pub mod retention;
 pub mod server;
 pub mod signal;

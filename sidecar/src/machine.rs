@@ -4,18 +4,19 @@
 use crate::analysis::Memory;
 use crate::clock::{millis, Millis};
 use crate::spec::{Pause, Plan};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Created; the first step has not been entered yet.
     Pending,
     /// The current step mirrors while no user is on the canary.
     Shadowing,
     Progressing,
-    /// Automatic stepping is stopped (by an operator, or by a manual weight).
+    /// Automatic stepping is stopped: by an operator, by a manual weight, or by analysis for
+    /// lack of data. Analysis lifts only a pause of its own, never an operator's, and does not
+    /// pause a rollout an operator already holds.
     Paused,
     /// At 100%, still in the snapshot, until stable runs the promoted version (`Complete`).
     Promoted,
@@ -48,7 +49,7 @@ pub struct Runtime {
     pub analysis: Memory,
 }
 
-/// An operator's command, or the controller's own tick.
+/// An operator's command, an analysis decision, or the controller's own tick.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     Pause,
@@ -80,8 +81,7 @@ pub struct Outcome {
 }
 
 /// What kind of transition a rollout made: the audit event's `kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Move {
     /// Entered step 0.
     Started,
@@ -198,23 +198,14 @@ impl Move {
     }
 }
 
-impl fmt::Display for Move {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl fmt::Display for Illegal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
+
+crate::named::serde_by_name!(State);
+crate::named::serde_by_name!(Move);
 
 // === impl Runtime ===
 
@@ -318,7 +309,7 @@ impl Runtime {
                     return Ok(None);
                 }
                 let mut rt = self.paused(plan, now);
-                rt.analysis.paused = true;
+                rt.analysis.pause();
                 Ok(Some((rt, out(Move::Paused, why.clone()))))
             }
             Control::AnalysisResume(why) => {
@@ -519,11 +510,7 @@ impl Runtime {
                 Pause::UntilPromoted => None,
             },
             paused_remaining_ms: None,
-            analysis: Memory {
-                passes: 0,
-                paused: false,
-                ..self.analysis.clone()
-            },
+            analysis: self.analysis.entering_step(),
             ..self.clone()
         }
     }
@@ -531,11 +518,9 @@ impl Runtime {
     /// Back to running the current step with the pause it had left, at the weight it has.
     fn resumed(&self, plan: &Plan, now: Millis) -> Runtime {
         let ends = self.paused_remaining_ms.map(|r| now + r);
-        let passes = self.analysis.passes;
         let mut rt = self.enter_step(plan, self.step, now);
         rt.step_ends_ms = ends;
-        // The passes seen while paused still count.
-        rt.analysis.passes = passes;
+        rt.analysis = self.analysis.resuming();
         rt
     }
 
@@ -609,7 +594,7 @@ pub fn settle(
 pub fn may_advance(plan: &Plan, rt: &Runtime) -> bool {
     plan.analysis
         .as_ref()
-        .is_none_or(|a| rt.analysis.passes >= a.passes)
+        .is_none_or(|a| rt.analysis.has_passed(a.passes))
 }
 
 fn deadline(plan: &Plan, now: Millis) -> Option<Millis> {

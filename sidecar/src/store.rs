@@ -813,7 +813,8 @@ fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> 
 mod tests {
     use super::*;
     use crate::analysis::Check;
-    use crate::event::{Action, AnalysisRun, Created, KillSwitch};
+    use crate::analysis::Action;
+    use crate::event::{AnalysisRun, Created, KillSwitch};
     use crate::spec::Format;
 
     fn created() -> Payload {

@@ -543,7 +543,7 @@ async fn the_runner_decides_run_by_run_as_the_simulation_does() {
                     .find(|e| e["kind"] == "analysis")
                     .cloned()
                     .unwrap();
-                let got = serde_json::from_value::<linnet_sidecar::analysis::Decision>(
+                let got = serde_json::from_value::<linnet_sidecar::analysis::Ruling>(
                     serde_json::json!({"action": last["data"]["decision"], "reason": last["data"]["reason"]}),
                 )
                 .unwrap();

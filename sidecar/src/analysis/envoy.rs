@@ -5,14 +5,15 @@
 //! is all increase. A window reaching back before the first scrape covers only what was
 //! seen; one scrape alone shows no window at all.
 
-use super::judge::Observed;
-use super::source::{Answer, Query, Recall, Source};
+use super::exposition::{self, Sample};
+use super::series::{Selector, TrafficSeries, LE};
+use super::source::{Answer, Observed, Query, Recall, Source};
 use super::spec::{admin_url, Counter};
-use super::text::{self, Sample};
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;
 use hyper::Method;
+use linnet_core::decide::Variant;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,16 +21,12 @@ use std::time::Duration;
 /// History kept per admin: enough for the longest window asked, and never more scrapes.
 const MAX_SCRAPES: usize = 4096;
 const KEEP_EXTRA_MS: Millis = 60_000;
+/// Every filter metric is kept (besides the shadow's cluster stats and the counters asked
+/// for), so a zero-tolerance counter on one is in every scrape of an admin, whichever
+/// rollout's run took it.
+const FILTER_PREFIX: &str = "linnet_";
 /// How long a histogram merge started by an admin read is given before the scrape.
 const FLUSH_WAIT: Duration = Duration::from_millis(50);
-
-/// Filter metrics and the cluster stats that describe a shadow cluster.
-const NAMES: [&str; 4] = [
-    "linnet_",
-    "envoy_cluster_upstream_rq_total",
-    "envoy_cluster_upstream_rq_xx",
-    "envoy_cluster_upstream_rq_time_bucket",
-];
 
 pub struct EnvoySource {
     admins: Vec<Admin>,
@@ -190,15 +187,17 @@ impl Admin {
             return Err(format!("{}{path} answered {status}", self.url));
         }
         let body = String::from_utf8_lossy(&body);
+        let traffic = TrafficSeries::names();
         let keep = |name: &str| {
-            NAMES.iter().any(|n| name.starts_with(n))
+            name.starts_with(FILTER_PREFIX)
+                || traffic.iter().any(|n| n == name)
                 || q.counters
                     .iter()
                     .any(|c| c.metric.as_ref().is_some_and(|m| m.name == name))
         };
         let scrape = Scrape {
             at_ms: q.now_ms,
-            series: text::parse(&body, keep)
+            series: exposition::parse(&body, keep)
                 .into_iter()
                 .map(|s| (key(&s), s))
                 .collect(),
@@ -324,22 +323,17 @@ pub fn window(history: &VecDeque<Scrape>, span: Millis, q: &Query) -> Result<Win
         }
     }
     let increases: Vec<(&Sample, f64)> = inc.into_values().collect();
-    let (canary, stable) = match &q.shadow {
-        Some(cluster) => (
-            shadow(&increases, cluster),
-            variant(&increases, &q.rollout, "stable"),
-        ),
-        None => (
-            variant(&increases, &q.rollout, "canary"),
-            variant(&increases, &q.rollout, "stable"),
-        ),
+    let canary = match &q.shadow {
+        Some(cluster) => TrafficSeries::shadow(cluster),
+        None => TrafficSeries::variant(&q.rollout, Variant::Canary.as_str()),
     };
+    let stable = TrafficSeries::variant(&q.rollout, Variant::Stable.as_str());
     let counters = q.counters.iter().map(|c| counter(&increases, c)).collect();
     Ok(Window {
         span_ms: span,
         covered_ms,
-        canary,
-        stable,
+        canary: traffic(&increases, &canary),
+        stable: traffic(&increases, &stable),
         counters,
     })
 }
@@ -351,58 +345,27 @@ fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn traffic<'a>(
-    increases: &'a [(&'a Sample, f64)],
-    requests: impl Fn(&Sample) -> bool,
-    errors: impl Fn(&Sample) -> bool,
-    buckets: impl Fn(&Sample) -> bool,
-) -> Traffic {
-    let sum = |f: &dyn Fn(&Sample) -> bool| {
+fn traffic(increases: &[(&Sample, f64)], series: &TrafficSeries) -> Traffic {
+    let sum = |selector: &Selector| {
         increases
             .iter()
-            .filter(|(s, _)| f(s))
+            .filter(|(s, _)| selector.matches(&s.name, &s.labels))
             .map(|(_, d)| d)
             .sum::<f64>()
     };
     let mut hist = Vec::new();
     for (s, d) in increases {
-        if buckets(s) {
-            if let Some(le) = label(s, "le").and_then(text::parse_value) {
+        if series.buckets.matches(&s.name, &s.labels) {
+            if let Some(le) = label(s, LE).and_then(exposition::parse_value) {
                 hist.push((le, *d));
             }
         }
     }
     Traffic {
-        requests: sum(&requests),
-        errors: sum(&errors),
+        requests: sum(&series.requests),
+        errors: sum(&series.errors),
         latency: Histogram::from_buckets(hist).unwrap_or_default(),
     }
-}
-
-fn variant(increases: &[(&Sample, f64)], rollout: &str, v: &str) -> Traffic {
-    let ours = |s: &Sample| label(s, "rollout") == Some(rollout) && label(s, "variant") == Some(v);
-    traffic(
-        increases,
-        |s| s.name == linnet_core::metrics::RESPONSES && ours(s),
-        |s| {
-            s.name == linnet_core::metrics::RESPONSES && ours(s) && label(s, "class") == Some("5xx")
-        },
-        |s| s.name == "linnet_response_time_ms_bucket" && ours(s),
-    )
-}
-
-fn shadow(increases: &[(&Sample, f64)], cluster: &str) -> Traffic {
-    let ours = |s: &Sample| label(s, "envoy_cluster_name") == Some(cluster);
-    traffic(
-        increases,
-        |s| s.name == "envoy_cluster_upstream_rq_total" && ours(s),
-        |s| {
-            s.name == "envoy_cluster_upstream_rq_xx"
-                && ours(s)
-                && label(s, "envoy_response_code_class") == Some("5")
-        },
-        |s| s.name == "envoy_cluster_upstream_rq_time_bucket" && ours(s),
-    )
 }
 
 fn counter(increases: &[(&Sample, f64)], c: &Counter) -> Option<f64> {
@@ -446,12 +409,11 @@ fn add(a: Window, b: Window) -> Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::spec::Selector;
 
     fn scrape(at_ms: Millis, text: &str) -> Scrape {
         Scrape {
             at_ms,
-            series: text::parse(text, |_| true)
+            series: exposition::parse(text, |_| true)
                 .into_iter()
                 .map(|s| (key(&s), s))
                 .collect(),

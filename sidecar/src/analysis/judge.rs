@@ -2,15 +2,15 @@
 //! run become one decision. Pure functions of (analysis, observations, memory), so the same
 //! code runs in the sidecar, in its tests and in the decision-quality simulation.
 
-use super::spec::{Analysis, BurnWindow, Guardrail, Kind, Severity};
+use super::source::Observed;
+use super::spec::{Analysis, BurnWindow, Counter, Guardrail, Kind, Severity};
 use super::window::{Traffic, Window};
 use crate::clock::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
     Fail,
@@ -33,19 +33,25 @@ pub struct Check {
     pub text: String,
 }
 
-/// What one run decided.
+/// What one run decided, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", content = "reason", rename_all = "snake_case")]
-pub enum Decision {
+pub struct Ruling {
+    pub action: Action,
+    pub reason: String,
+}
+
+/// What a run asks of the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
     /// Every guardrail passed; the step may advance once it has enough passes.
-    Pass(String),
+    Pass,
     /// Not a pass, not yet a reason to act (a warning under its limit, or missing data).
-    Hold(String),
-    RollBack(String),
+    Hold,
+    RollBack,
     /// Too long without data: stop stepping until data is back.
-    Pause(String),
+    Pause,
     /// Data is back after an analysis pause.
-    Resume(String),
+    Resume,
 }
 
 /// What analysis remembers between runs; kept in the rollout's runtime and stored with it.
@@ -79,20 +85,11 @@ pub struct Evidence {
     pub stable_errors: f64,
 }
 
-/// What a run observed: the traffic since the previous run (for counters and evidence,
-/// which must not count a request twice) and one window per length the guardrails use.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Observed {
-    pub increment: Window,
-    pub windows: Vec<Window>,
-    /// Which sources were left out of this run and why, when some answered and some did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missing: Option<String>,
-}
-
 // === impl Verdict ===
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Fail, Verdict::NoData];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
@@ -102,11 +99,109 @@ impl Verdict {
     }
 }
 
-// === impl Observed ===
+crate::named::serde_by_name!(Verdict);
 
-impl Observed {
-    fn window(&self, span_ms: Millis) -> Option<&Window> {
-        self.windows.iter().find(|w| w.span_ms == span_ms)
+// === impl Action ===
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Pass,
+        Action::Hold,
+        Action::RollBack,
+        Action::Pause,
+        Action::Resume,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Hold => "hold",
+            Action::RollBack => "roll_back",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+}
+
+crate::named::serde_by_name!(Action);
+
+// === impl Ruling ===
+
+impl Ruling {
+    pub fn new(action: Action, reason: impl Into<String>) -> Ruling {
+        Ruling {
+            action,
+            reason: reason.into(),
+        }
+    }
+}
+
+// === impl Memory ===
+
+impl Memory {
+    /// A new step: its passes start over and an analysis pause ends with the step; the
+    /// failure and no-data streaks and the evidence carry on.
+    pub fn entering_step(&self) -> Memory {
+        Memory {
+            passes: 0,
+            paused: false,
+            ..self.clone()
+        }
+    }
+
+    /// Stepping again after a pause: the passes seen while paused still count.
+    pub fn resuming(&self) -> Memory {
+        Memory {
+            paused: false,
+            ..self.clone()
+        }
+    }
+
+    /// Analysis paused the rollout for lack of data; a passing run resumes it.
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Analysis does not pause a rollout an operator already holds.
+    pub fn decline_pause(&mut self) {
+        self.paused = false;
+    }
+
+    pub fn ran_at(&mut self, now: Millis) {
+        self.last_run_ms = Some(now);
+    }
+
+    /// Whether the current step has had `needed` passing runs in a row.
+    pub fn has_passed(&self, needed: u32) -> bool {
+        self.passes >= needed
+    }
+
+    /// A critical guardrail failed: the passes start over.
+    fn critical_failed(&mut self) {
+        self.passes = 0;
+    }
+
+    /// A warning guardrail failed; returns the failing runs in a row.
+    fn warning_failed(&mut self) -> u32 {
+        self.passes = 0;
+        self.nodata = 0;
+        self.failures = self.failures.saturating_add(1);
+        self.failures
+    }
+
+    /// A guardrail lacked data; returns the runs in a row without data.
+    fn lacked_data(&mut self) -> u32 {
+        self.passes = 0;
+        self.nodata = self.nodata.saturating_add(1);
+        self.nodata
+    }
+
+    /// Every guardrail passed; returns whether this ends an analysis pause.
+    fn passed(&mut self) -> bool {
+        self.passes = self.passes.saturating_add(1);
+        self.failures = 0;
+        self.nodata = 0;
+        std::mem::take(&mut self.paused)
     }
 }
 
@@ -144,207 +239,234 @@ pub fn judge(
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let (verdict, observed_value, limit, mut text) = match observed {
-                Err(why) => (Verdict::NoData, None, None, why.to_owned()),
-                Ok(obs) => one(analysis, g, i, obs, subject, memory),
+            let mut judged = match observed {
+                Err(why) => Judged::no_data(why.to_owned()),
+                Ok(obs) => {
+                    let inputs = Inputs {
+                        obs,
+                        subject,
+                        min_requests: analysis.min_requests,
+                    };
+                    one(analysis, g, i, &inputs, memory)
+                }
             };
             if let Some(missing) = observed.ok().and_then(|o| o.missing.as_deref()) {
-                let _ = write!(text, " ({missing})");
+                let _ = write!(judged.text, " ({missing})");
             }
             Check {
                 guardrail: g.name.clone(),
                 kind: g.kind.as_str().to_owned(),
                 severity: g.severity,
-                verdict,
-                observed: observed_value.filter(|v| v.is_finite()),
-                limit,
-                text,
+                verdict: judged.verdict,
+                observed: judged.observed.filter(|v| v.is_finite()),
+                limit: judged.limit,
+                text: judged.text,
             }
         })
         .collect()
 }
 
-type Judged = (Verdict, Option<f64>, Option<f64>, String);
+/// One guardrail's judgement, before the check names the guardrail.
+#[derive(Debug, Clone, PartialEq)]
+struct Judged {
+    verdict: Verdict,
+    /// The number judged, as [`Check::observed`].
+    observed: Option<f64>,
+    limit: Option<f64>,
+    text: String,
+}
 
+/// What every guardrail of one run is judged from.
+struct Inputs<'a> {
+    obs: &'a Observed,
+    /// What stands for the canary: `canary`, or `shadow` during a mirror step.
+    subject: &'a str,
+    min_requests: f64,
+}
+
+// === impl Judged ===
+
+impl Judged {
+    fn no_data(why: String) -> Judged {
+        Judged {
+            verdict: Verdict::NoData,
+            observed: None,
+            limit: None,
+            text: why,
+        }
+    }
+
+    /// Fail when `fail`, else pass.
+    fn against(fail: bool, observed: f64, limit: f64, text: String) -> Judged {
+        Judged {
+            verdict: if fail { Verdict::Fail } else { Verdict::Pass },
+            observed: Some(observed),
+            limit: Some(limit),
+            text,
+        }
+    }
+}
+
+// === impl Inputs ===
+
+impl Inputs<'_> {
+    fn window(&self, span: Millis) -> Result<&Window, Judged> {
+        self.obs
+            .window(span)
+            .ok_or_else(|| Judged::no_data(format!("the source returned no {} window", dur(span))))
+    }
+}
+
+/// Judges guardrail `index` (`g`) by its kind.
 fn one(
     analysis: &Analysis,
     g: &Guardrail,
     index: usize,
-    obs: &Observed,
-    subject: &str,
+    inputs: &Inputs<'_>,
     memory: &mut Memory,
 ) -> Judged {
-    let min = analysis.min_requests;
-    let window = |span: Millis| {
-        obs.window(span)
-            .ok_or_else(|| format!("the source returned no {} window", dur(span)))
-    };
     match &g.kind {
-        Kind::ErrorRate { max } => {
-            let w = match window(g.window_ms) {
-                Ok(w) => w,
-                Err(e) => return no_data(e),
-            };
-            let t = &w.canary;
-            if let Some(short) = too_few(t, min, subject, w) {
-                return no_data(short);
-            }
-            let Some(rate) = t.error_rate() else {
-                return no_data(format!("{subject} numbers are not finite"));
-            };
-            let verdict = if rate > *max {
-                Verdict::Fail
-            } else {
-                Verdict::Pass
-            };
-            let text = format!(
-                "{subject} error rate {} ({} of {} in {}) {} {}",
-                pct(rate),
-                count(t.errors),
-                count(t.requests),
-                dur(w.covered_ms),
-                if verdict == Verdict::Fail {
-                    "is above"
-                } else {
-                    "is within"
-                },
-                pct(*max)
-            );
-            (verdict, Some(rate), Some(*max), text)
-        }
-        Kind::Latency { q, max_ms } => {
-            let w = match window(g.window_ms) {
-                Ok(w) => w,
-                Err(e) => return no_data(e),
-            };
-            let h = &w.canary.latency;
-            let n = h.count();
-            if n.is_nan() || n < min {
-                return no_data(format!(
-                    "{subject} has {} timed responses in {}; {} needed",
-                    count(n),
-                    dur(w.covered_ms),
-                    count(min)
-                ));
-            }
-            let Some(v) = h.quantile(*q) else {
-                return no_data(format!("{subject} latency histogram is empty"));
-            };
-            let verdict = if v > *max_ms {
-                Verdict::Fail
-            } else {
-                Verdict::Pass
-            };
-            let text = format!(
-                "{subject} p{} latency {} ms over {} responses {} {} ms",
-                trim(q * 100.0),
-                trim(v),
-                count(n),
-                if verdict == Verdict::Fail {
-                    "is above"
-                } else {
-                    "is within"
-                },
-                trim(*max_ms)
-            );
-            (verdict, Some(v), Some(*max_ms), text)
-        }
+        Kind::ErrorRate { max } => error_rate(inputs, g.window_ms, *max),
+        Kind::Latency { q, max_ms } => latency(inputs, g.window_ms, *q, *max_ms),
         Kind::Compare { ratio, alpha } => {
-            let ev = memory.evidence.entry(g.name.clone()).or_default();
-            let inc = &obs.increment;
-            if inc.canary.is_finite() && inc.stable.is_finite() {
-                // Floored at Wald's acceptance boundary ln(alpha): a long healthy start must
-                // not bury a canary that turns bad later.
-                let floor = alpha.ln();
-                ev.llr = (ev.llr + llr_increment(&inc.canary, &inc.stable, *ratio)).max(floor);
-                ev.canary_requests += inc.canary.requests.max(0.0);
-                ev.canary_errors += inc.canary.errors.max(0.0);
-                ev.stable_requests += inc.stable.requests.max(0.0);
-                ev.stable_errors += inc.stable.errors.max(0.0);
-            } else {
-                return no_data(format!(
-                    "{subject} or stable numbers are not finite; evidence unchanged"
-                ));
-            }
-            let ev = *ev;
-            let bound = 1.0 / alpha;
-            let lr = ev.llr.exp();
-            let totals = format!(
-                "{subject} {} of {} failed, stable {} of {}",
-                count(ev.canary_errors),
-                count(ev.canary_requests),
-                count(ev.stable_errors),
-                count(ev.stable_requests)
-            );
-            if ev.canary_requests < min || ev.stable_requests < min {
-                return (
-                    Verdict::NoData,
-                    Some(lr),
-                    Some(bound),
-                    format!(
-                        "too few requests to compare yet ({totals}; {} each needed)",
-                        count(min)
-                    ),
-                );
-            }
-            let fail = ev.llr >= bound.ln();
-            let text = format!(
-                "odds that {subject} errs {}× as often as stable: {} to 1, {} {} to 1 ({totals}; {} {}, stable {})",
-                trim(*ratio),
-                odds(lr),
-                if fail { "past" } else { "below" },
-                odds(bound),
-                subject,
-                rate_of(ev.canary_errors, ev.canary_requests),
-                rate_of(ev.stable_errors, ev.stable_requests),
-            );
-            let verdict = if fail { Verdict::Fail } else { Verdict::Pass };
-            (verdict, Some(lr), Some(bound), text)
+            let evidence = memory.evidence.entry(g.name.clone()).or_default();
+            compare(inputs, evidence, *ratio, *alpha)
         }
-        Kind::BurnRate { budget, windows } => burn(obs, *budget, windows, subject, min),
+        Kind::BurnRate { budget, windows } => burn_rate(inputs, *budget, windows),
         Kind::ZeroTolerance(counter) => {
-            let label = counter.metric.as_ref().map_or_else(
-                || counter.query.clone().unwrap_or_default(),
-                |m| m.to_string(),
-            );
             // The counter's position among the zero-tolerance guardrails.
             let slot = analysis.guardrails[..index]
                 .iter()
                 .filter(|g| matches!(g.kind, Kind::ZeroTolerance(_)))
                 .count();
-            match obs.increment.counters.get(slot) {
-                None => no_data(format!("the source did not read {label}")),
-                // A series that is not there cannot say the canary is fine: a typo in the
-                // metric would switch the guardrail off.
-                Some(None) => no_data(format!(
-                    "no series matches {label}: is the name or a label misspelled, or does the canary not export it?"
-                )),
-                Some(Some(v)) if !v.is_finite() => no_data(format!("{label} is not a number")),
-                Some(Some(v)) if *v > 0.0 => (
-                    Verdict::Fail,
-                    Some(*v),
-                    Some(0.0),
-                    format!("{label} rose by {}; it must never rise", trim(*v)),
-                ),
-                Some(Some(v)) => (
-                    Verdict::Pass,
-                    Some(*v),
-                    Some(0.0),
-                    format!("{label} did not rise"),
-                ),
-            }
+            zero_tolerance(inputs, counter, slot)
         }
     }
 }
 
-fn burn(obs: &Observed, budget: f64, windows: &[BurnWindow], subject: &str, min: f64) -> Judged {
+/// The canary's share of errors over the guardrail's window, against `max`.
+fn error_rate(inputs: &Inputs<'_>, window_ms: Millis, max: f64) -> Judged {
+    let subject = inputs.subject;
+    let w = match inputs.window(window_ms) {
+        Ok(w) => w,
+        Err(no_data) => return no_data,
+    };
+    let t = &w.canary;
+    if let Some(short) = too_few(t, inputs.min_requests, subject, w) {
+        return Judged::no_data(short);
+    }
+    let Some(rate) = t.error_rate() else {
+        return Judged::no_data(format!("{subject} numbers are not finite"));
+    };
+    let fail = rate > max;
+    let text = format!(
+        "{subject} error rate {} ({} of {} in {}) {} {}",
+        pct(rate),
+        count(t.errors),
+        count(t.requests),
+        dur(w.covered_ms),
+        if fail { "is above" } else { "is within" },
+        pct(max)
+    );
+    Judged::against(fail, rate, max, text)
+}
+
+/// The canary's latency quantile `q` over the guardrail's window, against `max_ms`.
+fn latency(inputs: &Inputs<'_>, window_ms: Millis, q: f64, max_ms: f64) -> Judged {
+    let (subject, min) = (inputs.subject, inputs.min_requests);
+    let w = match inputs.window(window_ms) {
+        Ok(w) => w,
+        Err(no_data) => return no_data,
+    };
+    let h = &w.canary.latency;
+    let n = h.count();
+    if n.is_nan() || n < min {
+        return Judged::no_data(format!(
+            "{subject} has {} timed responses in {}; {} needed",
+            count(n),
+            dur(w.covered_ms),
+            count(min)
+        ));
+    }
+    let Some(v) = h.quantile(q) else {
+        return Judged::no_data(format!("{subject} latency histogram is empty"));
+    };
+    let fail = v > max_ms;
+    let text = format!(
+        "{subject} p{} latency {} ms over {} responses {} {} ms",
+        trim(q * 100.0),
+        trim(v),
+        count(n),
+        if fail { "is above" } else { "is within" },
+        trim(max_ms)
+    );
+    Judged::against(fail, v, max_ms, text)
+}
+
+/// Adds this run's increment to the evidence that the canary errs `ratio` times as often as
+/// stable, and judges the odds against `1/alpha`.
+fn compare(inputs: &Inputs<'_>, ev: &mut Evidence, ratio: f64, alpha: f64) -> Judged {
+    let (subject, min) = (inputs.subject, inputs.min_requests);
+    let inc = &inputs.obs.increment;
+    if !(inc.canary.is_finite() && inc.stable.is_finite()) {
+        return Judged::no_data(format!(
+            "{subject} or stable numbers are not finite; evidence unchanged"
+        ));
+    }
+    // Floored at Wald's acceptance boundary ln(alpha): a long healthy start must not bury a
+    // canary that turns bad later.
+    let floor = alpha.ln();
+    ev.llr = (ev.llr + llr_increment(&inc.canary, &inc.stable, ratio)).max(floor);
+    ev.canary_requests += inc.canary.requests.max(0.0);
+    ev.canary_errors += inc.canary.errors.max(0.0);
+    ev.stable_requests += inc.stable.requests.max(0.0);
+    ev.stable_errors += inc.stable.errors.max(0.0);
+    let ev = *ev;
+    let bound = 1.0 / alpha;
+    let lr = ev.llr.exp();
+    let totals = format!(
+        "{subject} {} of {} failed, stable {} of {}",
+        count(ev.canary_errors),
+        count(ev.canary_requests),
+        count(ev.stable_errors),
+        count(ev.stable_requests)
+    );
+    if ev.canary_requests < min || ev.stable_requests < min {
+        return Judged {
+            verdict: Verdict::NoData,
+            observed: Some(lr),
+            limit: Some(bound),
+            text: format!(
+                "too few requests to compare yet ({totals}; {} each needed)",
+                count(min)
+            ),
+        };
+    }
+    let fail = ev.llr >= bound.ln();
+    let text = format!(
+        "odds that {subject} errs {}× as often as stable: {} to 1, {} {} to 1 ({totals}; {} {}, stable {})",
+        trim(ratio),
+        odds(lr),
+        if fail { "past" } else { "below" },
+        odds(bound),
+        subject,
+        rate_of(ev.canary_errors, ev.canary_requests),
+        rate_of(ev.stable_errors, ev.stable_requests),
+    );
+    Judged::against(fail, lr, bound, text)
+}
+
+/// The error budget's burn rate in each pair of windows: fails when both windows of a pair
+/// burn faster than its factor.
+fn burn_rate(inputs: &Inputs<'_>, budget: f64, windows: &[BurnWindow]) -> Judged {
+    let (obs, subject, min) = (inputs.obs, inputs.subject, inputs.min_requests);
     let mut parts = Vec::with_capacity(windows.len());
     let mut worst = 0.0_f64;
     let mut failed = None;
     let mut missing = None;
     for bw in windows {
         let (Some(long), Some(short)) = (obs.window(bw.long_ms), obs.window(bw.short_ms)) else {
-            return no_data("the source returned no burn-rate window".into());
+            return Judged::no_data("the source returned no burn-rate window".into());
         };
         let rate = |t: &Traffic| t.error_rate().map(|r| r / budget);
         if long.canary.requests < min || short.canary.requests <= 0.0 {
@@ -389,29 +511,47 @@ fn burn(obs: &Observed, budget: f64, windows: &[BurnWindow], subject: &str, min:
         }
     }
     let slo = format!("{}% SLO", trim((1.0 - budget) * 100.0));
+    let text = format!(
+        "{subject} burns the {slo} error budget {}",
+        parts.join("; ")
+    );
     if let Some(factor) = failed {
-        return (
-            Verdict::Fail,
-            Some(worst),
-            Some(factor),
-            format!(
-                "{subject} burns the {slo} error budget {}",
-                parts.join("; ")
-            ),
-        );
+        return Judged::against(true, worst, factor, text);
     }
     if let Some(why) = missing {
-        return no_data(why);
+        return Judged::no_data(why);
     }
-    (
-        Verdict::Pass,
-        Some(worst),
-        windows.iter().map(|w| w.factor).reduce(f64::min),
-        format!(
-            "{subject} burns the {slo} error budget {}",
-            parts.join("; ")
+    Judged {
+        verdict: Verdict::Pass,
+        observed: Some(worst),
+        limit: windows.iter().map(|w| w.factor).reduce(f64::min),
+        text,
+    }
+}
+
+/// The increase of the zero-tolerance counter at `slot` since the previous run: any rise
+/// fails.
+fn zero_tolerance(inputs: &Inputs<'_>, counter: &Counter, slot: usize) -> Judged {
+    let label = counter.metric.as_ref().map_or_else(
+        || counter.query.clone().unwrap_or_default(),
+        |m| m.to_string(),
+    );
+    match inputs.obs.increment.counters.get(slot) {
+        None => Judged::no_data(format!("the source did not read {label}")),
+        // A series that is not there cannot say the canary is fine: a typo in the metric
+        // would switch the guardrail off.
+        Some(None) => Judged::no_data(format!(
+            "no series matches {label}: is the name or a label misspelled, or does the canary not export it?"
+        )),
+        Some(Some(v)) if !v.is_finite() => Judged::no_data(format!("{label} is not a number")),
+        Some(Some(v)) if *v > 0.0 => Judged::against(
+            true,
+            *v,
+            0.0,
+            format!("{label} rose by {}; it must never rise", trim(*v)),
         ),
-    )
+        Some(Some(v)) => Judged::against(false, *v, 0.0, format!("{label} did not rise")),
+    }
 }
 
 /// The log-likelihood-ratio increment of one interval's errors. Given the errors of both
@@ -436,46 +576,49 @@ pub fn llr_increment(canary: &Traffic, stable: &Traffic, ratio: f64) -> f64 {
 }
 
 /// Turns one run's checks into a decision, updating the counters in `memory`.
-pub fn decide(analysis: &Analysis, checks: &[Check], memory: &mut Memory) -> Decision {
+pub fn decide(analysis: &Analysis, checks: &[Check], memory: &mut Memory) -> Ruling {
     let failed = |sev: Severity| {
         checks
             .iter()
             .filter(move |c| c.severity == sev && c.verdict == Verdict::Fail)
     };
     if let Some(c) = failed(Severity::Critical).next() {
-        memory.passes = 0;
-        return Decision::RollBack(format!(
-            "critical guardrail {} failed: {}",
-            c.guardrail, c.text
-        ));
+        memory.critical_failed();
+        return Ruling::new(
+            Action::RollBack,
+            format!("critical guardrail {} failed: {}", c.guardrail, c.text),
+        );
     }
     let warnings: Vec<&Check> = failed(Severity::Warning).collect();
     if let Some(first) = warnings.first() {
-        memory.passes = 0;
-        memory.nodata = 0;
-        memory.failures = memory.failures.saturating_add(1);
+        let failures = memory.warning_failed();
         let why = format!(
             "warning guardrail {} failed: {}",
             first.guardrail, first.text
         );
-        if memory.failures >= analysis.failure_limit {
-            return Decision::RollBack(format!(
-                "{why} ({} failing checks in a row, limit {})",
-                memory.failures, analysis.failure_limit
-            ));
+        if failures >= analysis.failure_limit {
+            return Ruling::new(
+                Action::RollBack,
+                format!(
+                    "{why} ({failures} failing checks in a row, limit {})",
+                    analysis.failure_limit
+                ),
+            );
         }
-        return Decision::Hold(format!(
-            "{why} ({} of {} failing checks in a row before rollback)",
-            memory.failures, analysis.failure_limit
-        ));
+        return Ruling::new(
+            Action::Hold,
+            format!(
+                "{why} ({failures} of {} failing checks in a row before rollback)",
+                analysis.failure_limit
+            ),
+        );
     }
     let missing: Vec<&Check> = checks
         .iter()
         .filter(|c| c.verdict == Verdict::NoData)
         .collect();
     if let Some(first) = missing.first() {
-        memory.passes = 0;
-        memory.nodata = memory.nodata.saturating_add(1);
+        let nodata = memory.lacked_data();
         // One cause for every guardrail (the source is down): say it once, blaming none.
         let one_cause =
             missing.len() == checks.len() && missing.iter().all(|c| c.text == first.text);
@@ -488,37 +631,36 @@ pub fn decide(analysis: &Analysis, checks: &[Check], memory: &mut Memory) -> Dec
             let _ = write!(why, " (and {} more guardrails)", missing.len() - 1);
         }
         if memory.paused {
-            return Decision::Hold(format!(
-                "{why} (still paused: {} checks in a row without data)",
-                memory.nodata
+            return Ruling::new(
+                Action::Hold,
+                format!("{why} (still paused: {nodata} checks in a row without data)"),
+            );
+        }
+        if nodata >= analysis.nodata_limit {
+            memory.pause();
+            return Ruling::new(Action::Pause, format!(
+                "{why}; {nodata} checks in a row without data, so the rollout is paused until data is back"
             ));
         }
-        if memory.nodata >= analysis.nodata_limit {
-            memory.paused = true;
-            return Decision::Pause(format!(
-                "{why}; {} checks in a row without data, so the rollout is paused until data is back",
-                memory.nodata
-            ));
-        }
-        return Decision::Hold(format!(
-            "{why} ({} of {} checks without data before pausing)",
-            memory.nodata, analysis.nodata_limit
-        ));
+        return Ruling::new(
+            Action::Hold,
+            format!(
+                "{why} ({nodata} of {} checks without data before pausing)",
+                analysis.nodata_limit
+            ),
+        );
     }
-    memory.passes = memory.passes.saturating_add(1);
-    memory.failures = 0;
-    memory.nodata = 0;
+    let resumed = memory.passed();
     let summary = format!(
         "all {} guardrails passed ({} of {} passes needed to advance)",
         checks.len(),
         memory.passes.min(analysis.passes),
         analysis.passes
     );
-    if memory.paused {
-        memory.paused = false;
-        return Decision::Resume(format!("data is back and {summary}"));
+    if resumed {
+        return Ruling::new(Action::Resume, format!("data is back and {summary}"));
     }
-    Decision::Pass(summary)
+    Ruling::new(Action::Pass, summary)
 }
 
 fn too_few(t: &Traffic, min: f64, subject: &str, w: &Window) -> Option<String> {
@@ -535,10 +677,6 @@ fn too_few(t: &Traffic, min: f64, subject: &str, w: &Window) -> Option<String> {
             count(min)
         )
     })
-}
-
-fn no_data(why: String) -> Judged {
-    (Verdict::NoData, None, None, why)
 }
 
 fn pct(fraction: f64) -> String {
@@ -763,37 +901,67 @@ mod tests {
             &[check(warn, Verdict::NoData), check(crit, Verdict::Fail)],
             &mut m,
         );
-        assert!(matches!(d, Decision::RollBack(_)), "{d:?}");
+        assert!(
+            matches!(
+                d,
+                Ruling {
+                    action: Action::RollBack,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
         let mut m = Memory::default();
         assert!(matches!(
             decide(&a, &[check(warn, Verdict::Fail)], &mut m),
-            Decision::Hold(_)
+            Ruling {
+                action: Action::Hold,
+                ..
+            }
         ));
         assert!(matches!(
             decide(&a, &[check(warn, Verdict::Fail)], &mut m),
-            Decision::RollBack(_)
+            Ruling {
+                action: Action::RollBack,
+                ..
+            }
         ));
         let mut m = Memory::default();
         assert!(matches!(
             decide(&a, &[check(crit, Verdict::NoData)], &mut m),
-            Decision::Hold(_)
+            Ruling {
+                action: Action::Hold,
+                ..
+            }
         ));
         assert!(matches!(
             decide(&a, &[check(crit, Verdict::NoData)], &mut m),
-            Decision::Pause(_)
+            Ruling {
+                action: Action::Pause,
+                ..
+            }
         ));
         // Paused once; more missing data holds, data back resumes.
         assert!(matches!(
             decide(&a, &[check(crit, Verdict::NoData)], &mut m),
-            Decision::Hold(_)
+            Ruling {
+                action: Action::Hold,
+                ..
+            }
         ));
         assert!(matches!(
             decide(&a, &[check(crit, Verdict::Pass)], &mut m),
-            Decision::Resume(_)
+            Ruling {
+                action: Action::Resume,
+                ..
+            }
         ));
         assert!(matches!(
             decide(&a, &[check(crit, Verdict::Pass)], &mut m),
-            Decision::Pass(_)
+            Ruling {
+                action: Action::Pass,
+                ..
+            }
         ));
         assert_eq!((m.passes, m.nodata, m.paused), (2, 0, false));
     }

@@ -1,16 +1,19 @@
 //! Analysis: judges the canary against guardrails from real metrics, every interval, and
-//! turns the checks into promote, hold, pause or roll back.
+//! turns the checks into a decision: pass (a step may advance), hold, pause, resume or roll
+//! back.
 
 pub mod envoy;
+pub mod exposition;
 pub mod judge;
 pub mod prometheus;
 pub mod runner;
+pub mod series;
 pub mod sim;
 pub mod source;
 pub mod spec;
 pub mod step;
-pub mod text;
 pub mod window;
 
-pub use judge::{Check, Decision, Memory, Observed, Verdict};
+pub use judge::{Action, Check, Memory, Ruling, Verdict};
+pub use source::Observed;
 pub use spec::{Analysis, AnalysisSpec};

@@ -2,14 +2,15 @@
 //! window, from templates a user may override. `increase()` handles counter resets; a
 //! missing series reads as zero requests (so NoData), a NaN stays NaN (so NoData).
 
-use super::judge::Observed;
-use super::source::{Answer, Query, Source};
+use super::exposition::parse_value;
+use super::series::{increase, LE};
+use super::source::{Answer, Observed, Query, Source};
 use super::spec::{Counter, Queries};
-use super::text::parse_value;
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;
 use hyper::Method;
+use linnet_core::decide::Variant;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -78,9 +79,9 @@ impl PrometheusSource {
 
     async fn traffic(&self, q: &Query, span: Millis, canary: bool) -> Result<Traffic, String> {
         let (variant, cluster) = match (&q.shadow, canary) {
-            (Some(c), true) => ("canary", Some(c.as_str())),
-            (_, true) => ("canary", None),
-            (_, false) => ("stable", None),
+            (Some(c), true) => (Variant::Canary, Some(c.as_str())),
+            (_, true) => (Variant::Canary, None),
+            (_, false) => (Variant::Stable, None),
         };
         let (req, err, lat) = match cluster {
             Some(_) => (
@@ -94,12 +95,12 @@ impl PrometheusSource {
                 &self.queries.latency,
             ),
         };
-        let fill = |t: &str| fill(t, &q.rollout, variant, cluster.unwrap_or(""), span);
+        let fill = |t: &str| fill(t, &q.rollout, variant.as_str(), cluster.unwrap_or(""), span);
         let requests = self.scalar(&fill(req)).await?.unwrap_or(0.0);
         let errors = self.scalar(&fill(err)).await?.unwrap_or(0.0);
         let mut buckets = Vec::new();
         for (labels, v) in self.query(&fill(lat)).await? {
-            if let Some(le) = labels["le"].as_str().and_then(parse_value) {
+            if let Some(le) = labels[LE].as_str().and_then(parse_value) {
                 buckets.push((le, v));
             }
         }
@@ -114,7 +115,7 @@ impl PrometheusSource {
     async fn counter(&self, c: &Counter, span: Millis) -> Result<Option<f64>, String> {
         let promql = match (&c.metric, &c.query) {
             (_, Some(query)) => query.replace("{window}", &window(span)),
-            (Some(m), None) => format!("sum(increase({m}[{}]))", window(span)),
+            (Some(m), None) => increase(m, &window(span)),
             (None, None) => return Ok(None),
         };
         self.scalar(&promql).await

@@ -1,13 +1,15 @@
 //! Runs analysis: every rollout with an `analysis` section is judged once per interval, its
-//! run recorded and acted on through the controller.
+//! run recorded and acted on through the controller, which the runner reaches only through
+//! [`Rollouts`] (the controller depends on the runner, never the reverse).
 
-use super::judge::{self, Observed};
-use super::source::{self, Query, Source};
-use super::spec::{Kind, SourceSpec};
-use super::step;
+use super::judge;
+use super::source::{self, Observed, Query, Source};
+use super::spec::{Analysis, Kind, SourceSpec};
+use super::step::{self, Step};
 use crate::clock::Millis;
-use crate::controller::{Controller, Run, Target};
-use serde_json::json;
+use crate::machine::{Outcome, Runtime};
+use crate::spec::Plan;
+use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +27,51 @@ const IDLE_MS: Millis = 1000;
 /// more than five minutes, so a source that is back is seen soon.
 const MAX_BACKOFF_MS: Millis = 5 * 60_000;
 const MAX_BACKOFF_INTERVALS: Millis = 4;
+
+/// A rollout that analysis judges now: running, or paused (by analysis, by an operator, or
+/// held at a manual weight: a hold never switches the guardrails off).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    /// The release, so a run is never recorded on a later rollout of the same name.
+    pub id: i64,
+    pub analysis: Analysis,
+    pub plan: Plan,
+    /// The shadow cluster, during a step that mirrors with no user on the canary.
+    pub shadow: Option<String>,
+    /// Where the rollout is as the run begins, with what analysis remembers.
+    pub rt: Runtime,
+}
+
+/// One analysis run's result, to record and act on.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub name: String,
+    pub id: i64,
+    /// Where the rollout was when the run began; a run that anything overtook is dropped.
+    pub was: Runtime,
+    pub subject: &'static str,
+    /// What the run judged and decided, with the run's memory.
+    pub step: Step,
+    /// The transitions its decision leads to, in order.
+    pub transitions: Vec<(Runtime, Outcome)>,
+    /// The inputs: every window the source returned, or why there were none.
+    pub observed: Value,
+}
+
+/// Where the rollouts analysis judges live, and where its runs are recorded and acted on: the
+/// controller.
+pub trait Rollouts: source::Recall + Clone + Send + Sync + 'static {
+    fn now_ms(&self) -> Millis;
+    /// The rollouts analysis should judge now.
+    fn targets(&self) -> Pending<'_, Vec<Target>>;
+    /// Records a run with its checks and inputs, then acts on its decision. `Ok(false)`: the
+    /// rollout moved on while the run was out, so the run was dropped.
+    fn record(&self, run: Run) -> Pending<'_, bool>;
+}
+
+/// An answer from [`Rollouts`]; `Err` says why there is none.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// One source per distinct source spec, so rollouts read through one Envoy share its scrapes,
 /// and how each has been doing: a source that keeps failing is backed off, not hammered.
@@ -122,14 +169,14 @@ fn note(
 
 /// Judges due rollouts until `shutdown` turns true. Each run is a task of its own, so a slow
 /// or failing source holds back only the rollouts that read it, never the others.
-pub fn spawn(ctl: Controller, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn<R: Rollouts>(ctl: R, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let sources = Sources::recalling(Arc::new(ctl.clone()));
     spawn_with(ctl, sources, shutdown)
 }
 
 /// [`spawn`], reading through `sources` first (tests bring their own).
-pub fn spawn_with(
-    ctl: Controller,
+pub fn spawn_with<R: Rollouts>(
+    ctl: R,
     mut sources: Sources,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -181,7 +228,7 @@ type Job = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Judges every rollout that is due, all at once, and waits for them; returns when the next
 /// one is due. (The server's loop does not wait: see [`spawn`].)
-pub async fn run_due(ctl: &Controller, sources: &mut Sources) -> Result<Millis, String> {
+pub async fn run_due<R: Rollouts>(ctl: &R, sources: &mut Sources) -> Result<Millis, String> {
     let (next, started) = start_due(ctl, sources, &HashSet::new()).await?;
     let mut tasks = JoinSet::new();
     for (_, job) in started {
@@ -200,12 +247,12 @@ pub async fn run_due(ctl: &Controller, sources: &mut Sources) -> Result<Millis, 
 }
 
 /// The runs due now (not already in flight), ready to start, and when the next is due.
-async fn start_due(
-    ctl: &Controller,
+async fn start_due<R: Rollouts>(
+    ctl: &R,
     sources: &mut Sources,
     in_flight: &HashSet<i64>,
 ) -> Result<(Millis, Vec<(i64, Job)>), String> {
-    let targets = ctl.analysis_targets().await.map_err(|e| e.to_string())?;
+    let targets = ctl.targets().await?;
     let now = ctl.now_ms();
     let mut next = now + IDLE_MS;
     let mut started = Vec::new();
@@ -243,10 +290,7 @@ async fn start_due(
                     outcome.as_ref().map(|_| ()).map_err(String::as_str),
                 );
             }
-            ctl.record_analysis(run)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            ctl.record(run).await.map(|_| ())
         });
         started.push((id, job));
     }

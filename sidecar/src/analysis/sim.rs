@@ -9,7 +9,8 @@
 //! variant): two policies at the same weight in the same interval of the same rollout see the
 //! same errors, and where their steps part, each sees its own traffic from the same seed.
 
-use super::judge::{self, Check, Observed, Verdict};
+use super::judge::{self, Check, Verdict};
+use super::source::Observed;
 use super::spec::{Kind, Severity};
 use super::step;
 use super::window::{Traffic, Window};
@@ -18,8 +19,9 @@ use crate::machine::{Control, Runtime, State};
 use crate::spec::{Pause, Plan};
 use std::collections::BTreeMap;
 
-/// The issue's plan with Linnet's documented policy: 5%, 10%, 25% and 50% of the traffic for
-/// five minutes each, then everyone. Reaching the last step (100%) ends a simulated rollout.
+/// The plan of the README's decision-quality figures, with Linnet's documented policy: 5%,
+/// 10%, 25% and 50% of the traffic for five minutes each, then everyone. Reaching the last
+/// step (100%) ends a simulated rollout.
 pub const PLAN: &str = r#"name: checkout
 steps:
   - {weight: 5, pause: 5m}
@@ -44,7 +46,7 @@ analysis:
     - {name: budget, burn_rate: {}, severity: warning}
 "#;
 
-/// The issue's traffic: 200 requests/s in all, stable erring 0.5%, a healthy canary too.
+/// The traffic of those figures: 200 requests/s in all, stable erring 0.5%, a healthy canary too.
 pub const HEALTHY: Load = Load {
     requests_per_s: 200.0,
     stable_errors: 0.005,
@@ -266,7 +268,7 @@ pub fn rollout(
 pub struct SimRun {
     pub at_ms: Millis,
     pub observed: Observed,
-    pub decision: judge::Decision,
+    pub decision: judge::Ruling,
     pub state: State,
     pub step: usize,
     pub weight: f64,

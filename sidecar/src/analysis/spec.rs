@@ -3,6 +3,7 @@
 //! Every error names its field (`analysis.guardrails[1].latency.max_ms`), like the rest of the
 //! spec. Percentages are written as percent and kept as fractions.
 
+use super::series::Selector;
 use crate::clock::{millis, Millis};
 use crate::spec::{err, parse_duration};
 use linnet_core::ConfigError;
@@ -64,6 +65,13 @@ pub struct PrometheusSourceSpec {
     pub queries: Option<Queries>,
 }
 
+/// The one source a [`SourceSpec`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind<'a> {
+    Envoy(&'a EnvoySourceSpec),
+    Prometheus(&'a PrometheusSourceSpec),
+}
+
 /// PromQL templates. Placeholders: `{rollout}`, `{variant}` (`canary` or `stable`),
 /// `{cluster}` (the shadow cluster) and `{window}` (e.g. `30s`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
@@ -109,8 +117,7 @@ pub struct GuardrailSpec {
     pub zero_tolerance: Option<ZeroToleranceSpec>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
     Critical,
     Warning,
@@ -231,13 +238,6 @@ pub struct Counter {
     pub query: Option<String>,
 }
 
-/// `name{label="value",...}`: the series whose name and listed labels match.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Selector {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-}
-
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
@@ -247,24 +247,37 @@ pub const DEFAULT_BURN_WINDOWS: [(Duration, Duration, f64); 2] = [
     (Duration::from_secs(1800), Duration::from_secs(300), 6.0),
 ];
 
+/// The default queries read the series the envoy source reads (see [`TrafficSeries`]).
 mod q {
+    use crate::analysis::series::{increase, Selector, TrafficSeries, LE};
+
+    fn variant() -> TrafficSeries {
+        TrafficSeries::variant("{rollout}", "{variant}")
+    }
+    fn shadow() -> TrafficSeries {
+        TrafficSeries::shadow("{cluster}")
+    }
+    fn by_le(buckets: &Selector) -> String {
+        format!("sum by ({LE}) (increase({buckets}[{{window}}]))")
+    }
+
     pub fn requests() -> String {
-        r#"sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}"}[{window}]))"#.into()
+        increase(&variant().requests, "{window}")
     }
     pub fn errors() -> String {
-        r#"sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}",class="5xx"}[{window}]))"#.into()
+        increase(&variant().errors, "{window}")
     }
     pub fn latency() -> String {
-        r#"sum by (le) (increase(linnet_response_time_ms_bucket{rollout="{rollout}",variant="{variant}"}[{window}]))"#.into()
+        by_le(&variant().buckets)
     }
     pub fn shadow_requests() -> String {
-        r#"sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name="{cluster}"}[{window}]))"#.into()
+        increase(&shadow().requests, "{window}")
     }
     pub fn shadow_errors() -> String {
-        r#"sum(increase(envoy_cluster_upstream_rq_xx{envoy_cluster_name="{cluster}",envoy_response_code_class="5"}[{window}]))"#.into()
+        increase(&shadow().errors, "{window}")
     }
     pub fn shadow_latency() -> String {
-        r#"sum by (le) (increase(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="{cluster}"}[{window}]))"#.into()
+        by_le(&shadow().buckets)
     }
 }
 
@@ -306,6 +319,41 @@ impl Analysis {
     }
 }
 
+// === impl SourceSpec ===
+
+impl SourceSpec {
+    /// The source named: exactly one of `envoy` or `prometheus`.
+    pub fn kind(&self) -> Result<SourceKind<'_>, &'static str> {
+        match (&self.envoy, &self.prometheus) {
+            (Some(e), None) => Ok(SourceKind::Envoy(e)),
+            (None, Some(p)) => Ok(SourceKind::Prometheus(p)),
+            _ => Err("give exactly one of `envoy` or `prometheus`"),
+        }
+    }
+
+    /// The source named, once its addresses are valid; `at` is where the section is.
+    fn validate(&self, at: &str) -> Result<SourceKind<'_>, ConfigError> {
+        let kind = self.kind().map_err(|m| err(at, m))?;
+        match kind {
+            SourceKind::Envoy(e) => {
+                if e.admin.is_empty() {
+                    return Err(err(
+                        format!("{at}.envoy.admin"),
+                        "list at least one admin address",
+                    ));
+                }
+                for (i, a) in e.admin.iter().enumerate() {
+                    admin_url(a).map_err(|m| err(format!("{at}.envoy.admin[{i}]"), m))?;
+                }
+            }
+            SourceKind::Prometheus(p) => {
+                http_url(&p.url).map_err(|m| err(format!("{at}.prometheus.url"), m))?;
+            }
+        }
+        Ok(kind)
+    }
+}
+
 // === impl Queries ===
 
 impl Default for Queries {
@@ -324,6 +372,8 @@ impl Default for Queries {
 // === impl Severity ===
 
 impl Severity {
+    pub const ALL: [Severity; 2] = [Severity::Critical, Severity::Warning];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Severity::Critical => "critical",
@@ -332,79 +382,26 @@ impl Severity {
     }
 }
 
+crate::named::serde_by_name!(Severity);
+
 // === impl Kind ===
 
 impl Kind {
+    // Each kind's word: its section in a guardrail spec, and the `kind` of its checks.
+    pub const ERROR_RATE: &'static str = "error_rate";
+    pub const LATENCY: &'static str = "latency";
+    pub const COMPARE: &'static str = "compare";
+    pub const BURN_RATE: &'static str = "burn_rate";
+    pub const ZERO_TOLERANCE: &'static str = "zero_tolerance";
+
     pub const fn as_str(&self) -> &'static str {
         match self {
-            Kind::ErrorRate { .. } => "error_rate",
-            Kind::Latency { .. } => "latency",
-            Kind::Compare { .. } => "compare",
-            Kind::BurnRate { .. } => "burn_rate",
-            Kind::ZeroTolerance(_) => "zero_tolerance",
+            Kind::ErrorRate { .. } => Kind::ERROR_RATE,
+            Kind::Latency { .. } => Kind::LATENCY,
+            Kind::Compare { .. } => Kind::COMPARE,
+            Kind::BurnRate { .. } => Kind::BURN_RATE,
+            Kind::ZeroTolerance(_) => Kind::ZERO_TOLERANCE,
         }
-    }
-}
-
-// === impl Selector ===
-
-impl Selector {
-    /// Parses `name` or `name{a="x",b="y"}`.
-    pub fn parse(s: &str) -> Result<Selector, String> {
-        let s = s.trim();
-        let (name, rest) = match s.find('{') {
-            Some(i) => (&s[..i], Some(&s[i..])),
-            None => (s, None),
-        };
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !valid_name {
-            return Err(format!(
-                "{s:?} is not a metric selector: write `name` or `name{{label=\"value\"}}`"
-            ));
-        }
-        let mut labels = Vec::new();
-        if let Some(rest) = rest {
-            let inner = rest
-                .strip_prefix('{')
-                .and_then(|r| r.strip_suffix('}'))
-                .ok_or_else(|| format!("{s:?}: the label list must end with `}}`"))?;
-            labels = crate::analysis::text::parse_labels(inner).ok_or_else(|| {
-                format!("{s:?}: labels must read label=\"value\", comma-separated")
-            })?;
-        }
-        Ok(Selector {
-            name: name.to_owned(),
-            labels,
-        })
-    }
-
-    pub fn matches(&self, name: &str, labels: &[(String, String)]) -> bool {
-        name == self.name
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| labels.iter().any(|(k2, v2)| k2 == k && v2 == v))
-    }
-}
-
-impl std::fmt::Display for Selector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)?;
-        if !self.labels.is_empty() {
-            f.write_str("{")?;
-            for (i, (k, v)) in self.labels.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                write!(f, "{k}={v:?}")?;
-            }
-            f.write_str("}")?;
-        }
-        Ok(())
     }
 }
 
@@ -424,29 +421,7 @@ impl AnalysisSpec {
             }),
             prometheus: None,
         });
-        match (&source.envoy, &source.prometheus) {
-            (Some(e), None) => {
-                if e.admin.is_empty() {
-                    return Err(err(
-                        "analysis.source.envoy.admin",
-                        "list at least one admin address",
-                    ));
-                }
-                for (i, a) in e.admin.iter().enumerate() {
-                    admin_url(a)
-                        .map_err(|m| err(format!("analysis.source.envoy.admin[{i}]"), m))?;
-                }
-            }
-            (None, Some(p)) => {
-                http_url(&p.url).map_err(|m| err("analysis.source.prometheus.url", m))?;
-            }
-            _ => {
-                return Err(err(
-                    "analysis.source",
-                    "give exactly one of `envoy` or `prometheus`",
-                ))
-            }
-        }
+        let kind = source.validate("analysis.source")?;
         let at_least_one = |field: &str, v: Option<u32>, default: u32| match v {
             Some(0) => Err(err(format!("analysis.{field}"), "must be at least 1")),
             Some(n) => Ok(n),
@@ -482,7 +457,7 @@ impl AnalysisSpec {
                     ),
                 ));
             }
-            if source.envoy.is_some() {
+            if let SourceKind::Envoy(_) = kind {
                 if let Kind::ZeroTolerance(Counter { metric: None, .. }) = g.kind {
                     return Err(err(
                         format!("analysis.guardrails[{i}].zero_tolerance.query"),
@@ -514,138 +489,34 @@ impl GuardrailSpec {
         budget: Option<f64>,
     ) -> Result<Guardrail, ConfigError> {
         let f = |name: &str| format!("{at}.{name}");
-        let kinds = [
-            self.error_rate.is_some(),
-            self.latency.is_some(),
-            self.compare.is_some(),
-            self.burn_rate.is_some(),
-            self.zero_tolerance.is_some(),
-        ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
+        let given: Vec<&dyn KindSpec> = [
+            self.error_rate.as_ref().map(|k| k as &dyn KindSpec),
+            self.latency.as_ref().map(|k| k as &dyn KindSpec),
+            self.compare.as_ref().map(|k| k as &dyn KindSpec),
+            self.burn_rate.as_ref().map(|k| k as &dyn KindSpec),
+            self.zero_tolerance.as_ref().map(|k| k as &dyn KindSpec),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let [given] = given.as_slice() else {
             return Err(err(
                 at,
-                "give exactly one of `error_rate`, `latency`, `compare`, `burn_rate` or `zero_tolerance`",
+                format!(
+                    "give exactly one of `{}`, `{}`, `{}`, `{}` or `{}`",
+                    Kind::ERROR_RATE,
+                    Kind::LATENCY,
+                    Kind::COMPARE,
+                    Kind::BURN_RATE,
+                    Kind::ZERO_TOLERANCE
+                ),
             ));
-        }
+        };
         let window_ms = match &self.window {
             None => interval_ms,
             Some(w) => millis(positive(&f("window"), w)?),
         };
-        let (kind, default_name) = if let Some(e) = &self.error_rate {
-            let max = fraction(&f("error_rate.max"), e.max)?;
-            (Kind::ErrorRate { max }, "error-rate".to_owned())
-        } else if let Some(l) = &self.latency {
-            let q = quantile(&l.quantile).map_err(|m| err(f("latency.quantile"), m))?;
-            if !(l.max_ms.is_finite() && l.max_ms > 0.0) {
-                return Err(err(
-                    f("latency.max_ms"),
-                    format!("{} is not a latency: give milliseconds above 0", l.max_ms),
-                ));
-            }
-            let name = format!(
-                "p{}-latency",
-                l.quantile.trim().trim_start_matches(['p', 'P'])
-            );
-            (
-                Kind::Latency {
-                    q,
-                    max_ms: l.max_ms,
-                },
-                name,
-            )
-        } else if let Some(c) = &self.compare {
-            let ratio = c.ratio.unwrap_or(2.0);
-            if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
-                return Err(err(
-                    f("compare.ratio"),
-                    format!("{ratio} cannot be detected: give an error-rate ratio above 1 (e.g. 2: twice stable's errors), at most 100"),
-                ));
-            }
-            let alpha = c.alpha.unwrap_or(0.01);
-            if !(alpha.is_finite() && alpha > 0.0 && alpha < 0.5) {
-                return Err(err(
-                    f("compare.alpha"),
-                    format!("{alpha} is not a false-rollback bound: give a probability above 0 and below 0.5, e.g. 0.01"),
-                ));
-            }
-            (Kind::Compare { ratio, alpha }, "vs-stable".to_owned())
-        } else if let Some(b) = &self.burn_rate {
-            let Some(budget) = budget else {
-                return Err(err(
-                    f("burn_rate"),
-                    "needs `analysis.slo`, the availability objective whose budget it burns",
-                ));
-            };
-            let windows = match &b.windows {
-                None => DEFAULT_BURN_WINDOWS
-                    .iter()
-                    .map(|(l, s, factor)| BurnWindow {
-                        long_ms: millis(*l),
-                        short_ms: millis(*s),
-                        factor: *factor,
-                    })
-                    .collect(),
-                Some(ws) if ws.is_empty() => {
-                    return Err(err(f("burn_rate.windows"), "list at least one window pair"))
-                }
-                Some(ws) => {
-                    let mut out = Vec::with_capacity(ws.len());
-                    for (j, w) in ws.iter().enumerate() {
-                        let wf = |n: &str| f(&format!("burn_rate.windows[{j}].{n}"));
-                        let long_ms = millis(positive(&wf("long"), &w.long)?);
-                        let short_ms = millis(positive(&wf("short"), &w.short)?);
-                        if short_ms > long_ms {
-                            return Err(err(wf("short"), "must not be longer than `long`"));
-                        }
-                        if !(w.factor.is_finite() && w.factor > 0.0) {
-                            return Err(err(
-                                wf("factor"),
-                                format!(
-                                    "{} is not a burn rate: give a number above 0, e.g. 14.4",
-                                    w.factor
-                                ),
-                            ));
-                        }
-                        out.push(BurnWindow {
-                            long_ms,
-                            short_ms,
-                            factor: w.factor,
-                        });
-                    }
-                    out
-                }
-            };
-            (Kind::BurnRate { budget, windows }, "burn-rate".to_owned())
-        } else if let Some(z) = &self.zero_tolerance {
-            let metric = match &z.metric {
-                None => None,
-                Some(m) => {
-                    Some(Selector::parse(m).map_err(|m| err(f("zero_tolerance.metric"), m))?)
-                }
-            };
-            if metric.is_none() == z.query.is_none() {
-                return Err(err(
-                    f("zero_tolerance"),
-                    "give exactly one of `metric` (a series selector) or `query` (PromQL)",
-                ));
-            }
-            if z.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
-                return Err(err(f("zero_tolerance.query"), "is empty"));
-            }
-            let name = match &metric {
-                Some(m) => m.name.clone(),
-                None => "zero-tolerance".to_owned(),
-            };
-            (
-                Kind::ZeroTolerance(Counter {
-                    metric,
-                    query: z.query.clone(),
-                }),
-                name,
-            )
-        } else {
-            return Err(err(at, "no guardrail kind given"));
-        };
+        let ValidKind { kind, default_name } = given.validate(&f(given.field()), budget)?;
         let name = match &self.name {
             Some(n) if n.trim().is_empty() || n.len() > 64 => {
                 return Err(err(f("name"), "must be 1 to 64 characters"))
@@ -658,6 +529,201 @@ impl GuardrailSpec {
             severity: self.severity.unwrap_or(Severity::Critical),
             window_ms,
             kind,
+        })
+    }
+}
+
+/// One guardrail kind's section, validated on its own.
+trait KindSpec {
+    /// The section's field in a guardrail (the kind's word).
+    fn field(&self) -> &'static str;
+    /// Validates the section at `at` (`analysis.guardrails[0].latency`); `budget` is the
+    /// error budget of `analysis.slo`, when given.
+    fn validate(&self, at: &str, budget: Option<f64>) -> Result<ValidKind, ConfigError>;
+}
+
+/// A validated kind, and the name a guardrail of it has unless it gives one.
+struct ValidKind {
+    kind: Kind,
+    default_name: String,
+}
+
+// === impl KindSpec for ErrorRateSpec ===
+
+impl KindSpec for ErrorRateSpec {
+    fn field(&self) -> &'static str {
+        Kind::ERROR_RATE
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let max = fraction(&format!("{at}.max"), self.max)?;
+        Ok(ValidKind {
+            kind: Kind::ErrorRate { max },
+            default_name: "error-rate".to_owned(),
+        })
+    }
+}
+
+// === impl KindSpec for LatencySpec ===
+
+impl KindSpec for LatencySpec {
+    fn field(&self) -> &'static str {
+        Kind::LATENCY
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let q = quantile(&self.quantile).map_err(|m| err(format!("{at}.quantile"), m))?;
+        if !(self.max_ms.is_finite() && self.max_ms > 0.0) {
+            return Err(err(
+                format!("{at}.max_ms"),
+                format!(
+                    "{} is not a latency: give milliseconds above 0",
+                    self.max_ms
+                ),
+            ));
+        }
+        Ok(ValidKind {
+            kind: Kind::Latency {
+                q,
+                max_ms: self.max_ms,
+            },
+            default_name: format!(
+                "p{}-latency",
+                self.quantile.trim().trim_start_matches(['p', 'P'])
+            ),
+        })
+    }
+}
+
+// === impl KindSpec for CompareSpec ===
+
+impl KindSpec for CompareSpec {
+    fn field(&self) -> &'static str {
+        Kind::COMPARE
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let ratio = self.ratio.unwrap_or(2.0);
+        if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
+            return Err(err(
+                format!("{at}.ratio"),
+                format!("{ratio} cannot be detected: give an error-rate ratio above 1 (e.g. 2: twice stable's errors), at most 100"),
+            ));
+        }
+        let alpha = self.alpha.unwrap_or(0.01);
+        if !(alpha.is_finite() && alpha > 0.0 && alpha < 0.5) {
+            return Err(err(
+                format!("{at}.alpha"),
+                format!("{alpha} is not a false-rollback bound: give a probability above 0 and below 0.5, e.g. 0.01"),
+            ));
+        }
+        Ok(ValidKind {
+            kind: Kind::Compare { ratio, alpha },
+            default_name: "vs-stable".to_owned(),
+        })
+    }
+}
+
+// === impl KindSpec for BurnRateSpec ===
+
+impl KindSpec for BurnRateSpec {
+    fn field(&self) -> &'static str {
+        Kind::BURN_RATE
+    }
+
+    fn validate(&self, at: &str, budget: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let Some(budget) = budget else {
+            return Err(err(
+                at,
+                "needs `analysis.slo`, the availability objective whose budget it burns",
+            ));
+        };
+        let windows = match &self.windows {
+            None => DEFAULT_BURN_WINDOWS
+                .iter()
+                .map(|(l, s, factor)| BurnWindow {
+                    long_ms: millis(*l),
+                    short_ms: millis(*s),
+                    factor: *factor,
+                })
+                .collect(),
+            Some(ws) if ws.is_empty() => {
+                return Err(err(
+                    format!("{at}.windows"),
+                    "list at least one window pair",
+                ))
+            }
+            Some(ws) => ws
+                .iter()
+                .enumerate()
+                .map(|(j, w)| w.validate(&format!("{at}.windows[{j}]")))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(ValidKind {
+            kind: Kind::BurnRate { budget, windows },
+            default_name: "burn-rate".to_owned(),
+        })
+    }
+}
+
+// === impl BurnWindowSpec ===
+
+impl BurnWindowSpec {
+    fn validate(&self, at: &str) -> Result<BurnWindow, ConfigError> {
+        let f = |name: &str| format!("{at}.{name}");
+        let long_ms = millis(positive(&f("long"), &self.long)?);
+        let short_ms = millis(positive(&f("short"), &self.short)?);
+        if short_ms > long_ms {
+            return Err(err(f("short"), "must not be longer than `long`"));
+        }
+        if !(self.factor.is_finite() && self.factor > 0.0) {
+            return Err(err(
+                f("factor"),
+                format!(
+                    "{} is not a burn rate: give a number above 0, e.g. 14.4",
+                    self.factor
+                ),
+            ));
+        }
+        Ok(BurnWindow {
+            long_ms,
+            short_ms,
+            factor: self.factor,
+        })
+    }
+}
+
+// === impl KindSpec for ZeroToleranceSpec ===
+
+impl KindSpec for ZeroToleranceSpec {
+    fn field(&self) -> &'static str {
+        Kind::ZERO_TOLERANCE
+    }
+
+    fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
+        let metric = match &self.metric {
+            None => None,
+            Some(m) => Some(Selector::parse(m).map_err(|m| err(format!("{at}.metric"), m))?),
+        };
+        if metric.is_none() == self.query.is_none() {
+            return Err(err(
+                at,
+                "give exactly one of `metric` (a series selector) or `query` (PromQL)",
+            ));
+        }
+        if self.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            return Err(err(format!("{at}.query"), "is empty"));
+        }
+        let default_name = match &metric {
+            Some(m) => m.name.clone(),
+            None => "zero-tolerance".to_owned(),
+        };
+        Ok(ValidKind {
+            kind: Kind::ZeroTolerance(Counter {
+                metric,
+                query: self.query.clone(),
+            }),
+            default_name,
         })
     }
 }
@@ -830,19 +896,5 @@ mod tests {
             let got = field(yaml);
             assert!(got.starts_with(want), "{yaml}\n got: {got}\nwant: {want}");
         }
-    }
-
-    #[test]
-    fn selectors_match_name_and_listed_labels() {
-        let s = Selector::parse(r#"linnet_override_rejected_total{rollout="web"}"#).unwrap();
-        let l = |v: &str| vec![("rollout".to_owned(), v.to_owned())];
-        assert!(s.matches("linnet_override_rejected_total", &l("web")));
-        assert!(!s.matches("linnet_override_rejected_total", &l("api")));
-        assert!(!s.matches("other", &l("web")));
-        assert!(Selector::parse("9lives").is_err());
-        assert_eq!(
-            s.to_string(),
-            r#"linnet_override_rejected_total{rollout="web"}"#
-        );
     }
 }

@@ -3,7 +3,8 @@
 //! the steps it makes due. The runner and the simulation both call [`run`]; neither holds a
 //! copy of any part of it, so the decision-quality figures describe the code that ships.
 
-use super::judge::{self, Check, Decision, Observed};
+use super::judge::{self, Action, Check, Ruling};
+use super::source::Observed;
 use super::spec::Analysis;
 use crate::clock::Millis;
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
@@ -13,7 +14,7 @@ use crate::spec::Plan;
 #[derive(Debug, Clone)]
 pub struct Step {
     pub checks: Vec<Check>,
-    pub decision: Decision,
+    pub decision: Ruling,
     /// The runtime with the run's memory, before any transition: what the run records.
     pub judged: Runtime,
     /// The control the decision asks for (`None`: pass or hold).
@@ -33,18 +34,25 @@ pub fn judge(
     let mut memory = rt.analysis.clone();
     let checks = judge::judge(analysis, observed, subject, &mut memory);
     let mut decision = judge::decide(analysis, &checks, &mut memory);
-    memory.last_run_ms = Some(now);
+    memory.ran_at(now);
     if held {
-        if let Decision::Pause(why) = decision {
-            memory.paused = false;
-            decision = Decision::Hold(format!("{why}; the rollout is already held by an operator"));
+        if decision.action == Action::Pause {
+            memory.decline_pause();
+            decision = Ruling::new(
+                Action::Hold,
+                format!(
+                    "{}; the rollout is already held by an operator",
+                    decision.reason
+                ),
+            );
         }
     }
-    let control = match &decision {
-        Decision::RollBack(r) => Some(Control::RollBack(r.clone())),
-        Decision::Pause(r) => Some(Control::AnalysisPause(r.clone())),
-        Decision::Resume(r) => Some(Control::AnalysisResume(r.clone())),
-        Decision::Pass(_) | Decision::Hold(_) => None,
+    let why = decision.reason.clone();
+    let control = match decision.action {
+        Action::RollBack => Some(Control::RollBack(why)),
+        Action::Pause => Some(Control::AnalysisPause(why)),
+        Action::Resume => Some(Control::AnalysisResume(why)),
+        Action::Pass | Action::Hold => None,
     };
     Step {
         checks,
