@@ -1,6 +1,7 @@
 //! The `linnet` command line: every flag and environment variable is read here, in one place,
 //! and each invalid value is reported by its name.
 
+use crate::analysis::spec::SourceKind;
 use crate::api::{self, ApiConfig};
 use crate::api::{Created, Explanation, HistoryPage, KillSwitch, RolloutList};
 use crate::auth::Auth;
@@ -315,10 +316,10 @@ fn validate(path: &Path) -> Result<(), String> {
             .join(" → ")
     );
     if let Some(a) = &plan.analysis {
-        let source = match (&a.source.envoy, &a.source.prometheus) {
-            (Some(e), _) => format!("Envoy admin {}", e.admin.join(", ")),
-            (_, Some(p)) => format!("Prometheus at {}", p.url),
-            _ => "?".into(),
+        let source = match a.source.kind() {
+            Ok(SourceKind::Envoy(e)) => format!("Envoy admin {}", e.admin.join(", ")),
+            Ok(SourceKind::Prometheus(p)) => format!("Prometheus at {}", p.url),
+            Err(_) => "?".into(),
         };
         println!(
             "analysis every {}, from {source}: {}",

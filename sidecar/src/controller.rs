@@ -453,7 +453,8 @@ impl Controller {
         self.blocking(|c| Ok(c.lock().store.ping()?)).await
     }
 
-    /// For tests and the analysis issue: version, rollouts and events, read together.
+    /// The snapshot version and how many rollouts and events there are, read together: what
+    /// tests compare to show that a refused request changed nothing.
     pub async fn fingerprint(&self) -> Result<(u64, usize, u64), CtlError> {
         self.blocking(|c| {
             let inner = c.lock();

@@ -199,7 +199,7 @@ impl RolloutSpec {
                         })
                     },
                 )
-                .map_err(|e| err(field.trim_start_matches('?'), yaml_message(&e)))?
+                .map_err(|e| ConfigError::new(field.trim_start_matches('?'), yaml_message(&e)))?
             }
         };
         let plan = spec.validate()?;
@@ -222,7 +222,7 @@ impl RolloutSpec {
         if self.override_.as_ref().and_then(|o| o.token.as_deref()) == Some(REDACTED) {
             // A spec copied from a read and sent back would otherwise make the marker, which
             // every reader knows, the token.
-            return Err(err(
+            return Err(ConfigError::new(
                 "override.token",
                 format!(
                     "{REDACTED:?} is what reads show in place of the token; give the real token"
@@ -230,7 +230,7 @@ impl RolloutSpec {
             ));
         }
         if self.name.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err(
+            return Err(ConfigError::new(
                 "name",
                 format!(
                     "{:?} is all digits, which reads as a release id; add a letter",
@@ -239,21 +239,24 @@ impl RolloutSpec {
             ));
         }
         if self.steps.is_empty() {
-            return Err(err("steps", "needs at least one step"));
+            return Err(ConfigError::new("steps", "needs at least one step"));
         }
         let mut steps = Vec::with_capacity(self.steps.len());
         let mut previous = 0.0_f64;
         for (i, s) in self.steps.iter().enumerate() {
             let at = format!("steps[{i}]");
             if s.weight.is_none() && s.mirror.is_none() {
-                return Err(err(&at, "needs a weight, a mirror percent, or both"));
+                return Err(ConfigError::new(
+                    &at,
+                    "needs a weight, a mirror percent, or both",
+                ));
             }
             let weight = match s.weight {
                 None => previous,
                 Some(w) => {
                     percent(&format!("{at}.weight"), w)?;
                     if w < previous {
-                        return Err(err(
+                        return Err(ConfigError::new(
                             format!("{at}.weight"),
                             format!("{w} is lower than the previous step's {previous}: weights must not decrease, because raising the weight only adds users and lowering it would move canary users back to stable"),
                         ));
@@ -264,7 +267,7 @@ impl RolloutSpec {
             if let Some(m) = s.mirror {
                 percent(&format!("{at}.mirror"), m)?;
                 if self.mirror_cluster.is_none() {
-                    return Err(err(
+                    return Err(ConfigError::new(
                         "mirror_cluster",
                         format!("is needed because {at} mirrors"),
                     ));
@@ -337,21 +340,23 @@ impl RolloutSpec {
                 "" => "spec",
                 f => f,
             };
-            err(field, e.message)
+            ConfigError::new(field, e.message)
         })
     }
 }
 
 /// `Err` names the field.
 pub fn percent(field: &str, value: f64) -> Result<Bp, ConfigError> {
-    Bp::from_percent(value).map_err(|m| err(field, m))
+    Bp::from_percent(value).map_err(|m| ConfigError::new(field, m))
 }
 
 fn parse_pause(field: &str, pause: Option<&str>) -> Result<Pause, ConfigError> {
     match pause.map(str::trim) {
         None => Ok(Pause::For(Duration::ZERO)),
         Some(p) if p.eq_ignore_ascii_case(UNTIL_PROMOTED) => Ok(Pause::UntilPromoted),
-        Some(p) => parse_duration(p).map(Pause::For).map_err(|m| err(field, m)),
+        Some(p) => parse_duration(p)
+            .map(Pause::For)
+            .map_err(|m| ConfigError::new(field, m)),
     }
 }
 
@@ -360,8 +365,8 @@ fn positive_duration(field: &str, value: Option<&str>) -> Result<Option<Duration
     match value.map(parse_duration) {
         None => Ok(None),
         Some(Ok(d)) if !d.is_zero() => Ok(Some(d)),
-        Some(Ok(_)) => Err(err(field, "must be longer than 0")),
-        Some(Err(e)) => Err(err(field, e)),
+        Some(Ok(_)) => Err(ConfigError::new(field, "must be longer than 0")),
+        Some(Err(e)) => Err(ConfigError::new(field, e)),
     }
 }
 
@@ -393,13 +398,6 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
             at(location)
         ),
         other => other.to_string(),
-    }
-}
-
-pub(crate) fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
     }
 }
 

@@ -812,8 +812,8 @@ fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::Check;
     use crate::analysis::Action;
+    use crate::analysis::Check;
     use crate::event::{AnalysisRun, Created, KillSwitch};
     use crate::spec::Format;
 

@@ -5,7 +5,7 @@
 
 use super::series::Selector;
 use crate::clock::{millis, Millis};
-use crate::spec::{err, parse_duration};
+use crate::spec::parse_duration;
 use linnet_core::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -333,21 +333,23 @@ impl SourceSpec {
 
     /// The source named, once its addresses are valid; `at` is where the section is.
     fn validate(&self, at: &str) -> Result<SourceKind<'_>, ConfigError> {
-        let kind = self.kind().map_err(|m| err(at, m))?;
+        let kind = self.kind().map_err(|m| ConfigError::new(at, m))?;
         match kind {
             SourceKind::Envoy(e) => {
                 if e.admin.is_empty() {
-                    return Err(err(
+                    return Err(ConfigError::new(
                         format!("{at}.envoy.admin"),
                         "list at least one admin address",
                     ));
                 }
                 for (i, a) in e.admin.iter().enumerate() {
-                    admin_url(a).map_err(|m| err(format!("{at}.envoy.admin[{i}]"), m))?;
+                    admin_url(a)
+                        .map_err(|m| ConfigError::new(format!("{at}.envoy.admin[{i}]"), m))?;
                 }
             }
             SourceKind::Prometheus(p) => {
-                http_url(&p.url).map_err(|m| err(format!("{at}.prometheus.url"), m))?;
+                http_url(&p.url)
+                    .map_err(|m| ConfigError::new(format!("{at}.prometheus.url"), m))?;
             }
         }
         Ok(kind)
@@ -423,12 +425,20 @@ impl AnalysisSpec {
         });
         let kind = source.validate("analysis.source")?;
         let at_least_one = |field: &str, v: Option<u32>, default: u32| match v {
-            Some(0) => Err(err(format!("analysis.{field}"), "must be at least 1")),
+            Some(0) => Err(ConfigError::new(
+                format!("analysis.{field}"),
+                "must be at least 1",
+            )),
             Some(n) => Ok(n),
             None => Ok(default),
         };
         let min_requests = match self.min_requests {
-            Some(0) => return Err(err("analysis.min_requests", "must be at least 1")),
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "analysis.min_requests",
+                    "must be at least 1",
+                ))
+            }
             Some(n) => n as f64,
             None => 100.0,
         };
@@ -436,20 +446,23 @@ impl AnalysisSpec {
             None => None,
             Some(o) if o.is_finite() && o > 0.0 && o < 100.0 => Some(1.0 - o / 100.0),
             Some(o) => {
-                return Err(err(
+                return Err(ConfigError::new(
                     "analysis.slo",
                     format!("{o} is not an availability objective: give a percent above 0 and below 100, e.g. 99.9"),
                 ))
             }
         };
         if self.guardrails.is_empty() {
-            return Err(err("analysis.guardrails", "list at least one guardrail"));
+            return Err(ConfigError::new(
+                "analysis.guardrails",
+                "list at least one guardrail",
+            ));
         }
         let mut guardrails = Vec::with_capacity(self.guardrails.len());
         for (i, g) in self.guardrails.iter().enumerate() {
             let g = g.validate(&format!("analysis.guardrails[{i}]"), interval_ms, budget)?;
             if guardrails.iter().any(|o: &Guardrail| o.name == g.name) {
-                return Err(err(
+                return Err(ConfigError::new(
                     format!("analysis.guardrails[{i}].name"),
                     format!(
                         "{:?} is used twice; give each guardrail its own name",
@@ -459,7 +472,7 @@ impl AnalysisSpec {
             }
             if let SourceKind::Envoy(_) = kind {
                 if let Kind::ZeroTolerance(Counter { metric: None, .. }) = g.kind {
-                    return Err(err(
+                    return Err(ConfigError::new(
                         format!("analysis.guardrails[{i}].zero_tolerance.query"),
                         "only the `prometheus` source runs PromQL; with `envoy`, name the counter in `metric`",
                     ));
@@ -500,7 +513,7 @@ impl GuardrailSpec {
         .flatten()
         .collect();
         let [given] = given.as_slice() else {
-            return Err(err(
+            return Err(ConfigError::new(
                 at,
                 format!(
                     "give exactly one of `{}`, `{}`, `{}`, `{}` or `{}`",
@@ -519,7 +532,7 @@ impl GuardrailSpec {
         let ValidKind { kind, default_name } = given.validate(&f(given.field()), budget)?;
         let name = match &self.name {
             Some(n) if n.trim().is_empty() || n.len() > 64 => {
-                return Err(err(f("name"), "must be 1 to 64 characters"))
+                return Err(ConfigError::new(f("name"), "must be 1 to 64 characters"))
             }
             Some(n) => n.clone(),
             None => default_name,
@@ -572,9 +585,10 @@ impl KindSpec for LatencySpec {
     }
 
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
-        let q = quantile(&self.quantile).map_err(|m| err(format!("{at}.quantile"), m))?;
+        let q =
+            quantile(&self.quantile).map_err(|m| ConfigError::new(format!("{at}.quantile"), m))?;
         if !(self.max_ms.is_finite() && self.max_ms > 0.0) {
-            return Err(err(
+            return Err(ConfigError::new(
                 format!("{at}.max_ms"),
                 format!(
                     "{} is not a latency: give milliseconds above 0",
@@ -605,14 +619,14 @@ impl KindSpec for CompareSpec {
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
         let ratio = self.ratio.unwrap_or(2.0);
         if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
-            return Err(err(
+            return Err(ConfigError::new(
                 format!("{at}.ratio"),
                 format!("{ratio} cannot be detected: give an error-rate ratio above 1 (e.g. 2: twice stable's errors), at most 100"),
             ));
         }
         let alpha = self.alpha.unwrap_or(0.01);
         if !(alpha.is_finite() && alpha > 0.0 && alpha < 0.5) {
-            return Err(err(
+            return Err(ConfigError::new(
                 format!("{at}.alpha"),
                 format!("{alpha} is not a false-rollback bound: give a probability above 0 and below 0.5, e.g. 0.01"),
             ));
@@ -633,7 +647,7 @@ impl KindSpec for BurnRateSpec {
 
     fn validate(&self, at: &str, budget: Option<f64>) -> Result<ValidKind, ConfigError> {
         let Some(budget) = budget else {
-            return Err(err(
+            return Err(ConfigError::new(
                 at,
                 "needs `analysis.slo`, the availability objective whose budget it burns",
             ));
@@ -648,7 +662,7 @@ impl KindSpec for BurnRateSpec {
                 })
                 .collect(),
             Some(ws) if ws.is_empty() => {
-                return Err(err(
+                return Err(ConfigError::new(
                     format!("{at}.windows"),
                     "list at least one window pair",
                 ))
@@ -674,10 +688,13 @@ impl BurnWindowSpec {
         let long_ms = millis(positive(&f("long"), &self.long)?);
         let short_ms = millis(positive(&f("short"), &self.short)?);
         if short_ms > long_ms {
-            return Err(err(f("short"), "must not be longer than `long`"));
+            return Err(ConfigError::new(
+                f("short"),
+                "must not be longer than `long`",
+            ));
         }
         if !(self.factor.is_finite() && self.factor > 0.0) {
-            return Err(err(
+            return Err(ConfigError::new(
                 f("factor"),
                 format!(
                     "{} is not a burn rate: give a number above 0, e.g. 14.4",
@@ -703,16 +720,18 @@ impl KindSpec for ZeroToleranceSpec {
     fn validate(&self, at: &str, _: Option<f64>) -> Result<ValidKind, ConfigError> {
         let metric = match &self.metric {
             None => None,
-            Some(m) => Some(Selector::parse(m).map_err(|m| err(format!("{at}.metric"), m))?),
+            Some(m) => {
+                Some(Selector::parse(m).map_err(|m| ConfigError::new(format!("{at}.metric"), m))?)
+            }
         };
         if metric.is_none() == self.query.is_none() {
-            return Err(err(
+            return Err(ConfigError::new(
                 at,
                 "give exactly one of `metric` (a series selector) or `query` (PromQL)",
             ));
         }
         if self.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
-            return Err(err(format!("{at}.query"), "is empty"));
+            return Err(ConfigError::new(format!("{at}.query"), "is empty"));
         }
         let default_name = match &metric {
             Some(m) => m.name.clone(),
@@ -766,7 +785,7 @@ fn fraction(field: &str, percent: f64) -> Result<f64, ConfigError> {
     if percent.is_finite() && (0.0..=100.0).contains(&percent) {
         Ok(percent / 100.0)
     } else {
-        Err(err(
+        Err(ConfigError::new(
             field,
             format!("{percent} is outside 0..=100 (percent)"),
         ))
@@ -776,8 +795,8 @@ fn fraction(field: &str, percent: f64) -> Result<f64, ConfigError> {
 fn positive(field: &str, s: &str) -> Result<Duration, ConfigError> {
     match parse_duration(s) {
         Ok(d) if d >= Duration::from_millis(100) => Ok(d),
-        Ok(_) => Err(err(field, "must be at least 100ms")),
-        Err(m) => Err(err(field, m)),
+        Ok(_) => Err(ConfigError::new(field, "must be at least 100ms")),
+        Err(m) => Err(ConfigError::new(field, m)),
     }
 }
 

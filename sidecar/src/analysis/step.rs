@@ -35,17 +35,15 @@ pub fn judge(
     let checks = judge::judge(analysis, observed, subject, &mut memory);
     let mut decision = judge::decide(analysis, &checks, &mut memory);
     memory.ran_at(now);
-    if held {
-        if decision.action == Action::Pause {
-            memory.decline_pause();
-            decision = Ruling::new(
-                Action::Hold,
-                format!(
-                    "{}; the rollout is already held by an operator",
-                    decision.reason
-                ),
-            );
-        }
+    if held && decision.action == Action::Pause {
+        memory.decline_pause();
+        decision = Ruling::new(
+            Action::Hold,
+            format!(
+                "{}; the rollout is already held by an operator",
+                decision.reason
+            ),
+        );
     }
     let why = decision.reason.clone();
     let control = match decision.action {
