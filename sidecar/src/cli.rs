@@ -1,7 +1,7 @@
 //! The `linnet` command line: every flag and environment variable is read here, in one place,
 //! and each invalid value is reported by its name.
 
-use crate::analysis::spec::SourceKind;
+use crate::analysis::policy::SourceKind;
 use crate::api::{self, ApiConfig};
 use crate::api::{Created, Explanation, HistoryPage, KillSwitch, RolloutList};
 use crate::auth::Auth;

@@ -229,7 +229,7 @@ impl Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::spec::Severity;
+    use crate::analysis::policy::Severity;
     use crate::analysis::Verdict;
     use serde_json::json;
 

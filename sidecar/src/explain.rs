@@ -126,7 +126,7 @@ pub fn clock_time(ms: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::spec::Severity;
+    use crate::analysis::policy::Severity;
     use crate::event::{Created, Moved};
     use crate::machine::{Move, State};
 

@@ -72,7 +72,7 @@ pub(crate) use serde_by_name;
 
 #[cfg(test)]
 mod tests {
-    use crate::analysis::spec::Severity;
+    use crate::analysis::policy::Severity;
     use crate::analysis::Verdict;
     use crate::machine::State;
 

@@ -957,7 +957,7 @@ mod tests {
         let check = Check {
             guardrail: "errors".into(),
             kind: "error_rate".into(),
-            severity: crate::analysis::spec::Severity::Critical,
+            severity: crate::analysis::policy::Severity::Critical,
             verdict: crate::analysis::Verdict::Pass,
             observed: Some(0.0),
             limit: Some(1.0),

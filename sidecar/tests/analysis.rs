@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
+use linnet_sidecar::analysis::policy::{EnvoySourceSpec, SourceSpec};
 use linnet_sidecar::analysis::runner::{run_due, Sources};
 use linnet_sidecar::analysis::source::{Answer, Query, Source};
-use linnet_sidecar::analysis::spec::{EnvoySourceSpec, SourceSpec};
 use linnet_sidecar::analysis::window::{Histogram, Traffic, Window};
 use linnet_sidecar::analysis::Observed;
 use serde_json::Value;

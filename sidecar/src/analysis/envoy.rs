@@ -6,9 +6,9 @@
 //! seen; one scrape alone shows no window at all.
 
 use super::exposition::{self, Sample};
+use super::policy::{admin_url, Counter};
 use super::series::{Selector, TrafficSeries, LE};
 use super::source::{Answer, Observed, Query, Recall, Source};
-use super::spec::{admin_url, Counter};
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;

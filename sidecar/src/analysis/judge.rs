@@ -2,8 +2,8 @@
 //! run become one decision. Pure functions of (analysis, observations, memory), so the same
 //! code runs in the sidecar, in its tests and in the decision-quality simulation.
 
+use super::policy::{Analysis, BurnWindow, Counter, Guardrail, Kind, Severity};
 use super::source::Observed;
-use super::spec::{Analysis, BurnWindow, Counter, Guardrail, Kind, Severity};
 use super::window::{Traffic, Window};
 use crate::clock::Millis;
 use serde::{Deserialize, Serialize};
@@ -746,7 +746,7 @@ pub fn dur(ms: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::spec::AnalysisSpec;
+    use crate::analysis::policy::AnalysisSpec;
     use crate::analysis::window::Histogram;
 
     fn analysis(yaml: &str) -> Analysis {

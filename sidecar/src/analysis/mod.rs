@@ -5,15 +5,15 @@
 pub mod envoy;
 pub mod exposition;
 pub mod judge;
+pub mod policy;
 pub mod prometheus;
 pub mod runner;
 pub mod series;
 pub mod sim;
 pub mod source;
-pub mod spec;
 pub mod step;
 pub mod window;
 
 pub use judge::{Action, Check, Memory, Ruling, Verdict};
+pub use policy::{Analysis, AnalysisSpec};
 pub use source::Observed;
-pub use spec::{Analysis, AnalysisSpec};

@@ -3,9 +3,9 @@
 //! missing series reads as zero requests (so NoData), a NaN stays NaN (so NoData).
 
 use super::exposition::parse_value;
+use super::policy::{Counter, Queries};
 use super::series::{increase, LE};
 use super::source::{Answer, Observed, Query, Source};
-use super::spec::{Counter, Queries};
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;

@@ -3,8 +3,8 @@
 //! [`Rollouts`] (the controller depends on the runner, never the reverse).
 
 use super::judge;
+use super::policy::{Analysis, Kind, SourceSpec};
 use super::source::{self, Observed, Query, Source};
-use super::spec::{Analysis, Kind, SourceSpec};
 use super::step::{self, Step};
 use crate::clock::Millis;
 use crate::machine::{Outcome, Runtime};

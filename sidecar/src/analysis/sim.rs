@@ -10,8 +10,8 @@
 //! same errors, and where their steps part, each sees its own traffic from the same seed.
 
 use super::judge::{self, Check, Verdict};
+use super::policy::{Kind, Severity};
 use super::source::Observed;
-use super::spec::{Kind, Severity};
 use super::step;
 use super::window::{Traffic, Window};
 use crate::clock::Millis;

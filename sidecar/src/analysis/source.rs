@@ -1,6 +1,6 @@
 //! Metric sources behind one trait: what a run asks for, and what comes back.
 
-use super::spec::{Counter, SourceKind, SourceSpec};
+use super::policy::{Counter, SourceKind, SourceSpec};
 use super::window::Window;
 use crate::clock::Millis;
 use serde::{Deserialize, Serialize};

@@ -4,8 +4,8 @@
 //! copy of any part of it, so the decision-quality figures describe the code that ships.
 
 use super::judge::{self, Action, Check, Ruling};
+use super::policy::Analysis;
 use super::source::Observed;
-use super::spec::Analysis;
 use crate::clock::Millis;
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::spec::Plan;

@@ -1,4 +1,5 @@
-//! The `analysis` section of a rollout spec, and its validation into an [`Analysis`].
+//! The analysis policy: the `analysis` section of a rollout spec (where the numbers come from,
+//! how often, and the guardrails that judge them), and its validation into an [`Analysis`].
 //!
 //! Every error names its field (`analysis.guardrails[1].latency.max_ms`), like the rest of the
 //! spec. Percentages are written as percent and kept as fractions.
