@@ -57,12 +57,16 @@ const BEARER: &str = "bearer";
 const API_KEY: &str = "api_key";
 const QUERY_TOKEN: &str = "query_token";
 
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub auth: Auth,
     /// Bodies above this are refused with 413.
     pub max_body_bytes: usize,
+    /// A body not fully sent by then is answered 408: a slow client holds no handler.
+    pub body_timeout: Duration,
     /// Comment lines on idle event streams, so proxies keep them open.
     pub heartbeat: Duration,
     /// Event streams open at once; one more is answered 503.
@@ -76,6 +80,7 @@ impl Default for ApiConfig {
         Self {
             auth: Auth::default(),
             max_body_bytes: 1 << 20,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             heartbeat: Duration::from_secs(15),
             max_sse: DEFAULT_MAX_SSE,
             max_polls: DEFAULT_MAX_POLLS,
@@ -440,6 +445,21 @@ where
             ),
         );
     }
+    if operation.request_body.is_some() {
+        // Every body is read by `Payload`, which bounds it in time.
+        operation.responses.responses.insert(
+            StatusCode::REQUEST_TIMEOUT.as_str().to_owned(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("The body did not arrive within the server's body timeout.")
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            ),
+        );
+    }
     Op {
         path: P::path(),
         method,
@@ -751,13 +771,21 @@ impl FromRequest<Arc<Shared>> for Payload {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_big());
         }
-        match Bytes::from_request(req, shared).await {
-            Ok(b) => Ok(Payload(b)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_big()),
-            Err(e) => Err(ApiError::bad(format!(
+        let within = shared.config.body_timeout;
+        match tokio::time::timeout(within, Bytes::from_request(req, shared)).await {
+            Ok(Ok(b)) => Ok(Payload(b)),
+            Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_big()),
+            Ok(Err(e)) => Err(ApiError::bad(format!(
                 "cannot read the body: {}",
                 e.body_text()
             ))),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} (serve --body-timeout)",
+                    humantime::format_duration(within)
+                ),
+            )),
         }
     }
 }

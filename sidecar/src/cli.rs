@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "LINNET_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// A request body not fully sent within this is answered 408.
+    #[arg(long, env = "LINNET_BODY_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub body_timeout: Duration,
     /// Days an archived rollout's audit (events, checks, transitions) is kept after it
     /// finished, and a global event after it was written.
     #[arg(long, env = "LINNET_RETAIN_DAYS", default_value_t = retention::DEFAULT_DAYS,
@@ -287,6 +290,7 @@ async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String
                 open_reads: args.open_reads,
             },
             max_body_bytes: args.max_body_bytes,
+            body_timeout: args.body_timeout,
             heartbeat: args.sse_heartbeat,
             max_sse: usize::try_from(args.max_sse).unwrap_or(usize::MAX),
             max_polls: usize::try_from(args.max_polls).unwrap_or(usize::MAX),

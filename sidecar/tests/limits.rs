@@ -158,3 +158,46 @@ async fn held_polls_past_the_cap_get_503_until_one_ends() {
     );
     h.close().await;
 }
+
+/// A body whose client stops sending: it never ends.
+struct Stalled;
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_answered_408_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::open_with(&dir.path().join("l.db"), EPOCH_MS, api_config());
+    let before = h.fingerprint().await;
+    for (method, path) in [
+        (Method::POST, "/v1/rollouts"),
+        (Method::POST, "/v1/kill-switch"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("content-type", "application/json")
+            .body(Stalled)
+            .unwrap();
+        let resp = h.app.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT, "{path}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["error"], "the body did not arrive within 30s (serve --body-timeout)",
+            "{path}"
+        );
+    }
+    assert_eq!(h.fingerprint().await, before);
+}

@@ -77,6 +77,7 @@ pub fn api_config() -> ApiConfig {
             open_reads: true,
         },
         max_body_bytes: 1 << 20,
+        body_timeout: linnet_sidecar::api::DEFAULT_BODY_TIMEOUT,
         heartbeat: Duration::from_secs(15),
         max_sse: 64,
         max_polls: 256,
