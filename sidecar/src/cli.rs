@@ -356,34 +356,54 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
         Command::Serve(_) | Command::Validate { .. } | Command::Openapi => Ok(()),
         Command::Rollout(cmd) => rollout(c, cmd).await,
         Command::Status(args) => status(c, args).await,
-        Command::KillSwitch { state, rollout } => {
-            let on = matches!(state, OnOff::On);
-            let body = Some(json!({ "on": on }));
-            let now = match &rollout {
-                Some(name) => {
-                    let path = control_path(name, "kill-switch");
-                    c.typed::<Status>(Method::POST, &path, body)
-                        .await?
-                        .kill_switch
-                }
-                None => {
-                    c.typed::<KillSwitch>(Method::POST, "/v1/kill-switch", body)
-                        .await?
-                        .on
-                }
-            };
-            let target = rollout.map_or("global".to_owned(), |r| format!("rollout {r}"));
-            println!("kill switch ({target}): {}", if now { "on" } else { "off" });
-            Ok(())
-        }
+        Command::KillSwitch { state, rollout } => kill_switch(c, state, rollout).await,
         Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
-        Command::Explain { rollout, limit } => {
-            let path = format!("/v1/rollouts/{rollout}/explain?limit={limit}");
-            let explained: Explanation = c.typed(Method::GET, &path, None).await?;
-            print!("{}", render_explain(&explained));
-            Ok(())
+        Command::Explain { rollout, limit } => explain(c, &rollout, limit).await,
+    }
+}
+
+async fn kill_switch(c: &Client, state: OnOff, rollout: Option<String>) -> Result<(), String> {
+    let body = Some(json!({ "on": matches!(state, OnOff::On) }));
+    let now = match &rollout {
+        Some(name) => {
+            let path = control_path(name, "kill-switch");
+            c.typed::<Status>(Method::POST, &path, body)
+                .await?
+                .kill_switch
+        }
+        None => {
+            c.typed::<KillSwitch>(Method::POST, "/v1/kill-switch", body)
+                .await?
+                .on
+        }
+    };
+    let target = rollout.map_or("global".to_owned(), |r| format!("rollout {r}"));
+    println!("kill switch ({target}): {}", if now { "on" } else { "off" });
+    Ok(())
+}
+
+async fn explain(c: &Client, rollout: &str, limit: u32) -> Result<(), String> {
+    let path = format!("/v1/rollouts/{rollout}/explain?limit={limit}");
+    let explained: Explanation = c.typed(Method::GET, &path, None).await?;
+    print!("{}", render_explain(&explained));
+    Ok(())
+}
+
+async fn history(
+    c: &Client,
+    host: Option<String>,
+    name: Option<String>,
+    limit: u32,
+) -> Result<(), String> {
+    let mut path = format!("/v1/history?limit={limit}");
+    for (k, v) in [("match", host), ("name", name)] {
+        if let Some(v) = v {
+            path += &format!("&{k}={}", percent_encode(&v));
         }
     }
+    let history: HistoryPage = c.typed(Method::GET, &path, None).await?;
+    print!("{}", render_history(&history.releases));
+    Ok(())
 }
 
 async fn rollout(c: &Client, cmd: RolloutCmd) -> Result<(), String> {
@@ -400,17 +420,7 @@ async fn rollout(c: &Client, cmd: RolloutCmd) -> Result<(), String> {
             return status(c, args).await;
         }
         RolloutCmd::Status(args) => return status(c, args).await,
-        RolloutCmd::History { host, name, limit } => {
-            let mut path = format!("/v1/history?limit={limit}");
-            for (k, v) in [("match", host), ("name", name)] {
-                if let Some(v) = v {
-                    path += &format!("&{k}={}", percent_encode(&v));
-                }
-            }
-            let history: HistoryPage = c.typed(Method::GET, &path, None).await?;
-            print!("{}", render_history(&history.releases));
-            return Ok(());
-        }
+        RolloutCmd::History { host, name, limit } => return history(c, host, name, limit).await,
         RolloutCmd::Weight { name, percent } => {
             spec::percent("percent", percent).map_err(|e| e.to_string())?;
             let path = control_path(&name, "weight");
