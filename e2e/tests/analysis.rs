@@ -271,14 +271,18 @@ impl Rig {
     }
 }
 
+/// Where the rollouts name their variants' clusters (`envoy/demo.yaml`'s): analysis judges
+/// each variant from Envoy's stats of its cluster.
+const CLUSTERS: &str = "clusters: {stable: checkout-stable, canary: checkout-canary}\n";
+
 /// The rollout these tests drive: steps of 10% and 50% that each last one
-/// interval, then 100%, judged by four critical guardrails.
+/// interval, then 100%, judged by four critical guardrails, from the clusters' stats.
 fn rollout(interval: Duration, source: &str, extra: &str) -> String {
     let i = format!("{}ms", interval.as_millis());
     format!(
         r#"name: {ROLLOUT}
 match: {{authority: {HOST}}}
-stickiness: [{{header: x-user-id}}]
+{CLUSTERS}stickiness: [{{header: x-user-id}}]
 override: {{header: x-linnet-override, token_header: x-linnet-token, token: {OVERRIDE_TOKEN}}}
 steps: [{{weight: 10, pause: {i}}}, {{weight: 50, pause: {i}}}, {{weight: 100}}]
 analysis:
@@ -342,11 +346,16 @@ fn last_transition(status: &Value) -> (String, String) {
 
 // === scenarios, for either source ===
 
-/// A healthy canary steps through 10%, 50% and 100% to `promoted` on passing checks alone.
-fn promoted_with_no_human(source: Source, name: &str) {
+/// A healthy canary steps through 10%, 50% and 100% to `promoted` on passing checks alone;
+/// `by_filter`: judged from the filter's per-variant metrics instead of the clusters' stats.
+fn promoted_with_no_human(source: Source, name: &str, by_filter: bool) {
     let mut rig = Rig::start(name, source);
     let started = Instant::now();
-    rig.create(&rollout(source.interval(), &rig.source_yaml(), ""));
+    let mut spec = rollout(source.interval(), &rig.source_yaml(), "");
+    if by_filter {
+        spec = spec.replace(CLUSTERS, "");
+    }
+    rig.create(&spec);
     let status = rig.wait_state("promoted");
     eprintln!("{source:?}: promoted after {:?}", started.elapsed());
     assert_eq!(status["weight"], 100.0);
@@ -458,7 +467,7 @@ fn rolled_back_on_errors(source: Source, name: &str) -> i64 {
 
 #[test]
 fn healthy_canary_is_promoted_to_100_with_no_human() {
-    promoted_with_no_human(Source::Envoy, "healthy");
+    promoted_with_no_human(Source::Envoy, "healthy", false);
 }
 
 #[test]
@@ -685,8 +694,9 @@ fn nan_from_prometheus_is_no_data_and_never_promotes() {
     let rig = Rig::start("prom-nan", Source::Prometheus);
     let url = rig.prometheus.as_ref().unwrap().url();
     // A request count that is always NaN, as a ratio of two zeros is.
-    let nan = r#"(sum(increase(linnet_responses_total{rollout="{rollout}",variant="{variant}"}[{window}])) or vector(0)) * 0 / 0"#;
-    let source = format!("{{prometheus: {{url: '{url}', queries: {{requests: '{nan}'}}}}}}");
+    let nan = r#"(sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name="{cluster}"}[{window}])) or vector(0)) * 0 / 0"#;
+    let source =
+        format!("{{prometheus: {{url: '{url}', queries: {{cluster_requests: '{nan}'}}}}}}");
     rig.create(&rollout(
         Source::Prometheus.interval(),
         &source,
@@ -724,8 +734,8 @@ fn nan_from_prometheus_is_no_data_and_never_promotes() {
 }
 
 #[test]
-fn prometheus_source_promotes_the_healthy_canary() {
-    promoted_with_no_human(Source::Prometheus, "prom-healthy");
+fn prometheus_source_promotes_the_healthy_canary_from_the_filter_metrics() {
+    promoted_with_no_human(Source::Prometheus, "prom-healthy", true);
 }
 
 #[test]

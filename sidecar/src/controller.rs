@@ -496,6 +496,7 @@ impl Controller {
                         analysis: analysis.clone(),
                         plan: e.plan.clone(),
                         shadow,
+                        clusters: e.spec.clusters.clone(),
                         rt: e.rt.clone(),
                     })
                 })

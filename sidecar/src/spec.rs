@@ -37,6 +37,11 @@ pub struct RolloutSpec {
     /// The shadow cluster that receives mirrored copies; needed when any step mirrors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_cluster: Option<String>,
+    /// The Envoy clusters that serve each variant: analysis then judges each variant's
+    /// requests, 5xx and latency from Envoy's own stats of its cluster. Absent: from the
+    /// filter's per-variant response metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Clusters>,
     pub steps: Vec<StepSpec>,
     /// How long the whole rollout may take; past it the rollout times out to weight 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +53,14 @@ pub struct RolloutSpec {
     /// Guardrails judged every interval; a step advances only on passing checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
+}
+
+/// The cluster of each variant, as the route config names them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Clusters {
+    pub stable: String,
+    pub canary: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -179,6 +192,34 @@ impl Plan {
     }
 }
 
+// === impl Clusters ===
+
+impl Clusters {
+    fn validate(&self, mirror_cluster: Option<&str>) -> Result<(), ConfigError> {
+        for (field, name) in [
+            ("clusters.stable", &self.stable),
+            ("clusters.canary", &self.canary),
+        ] {
+            if name.trim().is_empty() {
+                return Err(ConfigError::new(field, "must name a cluster"));
+            }
+            if mirror_cluster == Some(name.as_str()) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{name:?} is the mirror_cluster too: the shadow's copies would be counted as this variant's traffic"),
+                ));
+            }
+        }
+        if self.stable == self.canary {
+            return Err(ConfigError::new(
+                "clusters.canary",
+                format!("{:?} is the stable cluster too: one cluster's stats cannot tell the variants apart", self.canary),
+            ));
+        }
+        Ok(())
+    }
+}
+
 // === impl RolloutSpec ===
 
 impl RolloutSpec {
@@ -282,6 +323,9 @@ impl RolloutSpec {
             self.check_with_core(&step)?;
             steps.push(step);
             previous = weight;
+        }
+        if let Some(c) = &self.clusters {
+            c.validate(self.mirror_cluster.as_deref())?;
         }
         let deadline = positive_duration("deadline", self.deadline.as_deref())?;
         let complete_after = positive_duration("complete_after", self.complete_after.as_deref())?;
@@ -474,6 +518,17 @@ deadline: 1h
         assert!(e.message.contains("release id"), "{e}");
         let e = yaml_err("name: a\nsteps: [{pause: 1s}]");
         assert_eq!(e.field, "steps[0]");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\nclusters: {stable: s, canary: s}");
+        assert_eq!(e.field, "clusters.canary");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\nclusters: {stable: ' ', canary: c}");
+        assert_eq!(e.field, "clusters.stable");
+        let e = yaml_err(
+            "name: a\nsteps: [{weight: 1}]\nmirror_cluster: c\nclusters: {stable: s, canary: c}",
+        );
+        assert_eq!(e.field, "clusters.canary");
+        assert!(e.message.contains("mirror_cluster"), "{e}");
+        let e = yaml_err("name: a\nsteps: [{weight: 1}]\nclusters: {stable: s}");
+        assert!(e.to_string().contains("canary"), "{e}");
         let e = yaml_err("name: a\nsteps: [{weight: 1}]\ncohorts: {canary: [u], stable: [u]}");
         assert_eq!(e.field, "cohorts");
         let e = RolloutSpec::parse(

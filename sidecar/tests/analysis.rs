@@ -696,3 +696,42 @@ async fn the_cli_prints_the_timeline_the_controller_wrote() {
     assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
     r.h.close().await;
 }
+
+#[tokio::test]
+async fn each_variant_is_read_where_the_spec_says_it_is_counted() {
+    use linnet_core::decide::Variant;
+    use linnet_sidecar::analysis::series::Counted;
+    let asked = |r: &Rig| {
+        let q = r.source.queries.lock().unwrap().last().cloned().unwrap();
+        (q.canary, q.stable)
+    };
+    // Without `clusters`: the filter's per-variant counts.
+    let mut r = rig().await;
+    assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
+    r.run_for(11).await;
+    let by_filter = |variant| Counted::Filter {
+        rollout: "web".into(),
+        variant,
+    };
+    assert_eq!(
+        asked(&r),
+        (by_filter(Variant::Canary), by_filter(Variant::Stable))
+    );
+    r.h.close().await;
+
+    // With them: Envoy's stats of each variant's cluster; while only copies reach the
+    // canary, the shadow cluster's.
+    let mut r = rig().await;
+    let spec = ANALYSED.replace(
+        "steps:\n  - {weight: 10, pause: 20s}",
+        "clusters: {stable: web-stable, canary: web-canary}\nmirror_cluster: web-shadow\nsteps:\n  - {mirror: 100, pause: 20s}\n  - {weight: 10, pause: 20s}",
+    );
+    assert_eq!(r.h.create_yaml(&spec).await.status, 201, "{spec}");
+    r.run_for(11).await;
+    assert_eq!(r.state().await, ("shadowing".into(), 0, 0.0));
+    let cluster = |c: &str| Counted::Cluster(c.into());
+    assert_eq!(asked(&r), (cluster("web-shadow"), cluster("web-stable")));
+    r.run_for(20).await;
+    assert_eq!(r.state().await, ("progressing".into(), 1, 10.0));
+    assert_eq!(asked(&r), (cluster("web-canary"), cluster("web-stable")));
+}

@@ -13,7 +13,6 @@ use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;
 use hyper::Method;
-use linnet_core::decide::Variant;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -323,11 +322,8 @@ pub fn window(history: &VecDeque<Scrape>, span: Millis, q: &Query) -> Result<Win
         }
     }
     let increases: Vec<(&Sample, f64)> = inc.into_values().collect();
-    let canary = match &q.shadow {
-        Some(cluster) => TrafficSeries::shadow(cluster),
-        None => TrafficSeries::variant(&q.rollout, Variant::Canary.as_str()),
-    };
-    let stable = TrafficSeries::variant(&q.rollout, Variant::Stable.as_str());
+    let canary = TrafficSeries::of(&q.canary);
+    let stable = TrafficSeries::of(&q.stable);
     let counters = q.counters.iter().map(|c| counter(&increases, c)).collect();
     Ok(Window {
         span_ms: span,
@@ -409,6 +405,8 @@ fn add(a: Window, b: Window) -> Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::series::Counted;
+    use linnet_core::decide::Variant;
 
     fn scrape(at_ms: Millis, text: &str) -> Scrape {
         Scrape {
@@ -435,9 +433,14 @@ linnet_override_rejected_total{{rollout="r"}} {rejected}
     }
 
     fn query(counters: Vec<Counter>) -> Query {
+        let by_filter = |variant| Counted::Filter {
+            rollout: "r".into(),
+            variant,
+        };
         Query {
             rollout: "r".into(),
-            shadow: None,
+            canary: by_filter(Variant::Canary),
+            stable: by_filter(Variant::Stable),
             now_ms: 0,
             increment_ms: 10_000,
             spans: vec![],
@@ -502,7 +505,7 @@ envoy_cluster_upstream_rq_total{{envoy_cluster_name="c-stable"}} 77
         push(&mut h, scrape(0, &text(10, 1)), 5000);
         push(&mut h, scrape(5000, &text(110, 21)), 5000);
         let mut q = query(vec![]);
-        q.shadow = Some("c-shadow".into());
+        q.canary = Counted::Cluster("c-shadow".into());
         let w = window(&h, 5000, &q).unwrap();
         assert_eq!((w.canary.requests, w.canary.errors), (100.0, 20.0));
     }

@@ -85,12 +85,14 @@ pub struct Queries {
     /// Must return one series per `le` bucket (cumulative counts).
     #[serde(default = "q::latency")]
     pub latency: String,
-    #[serde(default = "q::shadow_requests")]
-    pub shadow_requests: String,
-    #[serde(default = "q::shadow_errors")]
-    pub shadow_errors: String,
-    #[serde(default = "q::shadow_latency")]
-    pub shadow_latency: String,
+    /// A cluster's requests, with `{cluster}`: a variant's cluster when the spec names
+    /// `clusters`, and the shadow cluster during a mirror step.
+    #[serde(default = "q::cluster_requests")]
+    pub cluster_requests: String,
+    #[serde(default = "q::cluster_errors")]
+    pub cluster_errors: String,
+    #[serde(default = "q::cluster_latency")]
+    pub cluster_latency: String,
 }
 
 /// One guardrail: exactly one of the kinds, with a severity.
@@ -255,8 +257,8 @@ mod q {
     fn variant() -> TrafficSeries {
         TrafficSeries::variant("{rollout}", "{variant}")
     }
-    fn shadow() -> TrafficSeries {
-        TrafficSeries::shadow("{cluster}")
+    fn cluster() -> TrafficSeries {
+        TrafficSeries::cluster("{cluster}")
     }
     fn by_le(buckets: &Selector) -> String {
         format!("sum by ({LE}) (increase({buckets}[{{window}}]))")
@@ -271,14 +273,14 @@ mod q {
     pub fn latency() -> String {
         by_le(&variant().buckets)
     }
-    pub fn shadow_requests() -> String {
-        increase(&shadow().requests, "{window}")
+    pub fn cluster_requests() -> String {
+        increase(&cluster().requests, "{window}")
     }
-    pub fn shadow_errors() -> String {
-        increase(&shadow().errors, "{window}")
+    pub fn cluster_errors() -> String {
+        increase(&cluster().errors, "{window}")
     }
-    pub fn shadow_latency() -> String {
-        by_le(&shadow().buckets)
+    pub fn cluster_latency() -> String {
+        by_le(&cluster().buckets)
     }
 }
 
@@ -365,9 +367,9 @@ impl Default for Queries {
             requests: q::requests(),
             errors: q::errors(),
             latency: q::latency(),
-            shadow_requests: q::shadow_requests(),
-            shadow_errors: q::shadow_errors(),
-            shadow_latency: q::shadow_latency(),
+            cluster_requests: q::cluster_requests(),
+            cluster_errors: q::cluster_errors(),
+            cluster_latency: q::cluster_latency(),
         }
     }
 }

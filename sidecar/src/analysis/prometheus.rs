@@ -4,7 +4,7 @@
 
 use super::exposition::parse_value;
 use super::policy::{Counter, Queries};
-use super::series::{increase, LE};
+use super::series::{increase, Counted, LE};
 use super::source::{Answer, Observed, Query, Source};
 use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
@@ -78,24 +78,26 @@ impl PrometheusSource {
     }
 
     async fn traffic(&self, q: &Query, span: Millis, canary: bool) -> Result<Traffic, String> {
-        let (variant, cluster) = match (&q.shadow, canary) {
-            (Some(c), true) => (Variant::Canary, Some(c.as_str())),
-            (_, true) => (Variant::Canary, None),
-            (_, false) => (Variant::Stable, None),
+        let (variant, counted) = if canary {
+            (Variant::Canary, &q.canary)
+        } else {
+            (Variant::Stable, &q.stable)
         };
-        let (req, err, lat) = match cluster {
-            Some(_) => (
-                &self.queries.shadow_requests,
-                &self.queries.shadow_errors,
-                &self.queries.shadow_latency,
+        let (req, err, lat, cluster) = match counted {
+            Counted::Cluster(c) => (
+                &self.queries.cluster_requests,
+                &self.queries.cluster_errors,
+                &self.queries.cluster_latency,
+                c.as_str(),
             ),
-            None => (
+            Counted::Filter { .. } => (
                 &self.queries.requests,
                 &self.queries.errors,
                 &self.queries.latency,
+                "",
             ),
         };
-        let fill = |t: &str| fill(t, &q.rollout, variant.as_str(), cluster.unwrap_or(""), span);
+        let fill = |t: &str| fill(t, &q.rollout, variant.as_str(), cluster, span);
         let requests = self.scalar(&fill(req)).await?.unwrap_or(0.0);
         let errors = self.scalar(&fill(err)).await?.unwrap_or(0.0);
         let mut buckets = Vec::new();
@@ -194,7 +196,7 @@ mod tests {
             r#"sum(increase(linnet_responses_total{rollout="checkout",variant="canary",class="5xx"}[30000ms]))"#
         );
         let s = fill(
-            &q.shadow_latency,
+            &q.cluster_latency,
             "checkout",
             "canary",
             "checkout-shadow",

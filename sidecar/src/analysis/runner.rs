@@ -4,11 +4,13 @@
 
 use super::judge;
 use super::policy::{Analysis, Kind, SourceSpec};
+use super::series::Counted;
 use super::source::{self, Observed, Query, Source};
 use super::step::{self, Step};
 use crate::clock::Millis;
 use crate::machine::{Outcome, Runtime};
-use crate::spec::Plan;
+use crate::spec::{Clusters, Plan};
+use linnet_core::decide::Variant;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -39,6 +41,8 @@ pub struct Target {
     pub plan: Plan,
     /// The shadow cluster, during a step that mirrors with no user on the canary.
     pub shadow: Option<String>,
+    /// The variants' clusters, when the spec names them.
+    pub clusters: Option<Clusters>,
     /// Where the rollout is as the run begins, with what analysis remembers.
     pub rt: Runtime,
 }
@@ -308,9 +312,25 @@ async fn run_one(
     let increment_ms = t.rt.analysis.last_run_ms.map_or(a.interval_ms, |last| {
         (now - last).clamp(1, a.interval_ms * 10)
     });
+    // Envoy's stats of a variant's cluster when the spec names it; the shadow stands for the
+    // canary while only copies reach it; else the filter's per-variant counts.
+    let by_filter = |variant| Counted::Filter {
+        rollout: t.name.clone(),
+        variant,
+    };
+    let canary = match (&t.shadow, &t.clusters) {
+        (Some(shadow), _) => Counted::Cluster(shadow.clone()),
+        (None, Some(c)) => Counted::Cluster(c.canary.clone()),
+        (None, None) => by_filter(Variant::Canary),
+    };
+    let stable = t.clusters.as_ref().map_or_else(
+        || by_filter(Variant::Stable),
+        |c| Counted::Cluster(c.stable.clone()),
+    );
     let query = Query {
         rollout: t.name.clone(),
-        shadow: t.shadow.clone(),
+        canary,
+        stable,
         now_ms: now,
         increment_ms,
         spans: judge::spans(a),

@@ -3,6 +3,7 @@
 //! source matches scraped samples against these selectors; the prometheus source's default
 //! queries are written from the same selectors.
 
+use linnet_core::decide::Variant;
 use linnet_core::metrics;
 
 /// `name{label="value",...}`: the series whose name and listed labels match.
@@ -28,7 +29,17 @@ pub const LE: &str = "le";
 /// client's.
 pub const ERROR_CLASS: &str = metrics::CLASSES[4];
 
-/// Envoy's upstream stats of a cluster, for the shadow cluster during a mirror step.
+/// Where a variant's traffic is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// By the filter, per rollout and variant (`linnet_responses_total`, …).
+    Filter { rollout: String, variant: Variant },
+    /// By Envoy, as the upstream stats of the cluster that serves the variant (or of the
+    /// shadow cluster, which stands for the canary during a mirror step).
+    Cluster(String),
+}
+
+/// Envoy's upstream stats of a cluster.
 const CLUSTER_REQUESTS: &str = "envoy_cluster_upstream_rq_total";
 const CLUSTER_RESPONSES_BY_CLASS: &str = "envoy_cluster_upstream_rq_xx";
 const CLUSTER_RESPONSE_TIME: &str = "envoy_cluster_upstream_rq_time";
@@ -40,6 +51,16 @@ const CLUSTER_ERROR_CLASS: &str = "5";
 // === impl TrafficSeries ===
 
 impl TrafficSeries {
+    /// The series a variant's traffic is counted in.
+    pub fn of(counted: &Counted) -> TrafficSeries {
+        match counted {
+            Counted::Filter { rollout, variant } => {
+                TrafficSeries::variant(rollout, variant.as_str())
+            }
+            Counted::Cluster(cluster) => TrafficSeries::cluster(cluster),
+        }
+    }
+
     /// A rollout's variant (`canary` or `stable`) as the filter counts it.
     pub fn variant(rollout: &str, variant: &str) -> TrafficSeries {
         let ours = [("rollout", rollout), ("variant", variant)];
@@ -54,7 +75,7 @@ impl TrafficSeries {
     }
 
     /// A cluster as Envoy counts its upstream requests.
-    pub fn shadow(cluster: &str) -> TrafficSeries {
+    pub fn cluster(cluster: &str) -> TrafficSeries {
         let ours = [(CLUSTER_LABEL, cluster)];
         TrafficSeries {
             requests: Selector::new(CLUSTER_REQUESTS, &ours),
@@ -68,7 +89,7 @@ impl TrafficSeries {
 
     /// Every series name the sources read for traffic, of any rollout or cluster.
     pub fn names() -> Vec<String> {
-        [TrafficSeries::variant("", ""), TrafficSeries::shadow("")]
+        [TrafficSeries::variant("", ""), TrafficSeries::cluster("")]
             .into_iter()
             .flat_map(|t| [t.requests.name, t.errors.name, t.buckets.name])
             .collect()

@@ -1,6 +1,7 @@
 //! Metric sources behind one trait: what a run asks for, and what comes back.
 
 use super::policy::{Counter, SourceKind, SourceSpec};
+use super::series::Counted;
 use super::window::Window;
 use crate::clock::Millis;
 use serde::{Deserialize, Serialize};
@@ -12,8 +13,10 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     pub rollout: String,
-    /// During a mirror step the shadow cluster stands for the canary.
-    pub shadow: Option<String>,
+    /// Where each variant's traffic is counted (during a mirror step the shadow cluster
+    /// stands for the canary).
+    pub canary: Counted,
+    pub stable: Counted,
     pub now_ms: Millis,
     /// Time since the previous run: the increment's length.
     pub increment_ms: Millis,
