@@ -46,3 +46,7 @@ pub fn baseline_wasm_path() -> Result<PathBuf> {
     Wasm::Baselines.path().map_err(anyhow::Error::msg)
 }
 
+/// The lean no-op baseline without the SDK, `<workspace>/dist/lean.wasm`.
+pub fn lean_wasm_path() -> Result<PathBuf> {
+    Wasm::Lean.path().map_err(anyhow::Error::msg)
+}
