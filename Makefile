@@ -10,15 +10,16 @@ wasm: setup
 	@scripts/build-wasm.sh
 
 build: wasm
-	$(CARGO) build --release --workspace --exclude linnet-filter --exclude linnet-baselines
+	$(CARGO) build --release --workspace --exclude linnet-filter --exclude linnet-baselines \
+		--exclude linnet-baseline-lean
 
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	scripts/wasm-cargo.sh clippy -p linnet-filter -p linnet-baselines -- -D warnings
+	scripts/wasm-cargo.sh clippy -p linnet-filter -p linnet-baselines -p linnet-baseline-lean -- -D warnings
 
 test: wasm lint
-	$(CARGO) test --workspace --exclude linnet-baselines --no-fail-fast
+	$(CARGO) test --workspace --exclude linnet-baselines --exclude linnet-baseline-lean --no-fail-fast
 
 bench: wasm
 	$(CARGO) bench -p linnet-core --bench decision

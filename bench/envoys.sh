@@ -1,11 +1,12 @@
-# Sourced by scripts/bench-envoy.sh and scripts/bench-envoy-instructions.sh: the five Envoy
+# Sourced by scripts/bench-envoy.sh and scripts/bench-envoy-instructions.sh: the seven Envoy
 # configs they compare, their ports, and the upstream they share. The sourcing script defines
 # die() and sets `pids` (killed on exit) and `work` (removed on exit).
 
-CONFIGS=(nowasm noop key reroute linnet)
+CONFIGS=(nowasm native lean noop key reroute linnet)
 # As in envoy/bench-*.yaml.
-declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004 [key]=10005)
-declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905 [key]=9906)
+declare -A LISTENER=([nowasm]=10001 [noop]=10002 [linnet]=10003 [reroute]=10004 [key]=10005 [lean]=10006
+    [native]=10007)
+declare -A ADMIN=([nowasm]=9902 [noop]=9903 [linnet]=9904 [reroute]=9905 [key]=9906 [lean]=9907 [native]=9908)
 UPSTREAM=8090
 
 # A plain HTTP/1.1 GET over bash's /dev/tcp; succeeds on a 200. A subshell, because a failed
@@ -23,7 +24,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 # Checks the wasm files and that no port is taken; creates $work and the exit trap.
 bench_prepare() {
     local w p
-    for w in dist/baselines.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
+    for w in dist/baselines.wasm dist/lean.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
     for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
         ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "127.0.0.1:$p is in use"
     done

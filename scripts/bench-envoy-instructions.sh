@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per request through Envoy, for the five configs of scripts/bench-envoy.sh (no
-# wasm, the no-op filter, the key-read floor, the reroute floor, Linnet), counted by valgrind's
-# callgrind.
+# Instructions per request through Envoy, for the seven configs of scripts/bench-envoy.sh (no
+# wasm, Envoy's own sticky weighted split, the lean no-op filter without the SDK, the SDK no-op
+# filter, the key-read floor, the reroute floor, Linnet), counted by valgrind's callgrind.
 #
 # Requests/s on a shared VM move by ±20% between runs; an instruction count is the same for the
 # same binary and inputs whatever else the machine does, so small differences can be read.
@@ -70,6 +70,10 @@ for cfg in "${CONFIGS[@]}"; do
 done
 echo
 printf 'linnet / noop throughput (CPU-bound):   %s   (goal >= 0.95)\n' "$(ratio "$(n noop)" "$(n linnet)")"
+printf 'linnet / native throughput (CPU-bound): %s   (Envoy'"'"'s own sticky split)\n' \
+    "$(ratio "$(n native)" "$(n linnet)")"
+printf 'lean / noop throughput (CPU-bound):     %s   (what the SDK'"'"'s dispatcher costs)\n' \
+    "$(ratio "$(n noop)" "$(n lean)")"
 printf 'key / noop throughput (CPU-bound):      %s   (the floor for reading a sticky key)\n' \
     "$(ratio "$(n noop)" "$(n key)")"
 printf 'reroute / noop throughput (CPU-bound):  %s   (the floor for routing by header)\n' \

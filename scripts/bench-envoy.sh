@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Envoy under load, side by side: no wasm filter, the do-nothing filter (dist/baselines.wasm), the
+# Envoy under load, side by side: no wasm filter, Envoy's own sticky weighted split (no wasm,
+# weighted_clusters by the hash of x-user-id), the lean do-nothing filter without the SDK
+# (dist/lean.wasm), the do-nothing filter built with the SDK (dist/baselines.wasm), the
 # same filter in its `key` mode (reads x-user-id, nothing else: the least a sticky filter pays)
 # and in its `reroute` mode (writes the routing header and calls clear_route_cache, nothing
 # else: the least a filter pays to pick the upstream by header) and Linnet
@@ -7,9 +9,9 @@
 # Each Envoy runs with one worker (--concurrency 1) in front of the same fast upstream, all on
 # 127.0.0.1, driven by wrk with a distinct x-user-id per request (bench/users.lua).
 #
-# The five Envoys run at once and are measured in interleaved rounds (nowasm, noop, key,
-# reroute, linnet, nowasm, ...), and each cell is the median over the rounds, so that drift on a
-# shared machine hits all five alike. BENCH_PIN=1 pins the Envoys to CPU 0 and wrk and the upstream
+# The seven Envoys run at once and are measured in interleaved rounds (nowasm, native, lean,
+# noop, key, reroute, linnet, nowasm, ...), and each cell is the median over the rounds, so that
+# drift on a shared machine hits all seven alike. BENCH_PIN=1 pins the Envoys to CPU 0 and wrk and the upstream
 # to CPU 1 (on a quiet machine with two dedicated cores this steadies the numbers; on shared
 # vCPUs it can make them worse, hence off by default).
 #
@@ -17,8 +19,8 @@
 # $BENCH_CONNECTIONS connections (throughput), then the ratios the goals are stated in:
 # Linnet >= 0.95x noop throughput, and <= 50 us added p99 over no wasm at one connection; and
 # Linnet against the reroute floor. It measures; it does not fail on a missed goal. It stops by
-# itself after about warm-up + 10 x rounds x round seconds (115 s by default).
-# scripts/bench-envoy-instructions.sh counts instructions per request for the same five configs,
+# itself after about 7 x warm-up + 14 x rounds x round seconds (161 s by default).
+# scripts/bench-envoy-instructions.sh counts instructions per request for the same seven configs,
 # which unlike requests/s does not move with whatever else the machine is doing.
 #
 # Env: BENCH_ROUNDS (default 5), BENCH_ROUND_SECONDS (default 2), BENCH_WARMUP (s, default 3),
@@ -105,6 +107,10 @@ added_p50=$(($(median linnet 1 2) - $(median nowasm 1 2)))
 printf 'linnet / noop throughput at %s connections: %s   (goal >= 0.95: %s)\n' \
     "$CONNECTIONS" "$ratio_n" "$(verdict "$(awk -v r="$ratio_n" 'BEGIN { print (r >= 0.95) }')")"
 printf 'linnet / noop throughput at 1 connection:   %s\n' "$ratio_1"
+printf 'linnet / native throughput at %s connections: %s   (Envoy'"'"'s own sticky split)\n' \
+    "$CONNECTIONS" "$(ratio "$(median linnet "$CONNECTIONS" 1)" "$(median native "$CONNECTIONS" 1)")"
+printf 'lean / noop throughput at %s connections:    %s   (what the SDK'"'"'s dispatcher costs)\n' \
+    "$CONNECTIONS" "$(ratio "$(median lean "$CONNECTIONS" 1)" "$(median noop "$CONNECTIONS" 1)")"
 printf 'key / noop throughput at %s connections:     %s   (the floor for reading a sticky key)\n' \
     "$CONNECTIONS" "$(ratio "$(median key "$CONNECTIONS" 1)" "$(median noop "$CONNECTIONS" 1)")"
 printf 'reroute / noop throughput at %s connections: %s   (the floor for routing by header)\n' \

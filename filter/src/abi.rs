@@ -1,12 +1,12 @@
-//! The host calls the filter makes, declared against the proxy-wasm 0.2.1 ABI directly.
+//! The host calls the filter makes, declared against the proxy-wasm 0.2.1 ABI directly, and
+//! the allocator the host fills with the data those calls return.
 //!
-//! The SDK's `hostcalls` wrappers `panic!` on any status they do not expect (and read the
-//! status into an enum that lacks some values hosts return, such as `Unimplemented`). A
-//! panic traps the VM and fails every later request, so the calls on Linnet's paths go
-//! through these wrappers instead: every status other than `Ok` becomes an `Err(status)`.
+//! A panic traps the VM and fails every later request (the proxy-wasm SDK's wrappers `panic!`
+//! on statuses they do not expect), so every status other than `Ok` becomes an `Err(status)`.
 #![allow(unsafe_code)]
 
-use std::ptr::{null, null_mut};
+use std::alloc::{alloc, Layout};
+use std::ptr::{null, null_mut, NonNull};
 
 /// A proxy-wasm status code other than `Ok` (1 NotFound, 2 BadArgument, 12 Unimplemented…).
 pub type Status = u32;
@@ -55,8 +55,6 @@ pub enum SetError {
     Host(Status),
 }
 
-// The SDK declares the same imports with its own enum types; the ABI is the same u32.
-#[allow(clashing_extern_declarations)]
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
@@ -104,6 +102,18 @@ extern "C" {
         results_size: *mut usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_milliseconds: u32,
+        return_token: *mut u32,
+    ) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -136,9 +146,22 @@ fn status(code: u32) -> Result<(), Status> {
     }
 }
 
-/// Takes ownership of bytes the host returned. The host allocates them through the guest's
-/// `proxy_on_memory_allocate` export (the SDK's, backed by the global allocator), so they are
-/// freed as an ordinary `Vec`.
+/// `size` bytes for the host to write into (`proxy_on_memory_allocate`), laid out as a
+/// `Vec<u8>` of that capacity so that `take` can own them; null if there is no memory left.
+pub fn allocate(size: usize) -> *mut u8 {
+    let Ok(layout) = Layout::array::<u8>(size) else {
+        return null_mut();
+    };
+    if layout.size() == 0 {
+        // What an empty `Vec<u8>` holds: never dereferenced, and not freed.
+        return NonNull::<u8>::dangling().as_ptr();
+    }
+    // SAFETY: the layout has a non-zero size.
+    unsafe { alloc(layout) }
+}
+
+/// Takes ownership of bytes the host returned. The host allocates them through `allocate`,
+/// so they are freed as an ordinary `Vec`.
 fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     if data.is_null() {
         return None;
@@ -242,6 +265,30 @@ pub fn call_foreign(name: &str) -> Result<(), Status> {
 pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
     // SAFETY: a plain value.
     status(unsafe { proxy_set_tick_period_milliseconds(period) })
+}
+
+/// Sends an HTTP request to `cluster` (headers in the ABI's map serialization, no body, no
+/// trailers); the answer comes to `proxy_on_http_call_response` with the returned token.
+pub fn http_call(cluster: &str, headers: &[u8], timeout_ms: u32) -> Result<u32, Status> {
+    let trailers = 0u32.to_le_bytes();
+    let mut token = 0u32;
+    // SAFETY: every pointer and length describes a live slice; `token` is a valid place for
+    // a u32; a null body with size 0 is no body.
+    status(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            null(),
+            0,
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
 }
 
 /// A shared-data value and its CAS token; `(None, 0)` when the key does not exist.

@@ -29,6 +29,24 @@ pub fn now_ns() -> u64 {
     abi::now_ns().unwrap_or(0)
 }
 
+/// A header map in the ABI's serialization (see `Headers::parse`), for the host to read.
+pub fn serialize_map<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
+    // Lengths fit a u32 on wasm32, where usize is one.
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = len(pairs.len()).to_vec();
+    for (k, v) in pairs {
+        out.extend_from_slice(&len(k.as_ref().len()));
+        out.extend_from_slice(&len(v.as_ref().len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
+
 fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
     usize::try_from(u32::from_le_bytes(b)).ok()
@@ -108,31 +126,17 @@ impl Request for EnvoyRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::Headers;
-
-    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k);
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
+    use super::{serialize_map, Headers};
 
     #[test]
     fn parses_the_abi_serialization() {
-        let raw = serialize(&[
+        let pairs: [(&[u8], &[u8]); 4] = [
             (b":path", b"/"),
             (b"x-user-id", b"\xff\x00u"),
             (b"x-user-id", b"second"),
             (b"empty", b""),
-        ]);
+        ];
+        let raw = serialize_map(&pairs);
         let h = Headers::parse(raw).unwrap();
         assert_eq!(h.get(":path"), Some(&b"/"[..]));
         assert_eq!(h.get("X-User-Id"), Some(&b"\xff\x00u"[..]));
@@ -142,7 +146,7 @@ mod tests {
 
     #[test]
     fn refuses_truncated_or_lying_maps() {
-        let raw = serialize(&[(b"a", b"b")]);
+        let raw = serialize_map(&[("a", "b")]);
         for cut in 0..raw.len() {
             assert!(
                 Headers::parse(raw[..cut].to_vec()).is_none(),
@@ -155,6 +159,11 @@ mod tests {
         let mut long = raw;
         long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Headers::parse(long).is_none());
-        assert_eq!(Headers::parse(serialize(&[])).unwrap().get("a"), None);
+        assert_eq!(
+            Headers::parse(serialize_map::<&str, &str>(&[]))
+                .unwrap()
+                .get("a"),
+            None
+        );
     }
 }

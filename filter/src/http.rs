@@ -7,8 +7,6 @@ use crate::root::Routing;
 use linnet_core::decide::MintedCookie;
 use linnet_core::metrics::class_index;
 use linnet_core::Variant;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -67,7 +65,8 @@ impl Http {
         }
     }
 
-    fn route(&mut self) {
+    /// The request's headers arrived (`proxy_on_request_headers`).
+    pub fn route(&mut self) {
         let Some(routing) = self.routing.clone() else {
             return;
         };
@@ -137,7 +136,8 @@ impl Http {
         });
     }
 
-    fn respond(&mut self) {
+    /// The response's headers arrived (`proxy_on_response_headers`).
+    pub fn respond(&mut self) {
         let (Some(routing), Some(routed)) = (&self.routing, self.routed.take()) else {
             return;
         };
@@ -153,19 +153,5 @@ impl Http {
             let value = set_cookie_value(mint);
             let _ = abi::add_header(Map::Response, "set-cookie", value.as_bytes());
         }
-    }
-}
-
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.route();
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.respond();
-        Action::Continue
     }
 }

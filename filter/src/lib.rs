@@ -2,25 +2,16 @@
 //! the host, lets `linnet-core` decide, and writes the result back. Every rule lives in core.
 //!
 //! It never panics on the request path: host calls go through `abi`, which turns every status
-//! into a `Result`, clippy denies `unwrap`/`expect`/`panic`, and a panic hook logs at critical should a
-//! dependency ever panic (a trapped VM would fail every later request).
-// Only `abi` uses unsafe code, to call the host without the SDK's panicking wrappers.
+//! into a `Result`, the exports ignore context ids they do not know, clippy denies
+//! `unwrap`/`expect`/`panic`, and a panic hook logs at critical should a dependency ever panic
+//! (a trapped VM would fail every later request).
+// Only `abi` (calls into the host) and `exports` (the host's calls in) use unsafe code.
 #![deny(unsafe_code)]
 
 mod abi;
+mod exports;
 mod host;
 mod http;
 mod metrics;
 mod root;
 mod sync;
-
-use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
-
-proxy_wasm::main! {{
-    std::panic::set_hook(Box::new(|info| {
-        abi::log(abi::CRITICAL, &format!("linnet: panic: {info}"));
-    }));
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::Root::default()) });
-}}

@@ -2,18 +2,15 @@
 //! sidecar is configured, keeps the live snapshot current (see `sync`).
 
 use crate::abi::{self, Buffer, Map, MetricKind};
+use crate::host::serialize_map;
 use crate::http::Http;
 use crate::metrics::{define_one, Metrics};
 use crate::sync::{Publish, SharedKeys};
 use linnet_core::config::{OnStale, SidecarConfig};
 use linnet_core::murmur3::murmur3_x86_32;
 use linnet_core::{Epoch, PluginConfig, Snapshot, SnapshotDoc, Stamp};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// How often every VM looks for a new snapshot in shared data.
 const SYNC_PERIOD_MS: u32 = 50;
@@ -196,11 +193,10 @@ impl Root {
         if let Some(b) = &bearer {
             headers.push(("authorization", b.as_str()));
         }
-        let timeout = Duration::from_millis(p.config.poll_timeout_ms + POLL_GRACE_MS);
-        // The SDK's call, not `abi`: its dispatcher must register the token to route the
-        // response back here. Envoy answers it with Ok, BadArgument or InternalFailure, which
-        // the SDK maps without panicking.
-        match hostcalls::dispatch_http_call(&p.config.cluster, headers, None, vec![], timeout) {
+        let timeout_ms = p.config.poll_timeout_ms.saturating_add(POLL_GRACE_MS);
+        let timeout_ms = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
+        // Its answer comes to this root (the context that sent it), one call at a time.
+        match abi::http_call(&p.config.cluster, &serialize_map(&headers), timeout_ms) {
             Ok(_) => p.in_flight = true,
             Err(status) => {
                 let _ = abi::increment_metric(p.errors, 1);
@@ -208,7 +204,7 @@ impl Root {
                 abi::log(
                     abi::WARN,
                     &format!(
-                        "linnet: cannot poll cluster {:?}: {status:?}",
+                        "linnet: cannot poll cluster {:?}: host status {status}",
                         p.config.cluster
                     ),
                 );
@@ -285,16 +281,9 @@ impl Root {
             }
         }
     }
-}
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _headers: usize,
-        _body: usize,
-        _trailers: usize,
-    ) {
+    /// The sidecar answered the poll (`proxy_on_http_call_response`).
+    pub fn on_http_call_response(&mut self) {
         let now = crate::host::now_ns();
         self.on_poll_response(now);
         // An answer shared data did not take leaves this VM behind it: catch up before
@@ -304,10 +293,9 @@ impl Context for Root {
         // Ask again at once: the sidecar holds the call until something changes.
         self.poll(now);
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
+    /// `proxy_on_configure`: false refuses the configuration, with a log line naming why.
+    pub fn on_configure(&mut self) -> bool {
         let bytes = match abi::buffer(Buffer::PluginConfiguration) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(status) => {
@@ -330,20 +318,17 @@ impl RootContext for Root {
         }
     }
 
-    fn on_tick(&mut self) {
+    pub fn on_tick(&mut self) {
         let now = crate::host::now_ns();
         self.sync_from_shared();
         self.update_staleness(now);
         self.poll(now);
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // The SDK panics on `None`, so a context without configuration passes traffic through.
-        Some(Box::new(Http::new(self.routing.clone())))
+    /// A new stream under this root: it routes by the snapshot current now, or passes traffic
+    /// through when there is no configuration.
+    pub fn stream(&self) -> Http {
+        Http::new(self.routing.clone())
     }
 }
 

@@ -16,20 +16,26 @@ pub enum Wasm {
     Filter,
     /// The benchmarks' baselines (`baselines/`): `dist/baselines.wasm`.
     Baselines,
+    /// The lean no-op baseline, without the SDK (`baselines/lean/`): `dist/lean.wasm`.
+    Lean,
 }
 
 impl Wasm {
+    /// Every `.wasm` that `make wasm` builds.
+    pub const ALL: [Wasm; 3] = [Wasm::Filter, Wasm::Baselines, Wasm::Lean];
+
     /// Its name in `dist/`, as the Envoy configurations under `envoy/` write it.
     pub fn file_name(self) -> &'static str {
         match self {
             Wasm::Filter => "linnet.wasm",
             Wasm::Baselines => "baselines.wasm",
+            Wasm::Lean => "lean.wasm",
         }
     }
 
     /// The one whose `dist/` name `file` ends with.
     pub fn from_file_name(file: &str) -> Option<Wasm> {
-        [Wasm::Filter, Wasm::Baselines]
+        Wasm::ALL
             .into_iter()
             .find(|w| Path::new(file).file_name() == Some(w.file_name().as_ref()))
     }
@@ -44,6 +50,7 @@ impl Wasm {
                 "filter/Cargo.toml",
             ],
             Wasm::Baselines => &["baselines/src", "baselines/Cargo.toml"],
+            Wasm::Lean => &["baselines/lean/src", "baselines/lean/Cargo.toml"],
         }
     }
 
@@ -167,6 +174,7 @@ mod tests {
             Wasm::from_file_name("/abs/dist/baselines.wasm"),
             Some(Wasm::Baselines)
         );
+        assert_eq!(Wasm::from_file_name("dist/lean.wasm"), Some(Wasm::Lean));
         assert_eq!(Wasm::from_file_name("dist/other.wasm"), None);
         assert_eq!(Wasm::from_file_name("dist/xlinnet.wasm"), None);
     }

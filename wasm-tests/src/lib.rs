@@ -29,7 +29,7 @@ pub use state::{
     deserialize_map, serialize_map, Headers, HttpCall, LocalResponse, LogLevel, LogLine, MapRead,
     Metric, MetricKind, Status, StreamCall,
 };
-pub use vm::{Action, Http, Vm};
+pub use vm::{exported_functions, Action, Http, Vm};
 
 use anyhow::Result;
 use linnet_testkit::Wasm;
@@ -44,4 +44,9 @@ pub fn wasm_path() -> Result<PathBuf> {
 /// The benchmarks' baseline filters, `<workspace>/dist/baselines.wasm`.
 pub fn baseline_wasm_path() -> Result<PathBuf> {
     Wasm::Baselines.path().map_err(anyhow::Error::msg)
+}
+
+/// The lean no-op baseline without the SDK, `<workspace>/dist/lean.wasm`.
+pub fn lean_wasm_path() -> Result<PathBuf> {
+    Wasm::Lean.path().map_err(anyhow::Error::msg)
 }

@@ -50,6 +50,18 @@ fn compiled(path: &Path) -> Result<(Engine, Module)> {
     Ok((engine, module))
 }
 
+/// The names of the functions the module at `path` exports, sorted: what the host will call.
+pub fn exported_functions(path: &Path) -> Result<Vec<String>> {
+    let (_, module) = compiled(path)?;
+    let mut names: Vec<String> = module
+        .exports()
+        .filter(|e| e.ty().func().is_some())
+        .map(|e| e.name().to_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// A proxy-wasm VM: one guest instance with its own host state (one Envoy worker thread).
 pub struct Vm {
     store: Store<HostState>,
@@ -108,14 +120,14 @@ impl Vm {
     }
 
     /// Calls export `name` as context `context_id`; a trap becomes an error and kills the VM.
+    /// A callback the guest does not export is skipped, as Envoy skips it: `Ok(None)`.
     fn call(&mut self, name: &str, context_id: u32, args: &[Val]) -> Result<Option<i32>> {
         if let Some(trap) = &self.trapped {
             bail!("{name}: the VM trapped earlier and is dead: {trap}");
         }
-        let func = self
-            .instance
-            .get_func(&mut self.store, name)
-            .ok_or_else(|| anyhow!("the guest does not export {name}"))?;
+        let Some(func) = self.instance.get_func(&mut self.store, name) else {
+            return Ok(None);
+        };
         let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
         self.store.data_mut().effective_context = context_id;
         if let Err(e) = func.call(&mut self.store, args, &mut results) {
@@ -134,8 +146,10 @@ impl Vm {
         Ok(results.first().and_then(Val::i32))
     }
 
+    /// A callback that answers true or false; one the guest does not export counts as true,
+    /// as in Envoy (a VM without `proxy_on_configure` takes any configuration).
     fn call_bool(&mut self, name: &str, context_id: u32, args: &[Val]) -> Result<bool> {
-        Ok(self.call(name, context_id, args)?.is_some_and(|r| r != 0))
+        Ok(self.call(name, context_id, args)?.is_none_or(|r| r != 0))
     }
 
     /// Creates the root context and calls `proxy_on_vm_start` with this VM configuration.
@@ -173,13 +187,22 @@ impl Vm {
 
     /// Starts an HTTP stream: a new context under the root.
     pub fn http(&mut self) -> Result<Http<'_>> {
+        let http = self.http_unknown_to_guest()?;
+        let id = http.id;
+        http.vm
+            .call("proxy_on_context_create", id, &[i32v(id), i32v(ROOT_ID)])?;
+        Ok(http)
+    }
+
+    /// A stream whose context the guest was never told of (no `proxy_on_context_create`):
+    /// every later callback names a context id the guest does not know.
+    pub fn http_unknown_to_guest(&mut self) -> Result<Http<'_>> {
         if !self.root_started {
             bail!("http: call start_vm first");
         }
         let id = self.next_id;
         self.next_id += 1;
         self.store.data_mut().streams.insert(id, Stream::default());
-        self.call("proxy_on_context_create", id, &[i32v(id), i32v(ROOT_ID)])?;
         Ok(Http { vm: self, id })
     }
 
@@ -413,10 +436,11 @@ impl Http<'_> {
     }
 
     fn action(&mut self, name: &str, args: &[Val]) -> Result<Action> {
+        // A callback the guest does not export lets the stream go on, as in Envoy.
         Ok(match self.vm.call(name, self.id, args)? {
-            Some(0) => Action::Continue,
+            None | Some(0) => Action::Continue,
             Some(1) => Action::Pause,
-            other => Action::Other(other.unwrap_or(-1)),
+            Some(other) => Action::Other(other),
         })
     }
 

@@ -1,11 +1,14 @@
-//! The benchmark's baseline filter (`dist/baselines.wasm`) does exactly what its numbers are read
-//! as: nothing with an empty configuration; with `key` one read of the user's key header; with
-//! `reroute` the routing header and the route re-pick Linnet needs; and nothing more. A baseline that silently did less would make
-//! Linnet look slower than it is.
+//! The benchmarks' baseline filters do exactly what their numbers are read as.
+//! `dist/baselines.wasm` (built with the SDK): nothing with an empty configuration; with `key`
+//! one read of the user's key header; with `reroute` the routing header and the route re-pick
+//! Linnet needs; and nothing more. `dist/lean.wasm`: nothing, with one export per stream. A
+//! baseline that silently did less would make Linnet look slower than it is.
 // clippy.toml allows these in #[test] functions only; test helpers fail the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use linnet_wasm_tests::{baseline_wasm_path, Action, LogLevel, MapRead, Vm};
+use linnet_wasm_tests::{
+    baseline_wasm_path, exported_functions, lean_wasm_path, Action, LogLevel, MapRead, Vm,
+};
 
 fn baseline(config: &str) -> (Vm, bool) {
     let mut vm = Vm::load(&baseline_wasm_path().unwrap()).unwrap();
@@ -85,4 +88,30 @@ fn any_other_configuration_is_refused_with_a_log_line() {
         "{:?}",
         vm.logs()
     );
+}
+
+/// The lean baseline (`dist/lean.wasm`) is the cheapest module Envoy runs: the exports the host
+/// requires and an empty request-headers callback, which answers Continue and touches nothing.
+#[test]
+fn lean_exports_one_callback_and_answers_continue_touching_nothing() {
+    let path = lean_wasm_path().unwrap();
+    assert_eq!(
+        exported_functions(&path).unwrap(),
+        [
+            "proxy_abi_version_0_2_1",
+            "proxy_on_memory_allocate",
+            "proxy_on_request_headers"
+        ]
+    );
+    let mut vm = Vm::load(&path).unwrap();
+    // Neither callback is exported: the host goes on as if both had said yes.
+    assert!(vm.start_vm("").unwrap());
+    assert!(vm.configure("").unwrap());
+    for _ in 0..3 {
+        assert_eq!(request(&mut vm), (None, 2));
+    }
+    assert!(vm.map_reads().is_empty(), "{:?}", vm.map_reads());
+    assert_eq!(vm.foreign_calls("clear_route_cache"), 0);
+    assert!(vm.logs().is_empty(), "{:?}", vm.logs());
+    assert_no_metrics_and_alive(&vm);
 }

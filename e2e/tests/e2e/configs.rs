@@ -54,8 +54,9 @@ fn every_config_carries_exactly_the_core_stats_tags() {
 
 #[test]
 fn every_config_passes_envoy_validate() {
-    linnet_e2e::wasm(linnet_e2e::Wasm::Filter).unwrap();
-    linnet_e2e::wasm(linnet_e2e::Wasm::Baselines).unwrap();
+    for w in linnet_e2e::Wasm::ALL {
+        linnet_e2e::wasm(w).unwrap();
+    }
     for file in shipped() {
         let (ok, out) = validate(&file).unwrap();
         assert!(ok, "envoy --mode validate -c {file} failed:\n{out}");

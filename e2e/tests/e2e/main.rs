@@ -11,6 +11,7 @@ mod decisions;
 mod istio;
 mod metrics;
 mod mirror;
+mod native;
 mod robustness;
 mod routing;
 mod spoofing;

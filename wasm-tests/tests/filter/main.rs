@@ -9,6 +9,7 @@ mod cohorts_override;
 mod config;
 mod config_push;
 mod epochs;
+mod exports;
 mod host;
 mod marking;
 mod metrics;
