@@ -432,32 +432,18 @@ where
     if guard.need.is_some() {
         // What the guard answers is documented by the guard, once.
         operation.security = Some(security(guard.query));
-        operation.responses.responses.insert(
-            StatusCode::UNAUTHORIZED.as_str().to_owned(),
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description("No token, or a wrong one.")
-                    .content(
-                        "application/json",
-                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                    )
-                    .build(),
-            ),
+        error_response(
+            &mut operation,
+            StatusCode::UNAUTHORIZED,
+            "No token, or a wrong one.",
         );
     }
     if operation.request_body.is_some() {
         // Every body is read by `Payload`, which bounds it in time.
-        operation.responses.responses.insert(
-            StatusCode::REQUEST_TIMEOUT.as_str().to_owned(),
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description("The body did not arrive within the server's body timeout.")
-                    .content(
-                        "application/json",
-                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-                    )
-                    .build(),
-            ),
+        error_response(
+            &mut operation,
+            StatusCode::REQUEST_TIMEOUT,
+            "The body did not arrive within the server's body timeout.",
         );
     }
     Op {
@@ -467,6 +453,22 @@ where
         guard,
         router: axum::routing::on(filter, handler),
     }
+}
+
+/// Documents that `operation` may answer `status` with an [`ErrorBody`].
+fn error_response(operation: &mut Operation, status: StatusCode, description: &str) {
+    operation.responses.responses.insert(
+        status.as_str().to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build(),
+        ),
+    );
 }
 
 /// The OpenAPI security requirements (any one suffices) for `need`.

@@ -709,13 +709,12 @@ async fn each_variant_is_read_where_the_spec_says_it_is_counted() {
     let mut r = rig().await;
     assert_eq!(r.h.create_yaml(ANALYSED).await.status, 201);
     r.run_for(11).await;
-    let by_filter = |variant| Counted::Filter {
-        rollout: "web".into(),
-        variant,
-    };
     assert_eq!(
         asked(&r),
-        (by_filter(Variant::Canary), by_filter(Variant::Stable))
+        (
+            Counted::filter("web", Variant::Canary),
+            Counted::filter("web", Variant::Stable)
+        )
     );
     r.h.close().await;
 

@@ -433,14 +433,10 @@ linnet_override_rejected_total{{rollout="r"}} {rejected}
     }
 
     fn query(counters: Vec<Counter>) -> Query {
-        let by_filter = |variant| Counted::Filter {
-            rollout: "r".into(),
-            variant,
-        };
         Query {
             rollout: "r".into(),
-            canary: by_filter(Variant::Canary),
-            stable: by_filter(Variant::Stable),
+            canary: Counted::filter("r", Variant::Canary),
+            stable: Counted::filter("r", Variant::Stable),
             now_ms: 0,
             increment_ms: 10_000,
             spans: vec![],

@@ -314,17 +314,13 @@ async fn run_one(
     });
     // Envoy's stats of a variant's cluster when the spec names it; the shadow stands for the
     // canary while only copies reach it; else the filter's per-variant counts.
-    let by_filter = |variant| Counted::Filter {
-        rollout: t.name.clone(),
-        variant,
-    };
     let canary = match (&t.shadow, &t.clusters) {
         (Some(shadow), _) => Counted::Cluster(shadow.clone()),
         (None, Some(c)) => Counted::Cluster(c.canary.clone()),
-        (None, None) => by_filter(Variant::Canary),
+        (None, None) => Counted::filter(&t.name, Variant::Canary),
     };
     let stable = t.clusters.as_ref().map_or_else(
-        || by_filter(Variant::Stable),
+        || Counted::filter(&t.name, Variant::Stable),
         |c| Counted::Cluster(c.stable.clone()),
     );
     let query = Query {

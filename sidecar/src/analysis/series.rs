@@ -48,6 +48,18 @@ const CLUSTER_CLASS_LABEL: &str = "envoy_response_code_class";
 /// Envoy's code class of a 5xx.
 const CLUSTER_ERROR_CLASS: &str = "5";
 
+// === impl Counted ===
+
+impl Counted {
+    /// By the filter, as `rollout`'s `variant`.
+    pub fn filter(rollout: &str, variant: Variant) -> Counted {
+        Counted::Filter {
+            rollout: rollout.to_owned(),
+            variant,
+        }
+    }
+}
+
 // === impl TrafficSeries ===
 
 impl TrafficSeries {
