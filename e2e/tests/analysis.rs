@@ -194,18 +194,7 @@ impl Rig {
 
     /// Polls `f` until it returns something, for at most `timeout`.
     fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Rig) -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = f(self) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not after {timeout:?}\n{}",
-                self.story()
-            );
-            std::thread::sleep(POLL);
-        }
+        poll(what, timeout, || f(self), || self.story())
     }
 
     /// Waits for the rollout to be in `state`; fails at once if it ends in another.
@@ -298,6 +287,28 @@ analysis:
     - {{zero_tolerance: {{metric: '{CANARY_CRASHES}'}}}}
 "#
     )
+}
+
+/// Calls `f` every [`POLL`] until it returns something, for at most `timeout`; past it, fails
+/// with `what` and the story so far.
+fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    story: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not after {timeout:?}\n{}",
+            story()
+        );
+        std::thread::sleep(POLL);
+    }
 }
 
 fn id(event: &Value) -> i64 {
@@ -934,18 +945,7 @@ analysis:
             .unwrap_or_default()
     };
     let wait = |what: &str, f: &dyn Fn(&[Value]) -> Option<Value>| -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(v) = f(&events()) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not after {PATIENCE:?}\n{}",
-                sidecar.log()
-            );
-            std::thread::sleep(POLL);
-        }
+        poll(what, PATIENCE, || f(&events()), || sidecar.log())
     };
     let passed = wait("a pass with three Envoys", &|ev| {
         runs(ev)
