@@ -199,15 +199,11 @@ impl Root {
         match abi::http_call(&p.config.cluster, &serialize_map(&headers), timeout_ms) {
             Ok(_) => p.in_flight = true,
             Err(status) => {
-                let _ = abi::increment_metric(p.errors, 1);
-                p.next_poll_ns = now.saturating_add(RETRY_NS);
-                abi::log(
-                    abi::WARN,
-                    &format!(
-                        "linnet: cannot poll cluster {:?}: host status {status}",
-                        p.config.cluster
-                    ),
+                let message = format!(
+                    "linnet: cannot poll cluster {:?}: host status {status}",
+                    p.config.cluster
                 );
+                p.back_off(p.errors, now, abi::WARN, &message);
             }
         }
     }
@@ -249,35 +245,34 @@ impl Root {
                                     ),
                                 );
                             }
-                            Publish::Failed => {
-                                let _ = abi::increment_metric(p.errors, 1);
-                                p.next_poll_ns = now.saturating_add(RETRY_NS);
-                                abi::log(
-                                    abi::WARN,
-                                    &format!(
-                                        "linnet: cannot store snapshot {} in shared data; keeping the last good one",
-                                        routing.stamp
-                                    ),
-                                );
-                            }
+                            Publish::Failed => p.back_off(
+                                p.errors,
+                                now,
+                                abi::WARN,
+                                &format!(
+                                    "linnet: cannot store snapshot {} in shared data; keeping the last good one",
+                                    routing.stamp
+                                ),
+                            ),
                         }
                     }
-                    Err(e) => {
-                        let _ = abi::increment_metric(p.rejected, 1);
-                        p.next_poll_ns = now.saturating_add(RETRY_NS);
-                        abi::log(
-                            abi::ERROR,
-                            &format!("linnet: rejected snapshot, keeping the last good one: {e}"),
-                        );
-                    }
+                    Err(e) => p.back_off(
+                        p.rejected,
+                        now,
+                        abi::ERROR,
+                        &format!("linnet: rejected snapshot, keeping the last good one: {e}"),
+                    ),
                 }
             }
             Some(b"304") => p.keys.touch_contact(now),
             other => {
-                let _ = abi::increment_metric(p.errors, 1);
-                p.next_poll_ns = now.saturating_add(RETRY_NS);
                 let status = other.map(String::from_utf8_lossy);
-                abi::log(abi::WARN, &format!("linnet: snapshot poll failed (status {status:?}); keeping the last good one"));
+                p.back_off(
+                    p.errors,
+                    now,
+                    abi::WARN,
+                    &format!("linnet: snapshot poll failed (status {status:?}); keeping the last good one"),
+                );
             }
         }
     }
@@ -351,5 +346,13 @@ impl Poller {
             rejected: define_one(MetricKind::Counter, linnet_core::metrics::SNAPSHOT_REJECTED)?,
             config,
         })
+    }
+
+    /// A poll that went wrong: counted on `counter`, logged, and the next one after the
+    /// back-off.
+    fn back_off(&mut self, counter: u32, now: u64, level: u32, message: &str) {
+        let _ = abi::increment_metric(counter, 1);
+        self.next_poll_ns = now.saturating_add(RETRY_NS);
+        abi::log(level, message);
     }
 }
