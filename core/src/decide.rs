@@ -54,7 +54,29 @@ pub struct MintedCookie {
     pub max_age_s: u64,
 }
 
+// === impl MintedCookie ===
+
+impl MintedCookie {
+    /// The `set-cookie` header value that hands the key to the client.
+    pub fn header_value(&self) -> String {
+        format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            self.name, self.key, self.max_age_s
+        )
+    }
+}
+
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The stream property the filter puts a minted cookie in. Envoy keeps it as filter state
+/// `wasm.linnet_cookie`, and the route writes it on the response (see [`SET_COOKIE_VALUE`]):
+/// the filter needs no response callback for it.
+pub const COOKIE_PROPERTY: &str = "linnet_cookie";
+
+/// The `set-cookie` value a route carrying Linnet adds to its responses
+/// (`response_headers_to_add`, with `keep_empty_value: false`, so that a response with no
+/// minted cookie gets no header).
+pub const SET_COOKIE_VALUE: &str = "%FILTER_STATE(wasm.linnet_cookie:PLAIN)%";
 
 // === impl Variant ===
 

@@ -19,6 +19,7 @@ const NOT_FOUND: u32 = 1;
 #[repr(u32)]
 pub enum Map {
     Request = 0,
+    #[cfg(feature = "responses")]
     Response = 2,
     HttpCallResponse = 6,
 }
@@ -44,6 +45,7 @@ pub const CRITICAL: u32 = 5;
 pub enum MetricKind {
     Counter = 0,
     Gauge = 1,
+    #[cfg(feature = "responses")]
     Histogram = 2,
 }
 
@@ -85,14 +87,13 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
-    fn proxy_add_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
-    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -232,22 +233,16 @@ pub fn set_header(map: Map, name: &str, value: &[u8]) -> Result<(), Status> {
     })
 }
 
-pub fn add_header(map: Map, name: &str, value: &[u8]) -> Result<(), Status> {
-    // SAFETY: key and value describe live slices.
-    status(unsafe {
-        proxy_add_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    })
-}
-
 pub fn remove_header(map: Map, name: &str) -> Result<(), Status> {
     // SAFETY: the key describes a live `&str`.
     status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// Sets a property of the current stream. Envoy keeps it as filter state `wasm.<path>`, which
+/// the route's `%FILTER_STATE(wasm.<path>:PLAIN)%` reads. One path segment: no separator.
+pub fn set_property(path: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: path and value describe live slices.
+    status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 /// Calls a host foreign function with no arguments; its result, if any, is dropped.

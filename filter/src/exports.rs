@@ -4,22 +4,27 @@
 //! Envoy's host skips every callback a module does not export, so what is exported here is
 //! what every stream pays for, one VM entry each. The per-stream ones, and why each is here:
 //!
-//! | export                      | needed by                                                 |
-//! | --------------------------- | --------------------------------------------------------- |
-//! | `proxy_on_context_create`   | every stream: which root (configuration) it routes by     |
-//! | `proxy_on_request_headers`  | every stream: strip, decide, mark, count                  |
-//! | `proxy_on_response_headers` | per-variant response metrics (`:status`), minted cookies  |
-//! | `proxy_on_delete`           | forgetting a stream that never saw its response headers   |
+//! | export                      | build       | needed by                                      |
+//! | --------------------------- | ----------- | ---------------------------------------------- |
+//! | `proxy_on_context_create`   | both        | which root (configuration) a stream routes by  |
+//! | `proxy_on_request_headers`  | both        | strip, decide, mark, count, mint               |
+//! | `proxy_on_delete`           | both        | forgetting a root Envoy removed (and, in the   |
+//! |                             |             | `responses` build, a stream that never saw its |
+//! |                             |             | response headers)                              |
+//! | `proxy_on_response_headers` | `responses` | per-variant response metrics (`:status`, time) |
 //!
-//! Everything else per stream (bodies, trailers, `proxy_on_done`, `proxy_on_log`) is left
-//! unexported: the host then goes on as if it had answered Continue (or true). A callback for
-//! a context id this module does not know is ignored, never a panic.
+//! Envoy creates a stream's context right before its request headers (`decodeHeaders` calls
+//! `onCreate` and then `onRequestHeaders`), so the default build keeps no table of streams:
+//! only the one just created and its root. A minted cookie needs no response callback: the
+//! filter puts it in filter state and the route writes it (see `linnet_core::decide::
+//! COOKIE_PROPERTY`). Everything else per stream (bodies, trailers, `proxy_on_done`,
+//! `proxy_on_log`) is left unexported: the host then goes on as if it had answered Continue
+//! (or true). A callback for a context id this module does not know is ignored, never a panic.
 // `#[no_mangle]` is what makes a function a wasm export, and the lint counts it as unsafe
 // (two exports of one name would clash at link time). These are the only such items.
 #![allow(unsafe_code)]
 
 use crate::abi;
-use crate::http::Http;
 use crate::root::Root;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,7 +36,19 @@ const CONTINUE: u32 = 0;
 #[derive(Default)]
 struct Contexts {
     roots: HashMap<u32, Root>,
-    streams: HashMap<u32, Http>,
+    /// The stream created last, and its root's id.
+    created: Option<(u32, u32)>,
+    /// Routed streams waiting for their response headers, with their root's id and the time
+    /// their request headers arrived (the `responses` build).
+    #[cfg(feature = "responses")]
+    streams: HashMap<u32, Waiting>,
+}
+
+#[cfg(feature = "responses")]
+struct Waiting {
+    root: u32,
+    routed: crate::http::Routed,
+    started_ns: u64,
 }
 
 thread_local! {
@@ -51,8 +68,15 @@ fn with_root<R>(id: u32, f: impl FnOnce(&mut Root) -> R) -> Option<R> {
     with(|c| c.roots.get_mut(&id).map(f)).flatten()
 }
 
-fn with_stream(id: u32, f: impl FnOnce(&mut Http)) {
-    with(|c| c.streams.get_mut(&id).map(f));
+// === impl Contexts ===
+
+impl Contexts {
+    /// The root of the stream the host just created, if `stream` is that one.
+    fn root_of(&self, stream: u32) -> Option<(u32, &Root)> {
+        let (id, root) = self.created?;
+        (id == stream).then_some(())?;
+        Some((root, self.roots.get(&root)?))
+    }
 }
 
 #[no_mangle]
@@ -69,8 +93,8 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
     with(|c| {
         if parent_id == 0 {
             c.roots.insert(context_id, Root::default());
-        } else if let Some(stream) = c.roots.get(&parent_id).map(Root::stream) {
-            c.streams.insert(context_id, stream);
+        } else {
+            c.created = Some((context_id, parent_id));
         }
     });
 }
@@ -111,24 +135,59 @@ pub extern "C" fn proxy_on_request_headers(
     _headers: usize,
     _end_of_stream: u32,
 ) -> u32 {
-    with_stream(context_id, Http::route);
+    with(|c| {
+        #[cfg(feature = "responses")]
+        let started_ns = crate::host::now_ns();
+        let Some((root, routing)) = c
+            .root_of(context_id)
+            .and_then(|(id, r)| Some((id, r.routing()?)))
+        else {
+            return;
+        };
+        let routed = crate::http::route(routing);
+        #[cfg(feature = "responses")]
+        if let Some(routed) = routed {
+            let waiting = Waiting {
+                root,
+                routed,
+                started_ns,
+            };
+            c.streams.insert(context_id, waiting);
+        }
+        #[cfg(not(feature = "responses"))]
+        let _ = (root, routed);
+    });
     CONTINUE
 }
 
+#[cfg(feature = "responses")]
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(
     context_id: u32,
     _headers: usize,
     _end_of_stream: u32,
 ) -> u32 {
-    with_stream(context_id, Http::respond);
+    with(|c| {
+        let Some(w) = c.streams.remove(&context_id) else {
+            return;
+        };
+        if let Some(routing) = c.roots.get(&w.root).and_then(Root::routing) {
+            crate::http::respond(routing, w.routed, w.started_ns);
+        }
+    });
     CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     with(|c| {
-        if c.streams.remove(&context_id).is_none() {
+        #[cfg(feature = "responses")]
+        if c.streams.remove(&context_id).is_some() {
+            return;
+        }
+        if c.created.is_some_and(|(id, _)| id == context_id) {
+            c.created = None;
+        } else {
             c.roots.remove(&context_id);
         }
     });

@@ -20,10 +20,6 @@ pub struct Headers {
     pairs: Vec<(Range<usize>, Range<usize>)>,
 }
 
-pub fn response_header(name: &str) -> Option<Vec<u8>> {
-    abi::header(Map::Response, name).ok().flatten()
-}
-
 /// Nanoseconds since the epoch by the host's clock, 0 if the host cannot say.
 pub fn now_ns() -> u64 {
     abi::now_ns().unwrap_or(0)
@@ -92,18 +88,14 @@ impl Headers {
     }
 }
 
-pub struct EnvoyRequest {
-    pub headers: Headers,
-    pub now_ns: u64,
-}
-
-impl Request for EnvoyRequest {
+impl Request for Headers {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.headers.get(name).map(Cow::Borrowed)
+        self.get(name).map(Cow::Borrowed)
     }
 
     /// wasm32-unknown-unknown has no OS randomness; Envoy gives every request a random
-    /// x-request-id (UUIDv4), which is mixed with the clock and a per-VM counter.
+    /// x-request-id (UUIDv4), which is mixed with the clock and a per-VM counter. Asked only
+    /// when a key is minted, so only then does the request read the clock.
     fn entropy(&self) -> [u8; 16] {
         let n = MINTED.with(|c| {
             let n = c.get().wrapping_add(1);
@@ -111,10 +103,9 @@ impl Request for EnvoyRequest {
             n
         });
         let id = self
-            .headers
             .get(linnet_core::decide::REQUEST_ID_HEADER)
             .unwrap_or_default();
-        let (t, n) = (self.now_ns.to_le_bytes(), n.to_le_bytes());
+        let (t, n) = (now_ns().to_le_bytes(), n.to_le_bytes());
         let mut out = [0u8; 16];
         for (seed, chunk) in (0u32..).zip(out.chunks_exact_mut(4)) {
             let h = murmur3_x86_32(&[&t, &n, id], 0x9e37_79b9_u32.wrapping_mul(seed + 1));

@@ -1,13 +1,21 @@
 //! The filter's metrics, defined once per configuration; requests only increment cached ids.
+//!
+//! Per-variant response metrics (status class, time) exist only in the `responses` build: the
+//! default one has no response callback to count them, and a counter that stays at zero would
+//! read as "no errors". Analysis judges responses from Envoy's cluster stats instead.
 
 use crate::abi::{self, MetricKind};
-use linnet_core::metrics::{self as names, CLASSES};
+use linnet_core::metrics as names;
+#[cfg(feature = "responses")]
+use linnet_core::metrics::CLASSES;
 use linnet_core::{Reason, Snapshot, Variant};
 
 /// Metric ids for one rollout, indexed by `Variant as usize`.
 pub struct RolloutMetrics {
     requests: [[u32; Reason::ALL.len()]; 2],
+    #[cfg(feature = "responses")]
     responses: [[u32; CLASSES.len()]; 2],
+    #[cfg(feature = "responses")]
     response_time: [u32; 2],
     mirrored: u32,
     override_rejected: u32,
@@ -48,7 +56,9 @@ impl Metrics {
         for r in &snapshot.rollouts {
             let mut m = RolloutMetrics {
                 requests: [[0; Reason::ALL.len()]; 2],
+                #[cfg(feature = "responses")]
                 responses: [[0; CLASSES.len()]; 2],
+                #[cfg(feature = "responses")]
                 response_time: [0; 2],
                 mirrored: define_one(MetricKind::Counter, &names::mirrored(&r.name))?,
                 override_rejected: define_one(
@@ -61,12 +71,15 @@ impl Metrics {
                     m.requests[vi(v)][ri(reason)] =
                         define_one(MetricKind::Counter, &names::requests(&r.name, v, reason))?;
                 }
-                for (c, class) in CLASSES.iter().enumerate() {
-                    m.responses[vi(v)][c] =
-                        define_one(MetricKind::Counter, &names::responses(&r.name, v, class))?;
+                #[cfg(feature = "responses")]
+                {
+                    for (c, class) in CLASSES.iter().enumerate() {
+                        m.responses[vi(v)][c] =
+                            define_one(MetricKind::Counter, &names::responses(&r.name, v, class))?;
+                    }
+                    m.response_time[vi(v)] =
+                        define_one(MetricKind::Histogram, &names::response_time(&r.name, v))?;
                 }
-                m.response_time[vi(v)] =
-                    define_one(MetricKind::Histogram, &names::response_time(&r.name, v))?;
             }
             rollouts.push(m);
         }
@@ -90,6 +103,7 @@ impl RolloutMetrics {
         bump(self.requests[vi(v)][ri(r)]);
     }
 
+    #[cfg(feature = "responses")]
     pub fn response(&self, v: Variant, class: Option<usize>, elapsed_ms: u64) {
         if let Some(id) = class.and_then(|c| self.responses[vi(v)].get(c)) {
             bump(*id);

@@ -3,7 +3,6 @@
 
 use crate::abi::{self, Buffer, Map, MetricKind};
 use crate::host::serialize_map;
-use crate::http::Http;
 use crate::metrics::{define_one, Metrics};
 use crate::sync::{Publish, SharedKeys};
 use linnet_core::config::{OnStale, SidecarConfig};
@@ -320,10 +319,10 @@ impl Root {
         self.poll(now);
     }
 
-    /// A new stream under this root: it routes by the snapshot current now, or passes traffic
-    /// through when there is no configuration.
-    pub fn stream(&self) -> Http {
-        Http::new(self.routing.clone())
+    /// What a stream under this root routes by now; `None` (traffic passes through) before a
+    /// configuration was accepted.
+    pub fn routing(&self) -> Option<&Routing> {
+        self.routing.as_deref()
     }
 }
 

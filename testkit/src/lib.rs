@@ -14,6 +14,9 @@ use std::time::SystemTime;
 pub enum Wasm {
     /// Linnet's filter: `$LINNET_WASM`, else `dist/linnet.wasm`.
     Filter,
+    /// The filter's `responses` build, which also counts responses per variant:
+    /// `dist/linnet-responses.wasm`.
+    Responses,
     /// The benchmarks' baselines (`baselines/`): `dist/baselines.wasm`.
     Baselines,
     /// The lean no-op baseline, without the SDK (`baselines/lean/`): `dist/lean.wasm`.
@@ -22,12 +25,13 @@ pub enum Wasm {
 
 impl Wasm {
     /// Every `.wasm` that `make wasm` builds.
-    pub const ALL: [Wasm; 3] = [Wasm::Filter, Wasm::Baselines, Wasm::Lean];
+    pub const ALL: [Wasm; 4] = [Wasm::Filter, Wasm::Responses, Wasm::Baselines, Wasm::Lean];
 
     /// Its name in `dist/`, as the Envoy configurations under `envoy/` write it.
     pub fn file_name(self) -> &'static str {
         match self {
             Wasm::Filter => "linnet.wasm",
+            Wasm::Responses => "linnet-responses.wasm",
             Wasm::Baselines => "baselines.wasm",
             Wasm::Lean => "lean.wasm",
         }
@@ -43,7 +47,7 @@ impl Wasm {
     /// What it is built from, relative to the repository.
     fn sources(self) -> &'static [&'static str] {
         match self {
-            Wasm::Filter => &[
+            Wasm::Filter | Wasm::Responses => &[
                 "core/src",
                 "core/Cargo.toml",
                 "filter/src",
@@ -175,6 +179,10 @@ mod tests {
             Some(Wasm::Baselines)
         );
         assert_eq!(Wasm::from_file_name("dist/lean.wasm"), Some(Wasm::Lean));
+        assert_eq!(
+            Wasm::from_file_name("dist/linnet-responses.wasm"),
+            Some(Wasm::Responses)
+        );
         assert_eq!(Wasm::from_file_name("dist/other.wasm"), None);
         assert_eq!(Wasm::from_file_name("dist/xlinnet.wasm"), None);
     }

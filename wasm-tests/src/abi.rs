@@ -204,7 +204,13 @@ fn define_core(l: &mut Linker<HostState>) -> Result<()> {
         |mut c: C<'_>, ptr: u32, len: u32, vptr: u32, vlen: u32| -> Result<u32> {
             let path = read(&mut c, ptr, len)?;
             let value = read(&mut c, vptr, vlen)?;
-            c.data_mut().properties.insert(path, value);
+            let state = c.data_mut();
+            // A stream's property is its filter state (Envoy's `wasm.<path>`); the root's is
+            // the VM's.
+            match state.streams.get_mut(&state.effective_context) {
+                Some(stream) => stream.filter_state.insert(path, value),
+                None => state.properties.insert(path, value),
+            };
             Ok(OK)
         },
     )?;

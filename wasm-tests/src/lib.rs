@@ -32,21 +32,17 @@ pub use state::{
 pub use vm::{exported_functions, Action, Http, Vm};
 
 use anyhow::Result;
-use linnet_testkit::Wasm;
+pub use linnet_testkit::Wasm;
 use std::path::PathBuf;
 
 /// The filter under test: `$LINNET_WASM`, else `<workspace>/dist/linnet.wasm` (refused when
 /// older than its sources).
 pub fn wasm_path() -> Result<PathBuf> {
-    Wasm::Filter.path().map_err(anyhow::Error::msg)
+    path(Wasm::Filter)
 }
 
-/// The benchmarks' baseline filters, `<workspace>/dist/baselines.wasm`.
-pub fn baseline_wasm_path() -> Result<PathBuf> {
-    Wasm::Baselines.path().map_err(anyhow::Error::msg)
-}
-
-/// The lean no-op baseline without the SDK, `<workspace>/dist/lean.wasm`.
-pub fn lean_wasm_path() -> Result<PathBuf> {
-    Wasm::Lean.path().map_err(anyhow::Error::msg)
+/// Any `.wasm` that `make wasm` builds (the `responses` build, the baselines), refused when
+/// older than its sources.
+pub fn path(wasm: Wasm) -> Result<PathBuf> {
+    wasm.path().map_err(anyhow::Error::msg)
 }

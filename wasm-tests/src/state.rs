@@ -107,6 +107,9 @@ pub struct Stream {
     pub response_trailers: Headers,
     pub request_body: Vec<u8>,
     pub response_body: Vec<u8>,
+    /// What the guest set with `proxy_set_property` while this stream was the effective
+    /// context: Envoy's filter state `wasm.<path>`.
+    pub filter_state: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 /// The response to an http call, readable by the guest while it is being delivered.
@@ -146,6 +149,9 @@ pub struct HostState {
     pub map_reads: Vec<MapRead>,
     pub metrics: Vec<Metric>,
     pub properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// The route's `response_headers_to_add`, added to every response before the guest sees
+    /// it, as Envoy's router does.
+    pub route_response_headers: Vec<(String, String)>,
     pub local_responses: Vec<LocalResponse>,
     pub stream_calls: Vec<StreamCall>,
     pub done_calls: usize,
@@ -176,6 +182,7 @@ impl HostState {
             map_reads: Vec::new(),
             metrics: Vec::new(),
             properties: HashMap::new(),
+            route_response_headers: Vec::new(),
             local_responses: Vec::new(),
             stream_calls: Vec::new(),
             done_calls: 0,

@@ -187,10 +187,38 @@ impl Vm {
 
     /// Starts an HTTP stream: a new context under the root.
     pub fn http(&mut self) -> Result<Http<'_>> {
+        self.http_under(ROOT_ID)
+    }
+
+    /// Another root context in this VM, as Envoy makes for a second plugin configuration that
+    /// shares the VM: created, configured with `plugin_config`; its id, if the guest took it.
+    pub fn add_root(&mut self, plugin_config: impl AsRef<[u8]>) -> Result<Option<u32>> {
+        if !self.root_started {
+            bail!("add_root: call start_vm first");
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.call("proxy_on_context_create", id, &[i32v(id), i32v(0)])?;
+        self.store.data_mut().plugin_config = plugin_config.as_ref().to_vec();
+        let size = self.store.data().plugin_config.len();
+        let took = self.call_bool("proxy_on_configure", id, &[i32v(id), i32v_len(size)])?;
+        Ok(took.then_some(id))
+    }
+
+    /// Removes a root context as Envoy does when its plugin configuration goes:
+    /// `proxy_on_done`, then `proxy_on_delete`.
+    pub fn delete_root(&mut self, root: u32) -> Result<()> {
+        self.call("proxy_on_done", root, &[i32v(root)])?;
+        self.call("proxy_on_delete", root, &[i32v(root)])?;
+        Ok(())
+    }
+
+    /// Starts an HTTP stream under root context `root`.
+    pub fn http_under(&mut self, root: u32) -> Result<Http<'_>> {
         let http = self.http_unknown_to_guest()?;
         let id = http.id;
         http.vm
-            .call("proxy_on_context_create", id, &[i32v(id), i32v(ROOT_ID)])?;
+            .call("proxy_on_context_create", id, &[i32v(id), i32v(root)])?;
         Ok(http)
     }
 
@@ -380,6 +408,17 @@ impl Vm {
             .insert(key, value.as_ref().to_vec());
     }
 
+    /// Adds `name: value` to every response, as a route's `response_headers_to_add` with
+    /// `keep_empty_value: false` does: `%FILTER_STATE(wasm.<key>:PLAIN)%` is the stream's
+    /// filter state `<key>`, and a header whose value comes out empty is left out. Other
+    /// `%…%` formatters are not understood and make the response fail.
+    pub fn route_response_header(&mut self, name: &str, value: &str) {
+        self.store
+            .data_mut()
+            .route_response_headers
+            .push((name.to_owned(), value.to_owned()));
+    }
+
     pub fn local_responses(&self) -> &[LocalResponse] {
         &self.store.data().local_responses
     }
@@ -402,6 +441,30 @@ impl Vm {
     pub fn trapped(&self) -> Option<&str> {
         self.trapped.as_deref()
     }
+}
+
+/// A header value with each `%FILTER_STATE(wasm.<key>:PLAIN)%` replaced by the filter state
+/// `<key>` (empty when unset).
+fn expand_filter_state(format: &str, state: &HashMap<Vec<u8>, Vec<u8>>) -> Result<Vec<u8>> {
+    const OPEN: &str = "%FILTER_STATE(wasm.";
+    const CLOSE: &str = ":PLAIN)%";
+    let mut out = Vec::new();
+    let mut rest = format;
+    while let Some(at) = rest.find('%') {
+        out.extend_from_slice(rest[..at].as_bytes());
+        let Some(tail) = rest[at..].strip_prefix(OPEN) else {
+            bail!("the test host does not understand the formatter in {format:?}");
+        };
+        let Some(end) = tail.find(CLOSE) else {
+            bail!("unterminated formatter in {format:?}");
+        };
+        if let Some(value) = state.get(tail[..end].as_bytes()) {
+            out.extend_from_slice(value);
+        }
+        rest = &tail[end + CLOSE.len()..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
 }
 
 /// One HTTP stream on a [`Vm`]. Finish it with [`Http::done`].
@@ -479,9 +542,17 @@ impl Http<'_> {
         &mut self,
         headers: &[(K, V)],
     ) -> Result<Action> {
-        let map = to_headers(headers);
+        let mut map = to_headers(headers);
+        let added = self.vm.store.data().route_response_headers.clone();
+        let stream = self.stream_mut()?;
+        for (name, format) in added {
+            let value = expand_filter_state(&format, &stream.filter_state)?;
+            if !value.is_empty() {
+                map.push((name.into_bytes(), value));
+            }
+        }
         let n = map.len();
-        self.stream_mut()?.response_headers = map;
+        stream.response_headers = map;
         let id = self.id;
         self.action(
             "proxy_on_response_headers",
@@ -521,6 +592,11 @@ impl Http<'_> {
         self.stream()
             .map(|s| s.request_headers.clone())
             .unwrap_or_default()
+    }
+
+    /// The stream's filter state `key` (what the guest set with `proxy_set_property`).
+    pub fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        self.stream()?.filter_state.get(key.as_bytes()).cloned()
     }
 
     pub fn response_header(&self, name: &str) -> Option<Vec<u8>> {

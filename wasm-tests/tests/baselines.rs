@@ -6,12 +6,10 @@
 // clippy.toml allows these in #[test] functions only; test helpers fail the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use linnet_wasm_tests::{
-    baseline_wasm_path, exported_functions, lean_wasm_path, Action, LogLevel, MapRead, Vm,
-};
+use linnet_wasm_tests::{exported_functions, path, Action, LogLevel, MapRead, Vm, Wasm};
 
 fn baseline(config: &str) -> (Vm, bool) {
-    let mut vm = Vm::load(&baseline_wasm_path().unwrap()).unwrap();
+    let mut vm = Vm::load(&path(Wasm::Baselines).unwrap()).unwrap();
     assert!(vm.start_vm("").unwrap());
     let accepted = vm.configure(config).unwrap();
     (vm, accepted)
@@ -94,7 +92,7 @@ fn any_other_configuration_is_refused_with_a_log_line() {
 /// requires and an empty request-headers callback, which answers Continue and touches nothing.
 #[test]
 fn lean_exports_one_callback_and_answers_continue_touching_nothing() {
-    let path = lean_wasm_path().unwrap();
+    let path = path(Wasm::Lean).unwrap();
     assert_eq!(
         exported_functions(&path).unwrap(),
         [

@@ -1,9 +1,10 @@
 //! Requests without a sticky key: the `stable` policy, or a minted key in a cookie that makes
 //! the next request sticky.
 
-use crate::support::{assert_healthy, checkout, expected, round_trip, vm, AUTHORITY};
+use crate::support::{assert_healthy, checkout, expected, round_trip, vm, vm_of, AUTHORITY};
 use linnet_core::metrics::requests;
 use linnet_core::{Reason, Variant};
+use linnet_wasm_tests::Wasm;
 use std::collections::HashSet;
 
 const RANDOM: &str =
@@ -132,4 +133,30 @@ fn a_user_with_a_key_gets_no_cookie() {
     );
     assert!(seen.set_cookies.is_empty());
     assert_eq!(seen.variant.unwrap(), expected("checkout", b"u1", 5000));
+}
+
+/// A minted cookie is left in filter state for the route to write, in both builds: the
+/// `responses` build, which has a response callback, does not write it a second time.
+#[test]
+fn a_minted_cookie_is_filter_state_and_written_once() {
+    for build in [Wasm::Filter, Wasm::Responses] {
+        let mut vm = vm_of(build, &checkout("50", RANDOM));
+        let mut req = vm.http().unwrap();
+        req.request_headers(&[
+            (":authority", AUTHORITY),
+            (":path", "/"),
+            ("x-request-id", "r1"),
+        ])
+        .unwrap();
+        let state = req
+            .filter_state(linnet_core::decide::COOKIE_PROPERTY)
+            .unwrap();
+        let state = String::from_utf8(state).unwrap();
+        minted_key(&state);
+        req.response_headers(&[(":status", "200")]).unwrap();
+        let cookies = req.response_header_values("set-cookie");
+        assert_eq!(cookies, [state.into_bytes()], "{build:?}");
+        req.done().unwrap();
+        assert_healthy(&vm);
+    }
 }

@@ -1,9 +1,11 @@
 //! Hostile or broken requests: no trap, and every routed request still gets a defined variant.
 
-use crate::support::{assert_healthy, checkout, expected, round_trip_raw, vm, AUTHORITY, VARIANT};
+use crate::support::{
+    assert_healthy, checkout, expected, round_trip_raw, vm, vm_of, AUTHORITY, VARIANT,
+};
 use linnet_core::metrics::{requests, response_time, responses, CLASSES};
 use linnet_core::{Reason, Variant};
-use linnet_wasm_tests::Vm;
+use linnet_wasm_tests::{Vm, Wasm};
 
 const STICKY: &str = r#""stickiness":[{"header":"x-user-id"},{"cookie":"uid"}]"#;
 
@@ -160,7 +162,7 @@ fn missing_pseudo_headers() {
 
 #[test]
 fn bad_response_status() {
-    let mut vm = vm(&checkout("100", ""));
+    let mut vm = vm_of(Wasm::Responses, &checkout("100", ""));
     for status in [
         "abc",
         "",
@@ -211,7 +213,8 @@ fn bad_response_status() {
 
 #[test]
 fn streams_cut_short() {
-    let mut vm = vm(&checkout("100", ""));
+    // The `responses` build: the one that keeps streams between their callbacks.
+    let mut vm = vm_of(Wasm::Responses, &checkout("100", ""));
     // Created and gone without a header.
     vm.http().unwrap().done().unwrap();
     // Request but no response.

@@ -3,26 +3,35 @@
 //! table in `filter/src/exports.rs`; so is one that goes.
 
 use crate::support::{checkout, vm, AUTHORITY, VARIANT};
-use linnet_wasm_tests::{exported_functions, wasm_path, Action};
+use linnet_wasm_tests::{exported_functions, path, Action, Wasm};
+
+/// What both builds export: the root context's callbacks, and per stream only the context's
+/// creation, its request headers and its deletion.
+const EXPORTS: [&str; 9] = [
+    "proxy_abi_version_0_2_1",
+    "proxy_on_configure",
+    "proxy_on_context_create",
+    "proxy_on_delete",
+    "proxy_on_http_call_response",
+    "proxy_on_memory_allocate",
+    "proxy_on_request_headers",
+    "proxy_on_tick",
+    "proxy_on_vm_start",
+];
 
 #[test]
-fn the_filter_exports_exactly_the_callbacks_its_features_need() {
-    let exports = exported_functions(&wasm_path().unwrap()).unwrap();
-    assert_eq!(
-        exports,
-        [
-            "proxy_abi_version_0_2_1",
-            "proxy_on_configure",
-            "proxy_on_context_create",
-            "proxy_on_delete",
-            "proxy_on_http_call_response",
-            "proxy_on_memory_allocate",
-            "proxy_on_request_headers",
-            "proxy_on_response_headers",
-            "proxy_on_tick",
-            "proxy_on_vm_start",
-        ]
-    );
+fn the_default_build_enters_the_vm_on_request_headers_only() {
+    let exports = exported_functions(&path(Wasm::Filter).unwrap()).unwrap();
+    assert_eq!(exports, EXPORTS);
+}
+
+#[test]
+fn the_responses_build_adds_the_response_callback_and_nothing_else() {
+    let exports = exported_functions(&path(Wasm::Responses).unwrap()).unwrap();
+    let mut expected = EXPORTS.to_vec();
+    expected.push("proxy_on_response_headers");
+    expected.sort_unstable();
+    assert_eq!(exports, expected);
 }
 
 #[test]
@@ -50,4 +59,39 @@ fn callbacks_for_a_context_the_filter_does_not_know_are_ignored() {
     assert_eq!(req.request_headers(&headers).unwrap(), Action::Continue);
     assert_eq!(req.request_header_str(VARIANT).as_deref(), Some("canary"));
     req.done().unwrap();
+}
+
+/// Two plugin configurations that share a VM (same `vm_config`) are two roots; each stream
+/// routes by the one it was created under, and a root Envoy removed routes nothing more.
+#[test]
+fn each_stream_routes_by_the_root_it_was_created_under() {
+    let mut vm = vm(&checkout("100", ""));
+    let other = vm.add_root(checkout("0", "")).unwrap().unwrap();
+    let headers = [
+        (":authority", AUTHORITY),
+        (":path", "/"),
+        ("x-user-id", "u1"),
+    ];
+    let mut seen = |vm: &mut linnet_wasm_tests::Vm, root: Option<u32>| {
+        let mut req = match root {
+            Some(r) => vm.http_under(r).unwrap(),
+            None => vm.http().unwrap(),
+        };
+        assert_eq!(req.request_headers(&headers).unwrap(), Action::Continue);
+        let variant = req.request_header_str(VARIANT);
+        req.done().unwrap();
+        variant
+    };
+    for _ in 0..3 {
+        assert_eq!(seen(&mut vm, None).as_deref(), Some("canary"));
+        assert_eq!(seen(&mut vm, Some(other)).as_deref(), Some("stable"));
+    }
+    vm.delete_root(other).unwrap();
+    assert_eq!(
+        seen(&mut vm, Some(other)),
+        None,
+        "a removed root still routes"
+    );
+    assert_eq!(seen(&mut vm, None).as_deref(), Some("canary"));
+    assert!(vm.trapped().is_none());
 }

@@ -1,9 +1,16 @@
-//! The filter's metrics after a conversation, timed by the host's fake clock.
+//! The filter's metrics after a conversation, timed by the host's fake clock. Response
+//! metrics are the `responses` build's (`dist/linnet-responses.wasm`); the default build
+//! counts requests only.
 
-use crate::support::{checkout, keys, round_trip_raw, vm, AUTHORITY};
+use crate::support::{checkout, keys, round_trip_raw, vm, vm_of, AUTHORITY};
 use linnet_core::metrics::{requests, response_time, responses, CLASSES, STRIPPED_HEADERS};
 use linnet_core::{Reason, Variant};
-use linnet_wasm_tests::{MetricKind, Vm};
+use linnet_wasm_tests::{MetricKind, Vm, Wasm};
+
+/// The `responses` build, configured with `config`.
+fn responses_vm(config: &str) -> Vm {
+    vm_of(Wasm::Responses, config)
+}
 
 /// One request for `user`, answered with `status` after `ms` on the host clock.
 fn timed(vm: &mut Vm, user: &str, ms: u64, status: &str) {
@@ -21,7 +28,7 @@ fn timed(vm: &mut Vm, user: &str, ms: u64, status: &str) {
 
 #[test]
 fn metrics_are_defined_at_configure() {
-    let vm = vm(&checkout("20", ""));
+    let vm = responses_vm(&checkout("20", ""));
     for v in Variant::ALL {
         for r in [
             Reason::KillSwitch,
@@ -57,8 +64,25 @@ fn metrics_are_defined_at_configure() {
 }
 
 #[test]
-fn counters_and_latency_after_a_conversation() {
+fn the_default_build_counts_requests_and_defines_no_response_metric() {
     let mut vm = vm(&checkout("20", ""));
+    let canary = keys(true, 2000, 1);
+    timed(&mut vm, &canary[0], 25, "500");
+    assert_eq!(
+        vm.metric(&requests("checkout", Variant::Canary, Reason::Bucket)),
+        Some(1)
+    );
+    for v in Variant::ALL {
+        for class in CLASSES {
+            assert_eq!(vm.metric(&responses("checkout", v, class)), None);
+        }
+        assert_eq!(vm.metric_kind(&response_time("checkout", v)), None);
+    }
+}
+
+#[test]
+fn counters_and_latency_after_a_conversation() {
+    let mut vm = responses_vm(&checkout("20", ""));
     let canary = keys(true, 2000, 2);
     let stable = keys(false, 2000, 3);
     timed(&mut vm, &canary[0], 25, "200");
@@ -108,7 +132,7 @@ fn counters_and_latency_after_a_conversation() {
 
 #[test]
 fn latency_is_whole_milliseconds_from_the_host_clock() {
-    let mut vm = vm(&checkout("100", ""));
+    let mut vm = responses_vm(&checkout("100", ""));
     let mut req = vm.http().unwrap();
     req.request_headers(&[
         (":authority", AUTHORITY),
@@ -143,19 +167,22 @@ fn reconfiguring_keeps_metric_identity() {
 
 #[test]
 fn every_linnet_metric_has_the_documented_kind() {
-    let vm = vm(&checkout(
-        "20",
-        r#""mirror":{"cluster":"shadow","percent":10}"#,
-    ));
-    let names = vm.metric_names();
-    // Per rollout: 2 variants x (5 reasons + 5 classes + 1 histogram), mirrored, rejected; plus stripped.
-    assert_eq!(names.len(), 2 * 11 + 2 + 1, "{names:?}");
-    for name in names {
-        let kind = if name.starts_with("linnet_response_time_ms.") {
-            MetricKind::Histogram
-        } else {
-            MetricKind::Counter
-        };
-        assert_eq!(vm.metric_kind(&name), Some(kind), "{name}");
+    // Per rollout: 2 variants x 5 reasons (and, in the `responses` build, 5 classes and a
+    // histogram), mirrored, rejected; plus stripped.
+    for (build, per_variant) in [(Wasm::Filter, 5), (Wasm::Responses, 11)] {
+        let vm = vm_of(
+            build,
+            &checkout("20", r#""mirror":{"cluster":"shadow","percent":10}"#),
+        );
+        let names = vm.metric_names();
+        assert_eq!(names.len(), 2 * per_variant + 2 + 1, "{build:?}: {names:?}");
+        for name in names {
+            let kind = if name.starts_with("linnet_response_time_ms.") {
+                MetricKind::Histogram
+            } else {
+                MetricKind::Counter
+            };
+            assert_eq!(vm.metric_kind(&name), Some(kind), "{name}");
+        }
     }
 }

@@ -2,11 +2,11 @@
 //! raising the weight only adds users, and requests outside a rollout are left alone.
 
 use crate::support::{
-    assert_healthy, checkout, expected, round_trip, user, vm, AUTHORITY, VARIANT,
+    assert_healthy, checkout, expected, round_trip, user, vm, vm_of, AUTHORITY, VARIANT,
 };
 use linnet_core::metrics::requests;
 use linnet_core::{Reason, Variant};
-use linnet_wasm_tests::MapRead;
+use linnet_wasm_tests::{MapRead, Wasm};
 
 #[test]
 fn weight_20_buckets_every_user_like_core() {
@@ -106,37 +106,45 @@ fn one_clear_route_cache_per_matched_request() {
 
 /// Each host call that returns data costs Envoy a call back into the VM to allocate the answer,
 /// so the filter reads everything it needs from the request (authority, path, key header, cookie,
-/// override and token) in one read of the whole map, and the response's `:status` in one more.
+/// override and token) in one read of the whole map; the `responses` build reads the response's
+/// `:status` once more, the default build never touches the response.
 #[test]
-fn a_request_costs_two_header_reads_whatever_the_rollout_reads() {
-    let mut vm = vm(&checkout(
-        "50",
-        r#""stickiness":[{"header":"x-user-id"},{"cookie":"uid"}],"override":{"token":"t"}"#,
-    ));
+fn a_request_costs_one_header_read_whatever_the_rollout_reads() {
     let whole_request = MapRead { map: 0, key: None };
     let status = MapRead {
         map: 2,
         key: Some(b":status".to_vec()),
     };
-    round_trip(
-        &mut vm,
-        &[
-            (":authority", AUTHORITY),
-            (":path", "/"),
-            ("cookie", "uid=u1"),
-            ("x-linnet-override", "canary"),
-            ("x-linnet-override-token", "t"),
-        ],
-    );
-    assert_eq!(vm.map_reads(), [whole_request.clone(), status.clone()]);
-    // Outside every rollout: the request is read once (to strip Linnet's headers), the
-    // response not at all.
-    round_trip(&mut vm, &[(":authority", "other.local"), (":path", "/")]);
-    assert_eq!(
-        vm.map_reads(),
-        [whole_request.clone(), status, whole_request]
-    );
-    assert_healthy(&vm);
+    for (build, per_request) in [
+        (Wasm::Filter, vec![whole_request.clone()]),
+        (Wasm::Responses, vec![whole_request.clone(), status]),
+    ] {
+        let mut vm = vm_of(
+            build,
+            &checkout(
+                "50",
+                r#""stickiness":[{"header":"x-user-id"},{"cookie":"uid"}],"override":{"token":"t"}"#,
+            ),
+        );
+        round_trip(
+            &mut vm,
+            &[
+                (":authority", AUTHORITY),
+                (":path", "/"),
+                ("cookie", "uid=u1"),
+                ("x-linnet-override", "canary"),
+                ("x-linnet-override-token", "t"),
+            ],
+        );
+        assert_eq!(vm.map_reads(), per_request, "{build:?}");
+        // Outside every rollout: the request is read once (to strip Linnet's headers), the
+        // response not at all.
+        round_trip(&mut vm, &[(":authority", "other.local"), (":path", "/")]);
+        let mut expected = per_request.clone();
+        expected.push(whole_request.clone());
+        assert_eq!(vm.map_reads(), expected, "{build:?}");
+        assert_healthy(&vm);
+    }
 }
 
 #[test]

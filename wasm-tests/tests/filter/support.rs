@@ -1,14 +1,21 @@
 //! What every conversation needs: a configured VM and one request/response round trip.
 
-use linnet_wasm_tests::{wasm_path, Action, LogLevel, Vm};
+use linnet_wasm_tests::{path, Action, LogLevel, Vm, Wasm};
 
 pub const AUTHORITY: &str = "checkout.local";
 pub const VARIANT: &str = "x-linnet-variant";
 pub const MIRROR: &str = "x-linnet-mirror";
 
-/// A started VM that accepted `config`.
+/// A started VM of the default build that accepted `config`.
 pub fn vm(config: &str) -> Vm {
-    let mut vm = Vm::load(&wasm_path().unwrap()).unwrap();
+    vm_of(Wasm::Filter, config)
+}
+
+/// A started VM of `build` that accepted `config`, behind a route that writes a minted cookie
+/// as the shipped configurations do (`linnet_core::decide::SET_COOKIE_VALUE`).
+pub fn vm_of(build: Wasm, config: &str) -> Vm {
+    let mut vm = Vm::load(&path(build).unwrap()).unwrap();
+    vm.route_response_header("set-cookie", linnet_core::decide::SET_COOKIE_VALUE);
     assert!(vm.start_vm("").unwrap());
     assert!(
         vm.configure(config).unwrap(),
