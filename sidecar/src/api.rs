@@ -993,7 +993,7 @@ async fn create(
     let Payload(body) = Payload::from_request(req, &s).await?;
     let (spec, plan) = RolloutSpec::parse(&body, format)
         .map_err(|e| ApiError::bad(format!("invalid rollout spec: {e}")))?;
-    let warnings = plan.warnings();
+    let warnings = spec.warnings(&plan);
     for w in &warnings {
         tracing::warn!(rollout = %spec.name, "{w}");
     }

@@ -335,7 +335,7 @@ fn validate(path: &Path) -> Result<(), String> {
                 .join(", ")
         );
     }
-    for w in plan.warnings() {
+    for w in spec.warnings(&plan) {
         println!("warning: {w}");
     }
     Ok(())

@@ -257,6 +257,19 @@ impl RolloutSpec {
         spec
     }
 
+    /// What a reader should know before trusting this valid spec (said at create and by
+    /// `linnet validate`): the plan's warnings, and analysis that would judge responses the
+    /// default filter build does not count.
+    pub fn warnings(&self, plan: &Plan) -> Vec<String> {
+        let mut out = plan.warnings();
+        if plan.analysis.is_some() && self.clusters.is_none() {
+            out.push(
+                "analysis judges responses from the filter's per-variant response metrics, which only the responses build (dist/linnet-responses.wasm) records; name `clusters: {stable, canary}` to judge them from Envoy's cluster stats with dist/linnet.wasm".to_owned(),
+            );
+        }
+        out
+    }
+
     /// Checks every field and builds the schedule.
     pub fn validate(&self) -> Result<Plan, ConfigError> {
         validate_name("name", &self.name)?;
@@ -482,6 +495,22 @@ deadline: 1h
         let (spec2, plan2) = RolloutSpec::parse(&json, Format::Json).unwrap();
         assert_eq!(spec, spec2);
         assert_eq!(plan, plan2);
+    }
+
+    #[test]
+    fn analysis_without_clusters_warns_that_the_default_filter_counts_no_responses() {
+        let analysed = "name: a\nsteps: [{weight: 5}]\nanalysis:\n  source: {envoy: {admin: [\"127.0.0.1:9901\"]}}\n  guardrails: [{name: errors, error_rate: {max: 1}}]\n";
+        let warned = |yaml: &str| {
+            let (spec, plan) = RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap();
+            spec.warnings(&plan)
+                .iter()
+                .any(|w| w.contains("dist/linnet-responses.wasm") && w.contains("clusters"))
+        };
+        assert!(warned(analysed));
+        let with_clusters = format!("{analysed}clusters: {{stable: s, canary: c}}\n");
+        assert!(!warned(&with_clusters));
+        // No analysis, nothing judged: nothing to warn about.
+        assert!(!warned("name: a\nsteps: [{weight: 5}]\n"));
     }
 
     #[test]

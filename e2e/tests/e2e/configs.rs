@@ -114,3 +114,60 @@ fn the_demo_uses_the_documented_defaults() {
     );
     assert!(text.contains("envoy.wasm.runtime.v8"));
 }
+
+/// Where a route gets `set-cookie` from Linnet's filter state, if it does: `response_headers_to_add`
+/// on the route, its virtual host or its route configuration.
+fn writes_minted_cookie(levels: &[&Value]) -> bool {
+    levels.iter().any(|level| {
+        level["response_headers_to_add"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| {
+                h["header"]["key"].as_str() == Some("set-cookie")
+                    && h["header"]["value"].as_str() == Some(linnet_core::decide::SET_COOKIE_VALUE)
+                    && !h["keep_empty_value"].as_bool().unwrap_or(false)
+            })
+    })
+}
+
+/// The filter has no response callback: a key it mints for an anonymous user reaches the
+/// client only if the route writes it. Every route behind Linnet in a shipped config does.
+#[test]
+fn every_route_behind_linnet_writes_minted_cookies() {
+    let mut routes = 0;
+    for file in shipped() {
+        let c = EnvoyConfig::load(&file).unwrap();
+        if c.plugin_config_text().is_none() {
+            continue;
+        }
+        let listeners = c.json()["static_resources"]["listeners"]
+            .as_array()
+            .unwrap();
+        for hcm in listeners
+            .iter()
+            .flat_map(|l| l["filter_chains"].as_array().into_iter().flatten())
+            .flat_map(|fc| fc["filters"].as_array().into_iter().flatten())
+            .map(|f| &f["typed_config"])
+            .filter(|t| t["http_filters"].is_array())
+        {
+            let rc = &hcm["route_config"];
+            for vh in rc["virtual_hosts"].as_array().unwrap() {
+                for route in vh["routes"].as_array().unwrap() {
+                    assert!(
+                        writes_minted_cookie(&[route, vh, rc]),
+                        "{file}: a route of virtual host {} does not add set-cookie: {:?} \
+                         with keep_empty_value false",
+                        vh["name"],
+                        linnet_core::decide::SET_COOKIE_VALUE
+                    );
+                    routes += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        routes >= 4,
+        "only {routes} routes behind Linnet were checked"
+    );
+}

@@ -5,12 +5,17 @@ use crate::{bounded, expected, users};
 use linnet_e2e::{repo_root, Stack};
 use serde_json::Value;
 
-fn wasm_plugin() -> Value {
+/// The manifest's document of this `kind`.
+fn manifest(kind: &str) -> Value {
     let text = std::fs::read_to_string(repo_root().join("envoy/istio/wasmplugin.yaml")).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     docs.into_iter()
-        .find(|d| d["kind"] == "WasmPlugin")
-        .expect("no WasmPlugin in envoy/istio/wasmplugin.yaml")
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in envoy/istio/wasmplugin.yaml"))
+}
+
+fn wasm_plugin() -> Value {
+    manifest("WasmPlugin")
 }
 
 #[test]
@@ -69,4 +74,20 @@ fn the_manifest_plugin_config_decides_as_written() {
         canary > 0 || weight == 0.0,
         "no canary user at weight {weight}"
     );
+}
+
+/// Without a response callback in the filter, the VirtualService's routes write a minted
+/// cookie from filter state (`headers.response.add`), every route of the rollout's host.
+#[test]
+fn the_manifest_routes_write_minted_cookies() {
+    let vs = manifest("VirtualService");
+    let routes = vs["spec"]["http"].as_array().unwrap();
+    assert!(routes.len() >= 2, "{routes:?}");
+    for (i, route) in routes.iter().enumerate() {
+        assert_eq!(
+            route["headers"]["response"]["add"]["set-cookie"].as_str(),
+            Some(linnet_core::decide::SET_COOKIE_VALUE),
+            "http route {i} does not write the minted cookie"
+        );
+    }
 }
