@@ -17,6 +17,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/wasm-cargo.sh clippy -p linnet-filter -p linnet-baselines -p linnet-baseline-lean -- -D warnings
+	scripts/wasm-cargo.sh clippy -p linnet-filter --features responses -- -D warnings
 
 test: wasm lint
 	$(CARGO) test --workspace --exclude linnet-baselines --exclude linnet-baseline-lean --no-fail-fast

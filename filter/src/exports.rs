@@ -27,6 +27,7 @@
 use crate::abi;
 use crate::root::Root;
 use std::cell::RefCell;
+#[cfg(feature = "responses")]
 use std::collections::HashMap;
 
 /// The host's `Continue` for a stream callback (`FilterHeadersStatus::Continue`).
@@ -35,7 +36,8 @@ const CONTINUE: u32 = 0;
 /// Every context of this VM, by the id the host gave it.
 #[derive(Default)]
 struct Contexts {
-    roots: HashMap<u32, Root>,
+    /// One per plugin configuration in this VM: nearly always one, so a list beats a hash.
+    roots: Vec<(u32, Root)>,
     /// The stream created last, and its root's id.
     created: Option<(u32, u32)>,
     /// Routed streams waiting for their response headers, with their root's id and the time
@@ -65,17 +67,28 @@ fn with<R>(f: impl FnOnce(&mut Contexts) -> R) -> Option<R> {
 }
 
 fn with_root<R>(id: u32, f: impl FnOnce(&mut Root) -> R) -> Option<R> {
-    with(|c| c.roots.get_mut(&id).map(f)).flatten()
+    with(|c| c.root_mut(id).map(f)).flatten()
 }
 
 // === impl Contexts ===
 
 impl Contexts {
+    fn root(&self, id: u32) -> Option<&Root> {
+        self.roots.iter().find(|(i, _)| *i == id).map(|(_, r)| r)
+    }
+
+    fn root_mut(&mut self, id: u32) -> Option<&mut Root> {
+        self.roots
+            .iter_mut()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| r)
+    }
+
     /// The root of the stream the host just created, if `stream` is that one.
     fn root_of(&self, stream: u32) -> Option<(u32, &Root)> {
         let (id, root) = self.created?;
         (id == stream).then_some(())?;
-        Some((root, self.roots.get(&root)?))
+        Some((root, self.root(root)?))
     }
 }
 
@@ -92,7 +105,8 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
     with(|c| {
         if parent_id == 0 {
-            c.roots.insert(context_id, Root::default());
+            c.roots.retain(|(id, _)| *id != context_id);
+            c.roots.push((context_id, Root::default()));
         } else {
             c.created = Some((context_id, parent_id));
         }
@@ -171,7 +185,7 @@ pub extern "C" fn proxy_on_response_headers(
         let Some(w) = c.streams.remove(&context_id) else {
             return;
         };
-        if let Some(routing) = c.roots.get(&w.root).and_then(Root::routing) {
+        if let Some(routing) = c.root(w.root).and_then(Root::routing) {
             crate::http::respond(routing, w.routed, w.started_ns);
         }
     });
@@ -188,7 +202,7 @@ pub extern "C" fn proxy_on_delete(context_id: u32) {
         if c.created.is_some_and(|(id, _)| id == context_id) {
             c.created = None;
         } else {
-            c.roots.remove(&context_id);
+            c.roots.retain(|(id, _)| *id != context_id);
         }
     });
 }

@@ -5,7 +5,6 @@ use linnet_core::murmur3::murmur3_x86_32;
 use linnet_core::Request;
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::ops::Range;
 
 thread_local! {
     /// Distinguishes keys minted in the same nanosecond on the same VM.
@@ -14,10 +13,13 @@ thread_local! {
 
 /// A header map copied out of the host once. Every host call costs a crossing (and a call
 /// back into the guest's allocator for its answer), so one copy beats a lookup per header.
+/// It is read where it lies: a lookup walks the host's serialization (a handful of headers,
+/// compared by length first), which costs less than building an index each request.
 #[derive(Default)]
 pub struct Headers {
     raw: Vec<u8>,
-    pairs: Vec<(Range<usize>, Range<usize>)>,
+    /// How many pairs `raw` holds; `parse` checked that they all fit.
+    n: usize,
 }
 
 /// Nanoseconds since the epoch by the host's clock, 0 if the host cannot say.
@@ -48,6 +50,12 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(b)).ok()
 }
 
+/// Header names compared as Envoy stores them (lower case), case-insensitively all the same;
+/// the length decides most comparisons by itself.
+fn same_name(key: &[u8], name: &[u8]) -> bool {
+    key.len() == name.len() && (key == name || key.eq_ignore_ascii_case(name))
+}
+
 // === impl Headers ===
 
 impl Headers {
@@ -64,27 +72,51 @@ impl Headers {
     /// pair, then each key and each value followed by a NUL byte. All little-endian.
     fn parse(raw: Vec<u8>) -> Option<Headers> {
         let n = u32_at(&raw, 0)?;
-        let mut pairs = Vec::with_capacity(n.min(raw.len() / 8));
-        let mut at = 4usize.checked_add(n.checked_mul(8)?)?;
+        let table_end = 4usize.checked_add(n.checked_mul(8)?)?;
+        let h = Headers { raw, n };
+        let mut data = table_end;
         for i in 0..n {
-            let (k, v) = (u32_at(&raw, 4 + i * 8)?, u32_at(&raw, 8 + i * 8)?);
-            let key = at..at.checked_add(k)?;
-            let value = key.end.checked_add(1)?..key.end.checked_add(1 + v)?;
-            at = value.end.checked_add(1)?;
-            if at > raw.len() {
+            let (k, v) = (u32_at(&h.raw, 4 + i * 8)?, u32_at(&h.raw, 8 + i * 8)?);
+            data = data.checked_add(k)?.checked_add(v)?.checked_add(2)?;
+            if data > h.raw.len() {
                 return None;
             }
-            pairs.push((key, value));
         }
-        Some(Headers { raw, pairs })
+        Some(h)
+    }
+
+    /// Every (name, value) pair, in the host's order.
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let table = self.raw.get(4..4 + self.n * 8).unwrap_or_default();
+        let mut at = 4 + self.n * 8;
+        table.chunks_exact(8).map_while(move |lens| {
+            let (k, v) = lens.split_at(4);
+            let k = usize::try_from(u32::from_le_bytes(k.try_into().ok()?)).ok()?;
+            let v = usize::try_from(u32::from_le_bytes(v.try_into().ok()?)).ok()?;
+            let key = self.raw.get(at..at + k)?;
+            let value = self.raw.get(at + k + 1..at + k + 1 + v)?;
+            at += k + v + 2;
+            Some((key, value))
+        })
+    }
+
+    /// Which of `names` the map holds, in one walk over it.
+    pub fn has_each<const N: usize>(&self, names: [&str; N]) -> [bool; N] {
+        let mut found = [false; N];
+        for (key, _) in self.pairs() {
+            for (name, f) in names.iter().zip(found.iter_mut()) {
+                *f |= same_name(key, name.as_bytes());
+            }
+        }
+        found
     }
 
     /// The first value of a header (Envoy keeps names lower-case; compared without case).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| self.raw[k.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &self.raw[v.clone()])
+        let name = name.as_bytes();
+        self.pairs()
+            .find(|(k, _)| same_name(k, name))
+            .map(|(_, v)| v)
     }
 }
 

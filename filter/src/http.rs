@@ -60,8 +60,9 @@ pub fn route(routing: &Routing) -> Option<Routed> {
     // A client never picks its variant or a mirror target by sending Linnet's headers,
     // whether or not its request belongs to a rollout.
     let mut stripped = 0;
-    for name in snap.linnet_headers() {
-        if headers.get(name).is_some() {
+    let names = snap.linnet_headers();
+    for (name, sent) in names.into_iter().zip(headers.has_each(names)) {
+        if sent {
             remove_request_header(name);
             stripped += 1;
         }

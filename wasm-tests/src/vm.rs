@@ -32,6 +32,8 @@ fn compiled(path: &Path) -> Result<(Engine, Module)> {
             let mut config = Config::new();
             // Tests run each module briefly: compile time matters more than code speed.
             config.cranelift_opt_level(OptLevel::None);
+            // Fuel counts the guest's wasm instructions (`Vm::fuel_used`); it never runs out.
+            config.consume_fuel(true);
             Engine::new(&config).unwrap_or_else(|_| Engine::default())
         })
         .clone();
@@ -103,6 +105,7 @@ impl Vm {
             .instantiate(&mut store, &module)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot instantiate {}", path.display()))?;
+        store.set_fuel(u64::MAX)?;
         let mut vm = Vm {
             store,
             instance,
@@ -117,6 +120,12 @@ impl Vm {
             }
         }
         Ok(vm)
+    }
+
+    /// The guest's wasm instructions executed so far (wasmtime's fuel: about one per
+    /// operator), host calls not included. A measure of the filter's own work per callback.
+    pub fn fuel_used(&self) -> u64 {
+        u64::MAX - self.store.get_fuel().unwrap_or(u64::MAX)
     }
 
     /// Calls export `name` as context `context_id`; a trap becomes an error and kills the VM.
