@@ -20,13 +20,16 @@ use std::time::{Duration, Instant};
 
 /// Debian's `prometheus` package puts the server here.
 const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+/// The job the sidecar is scraped as: the one Linnet's rules (`monitoring/`) expect.
+pub const SIDECAR_JOB: &str = "linnet";
 /// How long Prometheus may take to open its storage and become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a Prometheus does beyond scraping the Envoy admins.
 #[derive(Debug, Clone, Default)]
 pub struct Extras {
-    /// A `linnet` sidecar to scrape at `/metrics` as job `linnet` (it must allow open reads).
+    /// A `linnet` sidecar to scrape at `/metrics` as job [`SIDECAR_JOB`] (it must allow
+    /// open reads).
     pub sidecar: Option<SocketAddr>,
     /// Rule files to load and evaluate every scrape interval.
     pub rule_files: Vec<PathBuf>,
@@ -231,8 +234,8 @@ impl Drop for Prometheus {
     }
 }
 
-/// `prometheus.yml`: job `envoy` over the given loopback admins, job `linnet` over the
-/// sidecar if there is one, and the rule files.
+/// `prometheus.yml`: job `envoy` over the given loopback admins, job [`SIDECAR_JOB`] over
+/// the sidecar if there is one, and the rule files.
 fn config<A: Display>(
     envoy_admins: &[A],
     extras: &Extras,
@@ -263,7 +266,7 @@ scrape_configs:
     if let Some(s) = extras.sidecar {
         let s = loopback(&s.to_string())?;
         out.push_str(&format!(
-            "  - job_name: linnet
+            "  - job_name: {SIDECAR_JOB}
     metrics_path: /metrics
     static_configs:
       - targets: ['{s}']
