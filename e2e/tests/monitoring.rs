@@ -217,6 +217,32 @@ fn the_rules_pass_promtool_check_and_their_unit_tests() {
 }
 
 #[test]
+fn every_dashboard_query_reads_the_prometheus_datasource_variable() {
+    let dashboard: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let datasource = variables
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .unwrap();
+    assert_eq!(datasource["type"], "datasource");
+    assert_eq!(datasource["query"], "prometheus");
+    let uses_it = |v: &Value| v["type"] == "prometheus" && v["uid"] == "${datasource}";
+    for p in dashboard["panels"].as_array().unwrap() {
+        let targets = p["targets"].as_array().into_iter().flatten();
+        for t in targets {
+            assert!(
+                uses_it(&p["datasource"]) && uses_it(&t["datasource"]),
+                "{p}"
+            );
+        }
+    }
+    for name in ["sidecar_job", "rollout"] {
+        let v = variables.iter().find(|v| v["name"] == name).unwrap();
+        assert!(uses_it(&v["datasource"]), "{v}");
+    }
+}
+
+#[test]
 fn every_dashboard_query_and_rule_runs_on_prometheus_scraping_envoy_and_the_sidecar() {
     let rig = Rig::start();
     let prom = &rig.prometheus;
@@ -270,7 +296,7 @@ fn every_dashboard_query_and_rule_runs_on_prometheus_scraping_envoy_and_the_side
     let variables = dashboard["templating"]["list"].as_array().unwrap();
     let values = |name: &str| -> BTreeSet<String> {
         let v = variables.iter().find(|v| v["name"] == name).unwrap();
-        let q = v["query"]["query"].as_str().unwrap();
+        let q = v["query"].as_str().unwrap();
         let inner = q
             .strip_prefix("label_values(")
             .and_then(|q| q.strip_suffix(')'))
