@@ -3,7 +3,8 @@
 //! the Grafana dashboard and every rule's `expr` runs without error on a real Prometheus that
 //! scrapes a real Envoy (the filter, traffic to both variants, a canary with some 5xx) and
 //! the `linnet` sidecar driving it, with the rules loaded; the panels that must show
-//! something do.
+//! something do. Then the canary turns bad, analysis rolls it back, and the rollback alert
+//! fires on that Prometheus.
 //!
 //! Needs `/usr/bin/promtool` and `/usr/bin/prometheus` (Debian's `prometheus` package) and
 //! `.venv/bin/envoy` (`make setup`), `dist/linnet.wasm` (`make wasm`) and the `linnet` binary
@@ -81,7 +82,7 @@ struct Rig {
     _envoy: Envoy,
     sidecar: Sidecar,
     _stable: Upstream,
-    _canary: Upstream,
+    canary: Upstream,
     _dir: TestDir,
 }
 
@@ -130,7 +131,7 @@ impl Rig {
             _envoy: envoy,
             sidecar,
             _stable: stable,
-            _canary: canary,
+            canary,
             _dir: dir,
         }
     }
@@ -356,4 +357,19 @@ fn every_dashboard_query_and_rule_runs_on_prometheus_scraping_envoy_and_the_side
         clusters,
         BTreeSet::from([("canary", "checkout-canary"), ("stable", "checkout-stable")])
     );
+
+    // A real rollback: the canary fails 60% (over the guardrail's 50%), analysis rolls it
+    // back, Prometheus fires the alert, and the finished rollout leaves the cluster join.
+    rig.canary
+        .set_faults(Faults {
+            error_percent: 60.0,
+            delay_ms: 0,
+        })
+        .unwrap();
+    let firing =
+        r#"ALERTS{alertname="LinnetRolloutRolledBack",alertstate="firing",rollout="checkout"}"#;
+    let fired = prom.wait_for(firing, PATIENCE, |v| v == 1.0);
+    assert_eq!(fired.unwrap(), 1.0, "{}", rig.sidecar.log());
+    let gone = r#"absent(linnet:rollout_variant_cluster:info{rollout="checkout"})"#;
+    assert_eq!(prom.wait_for(gone, PATIENCE, |v| v == 1.0).unwrap(), 1.0);
 }
