@@ -1,7 +1,7 @@
 //! The sidecar's Prometheus metrics: per-rollout weight, state, step, transitions and analysis
-//! decisions, each live rollout's clusters and SLO error budget (for joins with Envoy's
-//! cluster stats in dashboards and alerts), the snapshot version, connected filters, API requests, the capped places of
-//! streams and held polls, and what retention pruned from the store.
+//! decisions, each live rollout's clusters and SLO error budget (what dashboards and alerts
+//! join Envoy's cluster stats with), the snapshot version, connected filters, API requests,
+//! the capped places of streams and held polls, and what retention pruned from the store.
 
 use crate::machine::{Runtime, State};
 use crate::spec::RolloutSpec;
@@ -66,11 +66,11 @@ pub struct Metrics {
     step: Family<RolloutLabels, Gauge>,
     transitions: Family<RolloutLabels, Counter>,
     analysis_runs: Family<DecisionLabels, Counter>,
-    info: Family<ClusterLabels, Gauge>,
+    rollout_clusters: Family<ClusterLabels, Gauge>,
     error_budget: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
-    /// Rollout → its `info` labels, so a finished rollout's series can be removed: a cluster
-    /// joined to two rollouts would make every join on it fail.
-    clusters: Mutex<HashMap<String, ClusterLabels>>,
+    /// Rollout → the labels of its `rollout_clusters` series, so that a finished rollout's
+    /// can be removed: a cluster named by two rollouts would make every join on it fail.
+    shown_clusters: Mutex<HashMap<String, ClusterLabels>>,
     snapshot_version: Gauge,
     connected_filters: Gauge,
     api_requests: Family<ApiLabels, Counter>,
@@ -92,9 +92,9 @@ impl Metrics {
             step: Family::default(),
             transitions: Family::default(),
             analysis_runs: Family::default(),
-            info: Family::default(),
+            rollout_clusters: Family::default(),
             error_budget: Family::default(),
-            clusters: Mutex::new(HashMap::new()),
+            shown_clusters: Mutex::new(HashMap::new()),
             snapshot_version: Gauge::default(),
             connected_filters: Gauge::default(),
             api_requests: Family::default(),
@@ -132,7 +132,7 @@ impl Metrics {
         registry.register(
             "rollout_info",
             "1 for each live rollout that names its clusters, with the stable and canary cluster",
-            m.info.clone(),
+            m.rollout_clusters.clone(),
         );
         registry.register(
             "rollout_error_budget_ratio",
@@ -172,6 +172,7 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Every series of one rollout, from its spec and its runtime state.
     pub fn set_rollout(&self, spec: &RolloutSpec, rt: &Runtime) {
         let name = spec.name.as_str();
         let labels = RolloutLabels {
@@ -205,14 +206,17 @@ impl Metrics {
                 stable_cluster: c.stable.clone(),
                 canary_cluster: c.canary.clone(),
             });
-        let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
-        if clusters.get(name) != wanted.as_ref() {
-            if let Some(old) = clusters.remove(name) {
-                self.info.remove(&old);
+        let mut shown = self
+            .shown_clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shown.get(name) != wanted.as_ref() {
+            if let Some(old) = shown.remove(name) {
+                self.rollout_clusters.remove(&old);
             }
             if let Some(l) = wanted {
-                self.info.get_or_create(&l).set(1);
-                clusters.insert(name.to_owned(), l);
+                self.rollout_clusters.get_or_create(&l).set(1);
+                shown.insert(name.to_owned(), l);
             }
         }
         let labels = RolloutLabels {
