@@ -48,9 +48,11 @@ fi
 # wrk drives the load benchmarks; valgrind counts the instructions per request in Envoy.
 apt_install wrk python3-venv valgrind
 
-# Only the server is needed: the tests start their own, so its service (which needs systemd)
-# and recommended exporters can stay out.
-[ -x /usr/bin/prometheus ] || apt_install --no-install-recommends prometheus
+# Only the server and promtool (which checks and unit-tests monitoring/'s rules) are needed:
+# the tests start their own server, so its service (which needs systemd) and recommended
+# exporters can stay out.
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] ||
+    apt_install --no-install-recommends prometheus
 echo "setup: $(/usr/bin/prometheus --version 2>&1 | head -n 1)"
 
 if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then

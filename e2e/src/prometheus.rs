@@ -1,5 +1,6 @@
 //! A real Prometheus server (Debian's `/usr/bin/prometheus`) scraping Envoy admins on
-//! loopback, for tests and the demo that judge a rollout from metrics as production would.
+//! loopback (and, when asked, the sidecar, with rule files loaded), for tests and the demo
+//! that judge a rollout from metrics as production would.
 //!
 //! It runs on a fixed free port with its config, log and data in the caller's directory, and
 //! can be stopped and started again on the same port and data, to play a metrics source that
@@ -19,8 +20,20 @@ use std::time::{Duration, Instant};
 
 /// Debian's `prometheus` package puts the server here.
 const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+/// The job the sidecar is scraped as: the one Linnet's rules (`monitoring/`) expect.
+pub const SIDECAR_JOB: &str = "linnet";
 /// How long Prometheus may take to open its storage and become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a Prometheus does beyond scraping the Envoy admins.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// A `linnet` sidecar to scrape at `/metrics` as job [`SIDECAR_JOB`] (it must allow
+    /// open reads).
+    pub sidecar: Option<SocketAddr>,
+    /// Rule files to load and evaluate every scrape interval.
+    pub rule_files: Vec<PathBuf>,
+}
 
 pub struct Prometheus {
     child: Option<Child>,
@@ -39,12 +52,23 @@ impl Prometheus {
         envoy_admins: &[A],
         scrape_interval: Duration,
     ) -> Result<Self, Error> {
+        Self::start_with(dir, envoy_admins, &Extras::default(), scrape_interval)
+    }
+
+    /// [`start`](Self::start), also scraping the sidecar and evaluating the rule files of
+    /// `extras`.
+    pub fn start_with<A: Display>(
+        dir: &Path,
+        envoy_admins: &[A],
+        extras: &Extras,
+        scrape_interval: Duration,
+    ) -> Result<Self, Error> {
         if !Path::new(PROMETHEUS_BIN).is_file() {
             return Err(Error::new(format!(
                 "no Prometheus at {PROMETHEUS_BIN}: run `make setup` first"
             )));
         }
-        let config = config(envoy_admins, scrape_interval)?;
+        let config = config(envoy_admins, extras, scrape_interval)?;
         fs::create_dir_all(dir)
             .map_err(|e| Error::new(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("prometheus.yml");
@@ -210,27 +234,23 @@ impl Drop for Prometheus {
     }
 }
 
-/// `prometheus.yml`: one job, `envoy`, over the given loopback admins.
-fn config<A: Display>(envoy_admins: &[A], scrape_interval: Duration) -> Result<String, Error> {
+/// `prometheus.yml`: job `envoy` over the given loopback admins, job [`SIDECAR_JOB`] over
+/// the sidecar if there is one, and the rule files.
+fn config<A: Display>(
+    envoy_admins: &[A],
+    extras: &Extras,
+    scrape_interval: Duration,
+) -> Result<String, Error> {
     let mut targets = Vec::with_capacity(envoy_admins.len());
     for a in envoy_admins {
-        let a = a.to_string();
-        let addr: SocketAddr = a
-            .parse()
-            .map_err(|e| Error::new(format!("scrape target {a:?}: {e}")))?;
-        if !addr.ip().is_loopback() {
-            return Err(Error::new(format!(
-                "scrape target {a}: only loopback is scraped"
-            )));
-        }
-        targets.push(format!("'{addr}'"));
+        targets.push(format!("'{}'", loopback(&a.to_string())?));
     }
     if targets.is_empty() {
         return Err(Error::new("no Envoy admin to scrape"));
     }
     let ms = scrape_interval.as_millis().max(1);
     // The timeout may not exceed the interval, and Prometheus's default (10 s) would.
-    Ok(format!(
+    let mut out = format!(
         "global:
   scrape_interval: {ms}ms
   scrape_timeout: {ms}ms
@@ -242,7 +262,41 @@ scrape_configs:
       - targets: [{}]
 ",
         targets.join(", ")
-    ))
+    );
+    if let Some(s) = extras.sidecar {
+        let s = loopback(&s.to_string())?;
+        out.push_str(&format!(
+            "  - job_name: {SIDECAR_JOB}
+    metrics_path: /metrics
+    static_configs:
+      - targets: ['{s}']
+"
+        ));
+    }
+    if !extras.rule_files.is_empty() {
+        out.push_str("rule_files:\n");
+        for f in &extras.rule_files {
+            // JSON strings are YAML strings: any path quoted safely.
+            let quoted = serde_json::to_string(&f.to_string_lossy())
+                .map_err(|e| Error::new(format!("rule file {}: {e}", f.display())))?;
+            out.push_str(&format!("  - {quoted}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// A scrape target, refused unless it is a loopback address.
+fn loopback(a: &str) -> Result<SocketAddr, Error> {
+    let addr: SocketAddr = a
+        .parse()
+        .map_err(|e| Error::new(format!("scrape target {a:?}: {e}")))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(Error::new(format!(
+            "scrape target {a}: only loopback is scraped"
+        )))
+    }
 }
 
 /// Percent-encodes all but the unreserved characters of RFC 3986.
@@ -273,8 +327,10 @@ mod tests {
 
     #[test]
     fn the_config_scrapes_each_loopback_admin() {
+        let none = Extras::default();
         let c = config(
             &["127.0.0.1:9901", "127.0.0.1:9902"],
+            &none,
             Duration::from_secs(1),
         )
         .unwrap();
@@ -284,8 +340,36 @@ mod tests {
             c.contains("targets: ['127.0.0.1:9901', '127.0.0.1:9902']"),
             "{c}"
         );
-        assert!(config(&["10.1.1.1:9901"], Duration::from_secs(1)).is_err());
-        assert!(config(&["envoy:9901"], Duration::from_secs(1)).is_err());
-        assert!(config::<&str>(&[], Duration::from_secs(1)).is_err());
+        assert!(
+            !c.contains("job_name: linnet") && !c.contains("rule_files"),
+            "{c}"
+        );
+        assert!(config(&["10.1.1.1:9901"], &none, Duration::from_secs(1)).is_err());
+        assert!(config(&["envoy:9901"], &none, Duration::from_secs(1)).is_err());
+        assert!(config::<&str>(&[], &none, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn the_config_scrapes_the_sidecar_and_loads_the_rule_files() {
+        let extras = Extras {
+            sidecar: Some(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            rule_files: vec![PathBuf::from(
+                "/repo/monitoring/prometheus/linnet-rules.yml",
+            )],
+        };
+        let c = config(&["127.0.0.1:9901"], &extras, Duration::from_secs(1)).unwrap();
+        assert!(
+            c.contains("job_name: linnet\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['127.0.0.1:7070']"),
+            "{c}"
+        );
+        assert!(
+            c.contains("rule_files:\n  - \"/repo/monitoring/prometheus/linnet-rules.yml\"\n"),
+            "{c}"
+        );
+        let remote = Extras {
+            sidecar: Some(SocketAddr::from(([10, 1, 1, 1], 7070))),
+            ..Extras::default()
+        };
+        assert!(config(&["127.0.0.1:9901"], &remote, Duration::from_secs(1)).is_err());
     }
 }

@@ -241,7 +241,7 @@ impl Controller {
         let mut map = BTreeMap::new();
         for r in rollouts {
             let entry = Entry::from_release(r)?;
-            metrics.set_rollout(&entry.spec.name, &entry.rt);
+            metrics.set_rollout(&entry.spec, &entry.rt);
             map.insert(entry.spec.name.clone(), entry);
         }
         let inner = Inner {
@@ -546,7 +546,7 @@ impl Controller {
                 payload,
             })?;
             tracing::info!(rollout = %run.name, decision = action.as_str(), %reason, "analysis");
-            c.shared.metrics.set_rollout(&run.name, &rt);
+            c.shared.metrics.set_rollout(&entry.spec, &rt);
             entry.rt = rt;
             c.shared.metrics.count_analysis(&run.name, action.as_str());
             c.published(&inner, event, false);
@@ -655,7 +655,7 @@ impl Controller {
             .rollout_id
             .ok_or_else(|| StoreError("a created rollout got no id".into()))?;
         inner.version = version;
-        self.shared.metrics.set_rollout(&name, &rt);
+        self.shared.metrics.set_rollout(&spec, &rt);
         inner.rollouts.insert(
             name.clone(),
             Entry {
@@ -742,7 +742,7 @@ impl Controller {
             payload,
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
-        self.shared.metrics.set_rollout(name, &rt);
+        self.shared.metrics.set_rollout(&entry.spec, &rt);
         let finished = rt.state.is_finished();
         entry.rt = rt;
         inner.version = version;

@@ -1,8 +1,10 @@
 //! The sidecar's Prometheus metrics: per-rollout weight, state, step, transitions and analysis
-//! decisions, the snapshot version, connected filters, API requests, the capped places of
-//! streams and held polls, and what retention pruned from the store.
+//! decisions, each live rollout's clusters and SLO error budget (what dashboards and alerts
+//! join Envoy's cluster stats with), the snapshot version, connected filters, API requests,
+//! the capped places of streams and held polls, and what retention pruned from the store.
 
 use crate::machine::{Runtime, State};
+use crate::spec::RolloutSpec;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +34,14 @@ struct DecisionLabels {
     decision: String,
 }
 
+/// Which Envoy cluster serves which variant: Prometheus cannot tell otherwise.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    rollout: String,
+    stable_cluster: String,
+    canary_cluster: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     method: String,
@@ -56,6 +66,11 @@ pub struct Metrics {
     step: Family<RolloutLabels, Gauge>,
     transitions: Family<RolloutLabels, Counter>,
     analysis_runs: Family<DecisionLabels, Counter>,
+    rollout_clusters: Family<ClusterLabels, Gauge>,
+    error_budget: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
+    /// Rollout → the labels of its `rollout_clusters` series, so that a finished rollout's
+    /// can be removed: a cluster named by two rollouts would make every join on it fail.
+    shown_clusters: Mutex<HashMap<String, ClusterLabels>>,
     snapshot_version: Gauge,
     connected_filters: Gauge,
     api_requests: Family<ApiLabels, Counter>,
@@ -77,6 +92,9 @@ impl Metrics {
             step: Family::default(),
             transitions: Family::default(),
             analysis_runs: Family::default(),
+            rollout_clusters: Family::default(),
+            error_budget: Family::default(),
+            shown_clusters: Mutex::new(HashMap::new()),
             snapshot_version: Gauge::default(),
             connected_filters: Gauge::default(),
             api_requests: Family::default(),
@@ -112,6 +130,16 @@ impl Metrics {
             m.analysis_runs.clone(),
         );
         registry.register(
+            "rollout_info",
+            "1 for each live rollout that names its clusters, with the stable and canary cluster",
+            m.rollout_clusters.clone(),
+        );
+        registry.register(
+            "rollout_error_budget_ratio",
+            "Share of requests the live rollout's SLO (analysis.slo) allows to fail",
+            m.error_budget.clone(),
+        );
+        registry.register(
             "snapshot_version",
             "Version of the snapshot served to the filters",
             m.snapshot_version.clone(),
@@ -144,10 +172,13 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn set_rollout(&self, name: &str, rt: &Runtime) {
+    /// Every series of one rollout, from its spec and its runtime state.
+    pub fn set_rollout(&self, spec: &RolloutSpec, rt: &Runtime) {
+        let name = spec.name.as_str();
         let labels = RolloutLabels {
             rollout: name.to_owned(),
         };
+        self.set_spec(spec, !rt.state.is_finished());
         self.weight.get_or_create(&labels).set(rt.weight);
         self.step
             .get_or_create(&labels)
@@ -158,6 +189,49 @@ impl Metrics {
                 state: s.as_str().to_owned(),
             };
             self.state.get_or_create(&l).set(i64::from(s == rt.state));
+        }
+    }
+
+    /// The info and error-budget series of a live rollout; none once it is finished, as
+    /// its clusters may serve the next release. Series that stay are left alone rather than
+    /// made again, so no scrape sees them missing.
+    fn set_spec(&self, spec: &RolloutSpec, live: bool) {
+        let name = spec.name.as_str();
+        let wanted = spec
+            .clusters
+            .as_ref()
+            .filter(|_| live)
+            .map(|c| ClusterLabels {
+                rollout: name.to_owned(),
+                stable_cluster: c.stable.clone(),
+                canary_cluster: c.canary.clone(),
+            });
+        let mut shown = self
+            .shown_clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shown.get(name) != wanted.as_ref() {
+            if let Some(old) = shown.remove(name) {
+                self.rollout_clusters.remove(&old);
+            }
+            if let Some(l) = wanted {
+                self.rollout_clusters.get_or_create(&l).set(1);
+                shown.insert(name.to_owned(), l);
+            }
+        }
+        let labels = RolloutLabels {
+            rollout: name.to_owned(),
+        };
+        // `analysis.slo` is validated as a percent in (0, 100).
+        match spec.analysis.as_ref().and_then(|a| a.slo).filter(|_| live) {
+            Some(slo) => {
+                self.error_budget
+                    .get_or_create(&labels)
+                    .set((100.0 - slo) / 100.0);
+            }
+            None => {
+                self.error_budget.remove(&labels);
+            }
         }
     }
 
@@ -264,6 +338,78 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Format;
+
+    fn rollout(yaml: &str) -> (RolloutSpec, Runtime) {
+        let (spec, plan) = RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap();
+        let rt = Runtime::new(&plan, 0);
+        (spec, rt)
+    }
+
+    #[test]
+    fn a_live_rollout_shows_its_clusters_and_error_budget_until_it_is_finished() {
+        let m = Metrics::new();
+        let (spec, mut rt) = rollout(
+            "name: checkout\nsteps: [{weight: 10}]\n\
+             clusters: {stable: checkout-stable, canary: checkout-canary}\n\
+             analysis: {slo: 99.5, guardrails: [{error_rate: {max: 5}}]}",
+        );
+        let info = r#"linnet_rollout_info{rollout="checkout",stable_cluster="checkout-stable",canary_cluster="checkout-canary"} 1"#;
+        let budget = r#"linnet_rollout_error_budget_ratio{rollout="checkout"} 0.005"#;
+        m.set_rollout(&spec, &rt);
+        m.set_rollout(&spec, &rt);
+        let text = m.render();
+        assert_eq!(text.matches("linnet_rollout_info{").count(), 1, "{text}");
+        assert!(text.contains(info), "{text}");
+        assert!(text.contains(budget), "{text}");
+
+        // The next release of the name, on other clusters and without an SLO.
+        let (next, next_rt) = rollout(
+            "name: checkout\nsteps: [{weight: 10}]\nclusters: {stable: checkout-v2, canary: checkout-v3}",
+        );
+        m.set_rollout(&next, &next_rt);
+        let text = m.render();
+        assert!(!text.contains(info), "{text}");
+        assert!(
+            text.contains(r#"stable_cluster="checkout-v2",canary_cluster="checkout-v3"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("linnet_rollout_error_budget_ratio{"),
+            "{text}"
+        );
+
+        rt.state = State::RolledBack;
+        m.set_rollout(&spec, &rt);
+        m.set_rollout(&next, &rt);
+        let text = m.render();
+        assert!(!text.contains("linnet_rollout_info{"), "{text}");
+        assert!(
+            !text.contains("linnet_rollout_error_budget_ratio{"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"linnet_rollout_state{rollout="checkout",state="rolled_back"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rollout_without_clusters_or_slo_has_no_info_or_budget() {
+        let m = Metrics::new();
+        let (spec, rt) = rollout("name: web\nsteps: [{weight: 10}]");
+        m.set_rollout(&spec, &rt);
+        let text = m.render();
+        assert!(!text.contains("linnet_rollout_info{"), "{text}");
+        assert!(
+            !text.contains("linnet_rollout_error_budget_ratio{"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"linnet_rollout_weight_percent{rollout="web"}"#),
+            "{text}"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn pollers_expire_after_twice_their_timeout() {
