@@ -27,6 +27,7 @@ bench: wasm
 	$(CARGO) build --release -p linnet-sidecar
 	scripts/bench-envoy.sh
 	scripts/bench-envoy-instructions.sh
+	$(CARGO) run -q -p linnet-wasm-tests --example guest_cost
 	scripts/bench-sidecar.sh
 	$(CARGO) run --release -p linnet-sidecar --example decision_quality
 
