@@ -460,14 +460,14 @@ fn expand_filter_state(format: &str, state: &HashMap<Vec<u8>, Vec<u8>>) -> Resul
     let mut out = Vec::new();
     let mut rest = format;
     while let Some(at) = rest.find('%') {
-        out.extend_from_slice(rest[..at].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..at]);
         let Some(tail) = rest[at..].strip_prefix(OPEN) else {
             bail!("the test host does not understand the formatter in {format:?}");
         };
         let Some(end) = tail.find(CLOSE) else {
             bail!("unterminated formatter in {format:?}");
         };
-        if let Some(value) = state.get(tail[..end].as_bytes()) {
+        if let Some(value) = state.get(&tail.as_bytes()[..end]) {
             out.extend_from_slice(value);
         }
         rest = &tail[end + CLOSE.len()..];
