@@ -72,7 +72,7 @@ fn each_stream_routes_by_the_root_it_was_created_under() {
         (":path", "/"),
         ("x-user-id", "u1"),
     ];
-    let mut seen = |vm: &mut linnet_wasm_tests::Vm, root: Option<u32>| {
+    let seen = |vm: &mut linnet_wasm_tests::Vm, root: Option<u32>| {
         let mut req = match root {
             Some(r) => vm.http_under(r).unwrap(),
             None => vm.http().unwrap(),
