@@ -27,6 +27,7 @@ bench: wasm
 	scripts/bench-envoy.sh
 	scripts/bench-envoy-instructions.sh
 	scripts/bench-sidecar.sh
+	scripts/bench-fanout.sh
 	$(CARGO) run --release -p linnet-sidecar --example decision_quality
 
 demo: wasm
