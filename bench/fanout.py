@@ -15,7 +15,7 @@ Two modes, stdlib only, bounded in count and time:
       alternating H, L, H, ... on rollout `checkout`. KEY's bucket lies in [L, H) (the script
       finds such a key with `linnet whereis`), so at H it is canary and at L stable: every
       change flips it. For each change it measures, from sending the PUT and from its answer
-      (the sidecar publishes before it answers; the answer waits for the store's fsync):
+      (the sidecar commits the change to its store, publishes it, then answers):
         - until every Envoy routes KEY by the new weight, on every worker: each Envoy is probed
           with a fresh connection per request (the kernel spreads new connections over the
           workers), and counts as routing at the first answer of K consecutive answers from
