@@ -29,6 +29,7 @@ bench: wasm
 	scripts/bench-envoy-instructions.sh
 	$(CARGO) run -q -p linnet-wasm-tests --example guest_cost
 	scripts/bench-sidecar.sh
+	scripts/bench-fanout.sh
 	$(CARGO) run --release -p linnet-sidecar --example decision_quality
 
 demo: wasm

@@ -1,6 +1,7 @@
 # Sourced by scripts/bench-envoy.sh and scripts/bench-envoy-instructions.sh: the seven Envoy
 # configs they compare, their ports, and the upstream they share. The sourcing script defines
-# die() and sets `pids` (killed on exit) and `work` (removed on exit).
+# die() and sets `pids` (killed on exit) and `work` (removed on exit). scripts/bench-fanout.sh
+# uses the helpers (ports_free, bench_start, wait_ok) with ports of its own.
 
 CONFIGS=(nowasm native lean noop key reroute linnet)
 # As in envoy/bench-*.yaml.
@@ -21,17 +22,35 @@ http_ok() (
 # ratio A B: A / B to three decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
-# Checks the wasm files and that no port is taken; creates $work and the exit trap.
-bench_prepare() {
-    local w p
-    for w in dist/baselines.wasm dist/lean.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
-    for p in "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"; do
+# ports_free PORT...: dies naming the first of the loopback ports that is taken.
+ports_free() {
+    local p
+    for p in "$@"; do
         ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "127.0.0.1:$p is in use"
     done
+}
+
+# wait_ok PORT PATH TRIES: until a GET of PATH answers 200, trying every 50 ms; fails after TRIES.
+wait_ok() {
+    local _
+    for _ in $(seq "$3"); do http_ok "$1" "$2" && return 0; sleep 0.05; done
+    return 1
+}
+
+# Builds the upstream; creates $work, `pids` and the exit trap.
+bench_start() {
     cargo build --quiet --release -p linnet-e2e --bin linnet-bench-upstream
     work=$(mktemp -d)
     pids=()
     trap bench_cleanup EXIT
+}
+
+# Checks the wasm files and that no port is taken; creates $work and the exit trap.
+bench_prepare() {
+    local w
+    for w in dist/baselines.wasm dist/lean.wasm dist/linnet.wasm; do [ -f "$w" ] || die "no $w: run 'make wasm'"; done
+    ports_free "${LISTENER[@]}" "${ADMIN[@]}" "$UPSTREAM"
+    bench_start
 }
 
 bench_cleanup() {
@@ -44,6 +63,5 @@ bench_cleanup() {
 start_upstream() {
     "$@" target/release/linnet-bench-upstream "127.0.0.1:$UPSTREAM" &
     pids+=($!)
-    for _ in $(seq 100); do http_ok "$UPSTREAM" / && return 0; sleep 0.05; done
-    die "the upstream did not start"
+    wait_ok "$UPSTREAM" / 100 || die "the upstream did not start"
 }

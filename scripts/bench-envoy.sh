@@ -52,8 +52,7 @@ for cfg in "${CONFIGS[@]}"; do
     pids+=($!)
 done
 for cfg in "${CONFIGS[@]}"; do
-    for _ in $(seq 300); do http_ok "${ADMIN[$cfg]}" /ready && break; sleep 0.05; done
-    http_ok "${ADMIN[$cfg]}" /ready || { cat "$work/envoy-$cfg.log" >&2; die "$cfg: Envoy not ready"; }
+    wait_ok "${ADMIN[$cfg]}" /ready 300 || { cat "$work/envoy-$cfg.log" >&2; die "$cfg: Envoy not ready"; }
     http_ok "${LISTENER[$cfg]}" / || die "$cfg: a request through Envoy failed"
 done
 

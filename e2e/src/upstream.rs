@@ -68,6 +68,28 @@ pub fn is_shadow_host(host: &[u8]) -> bool {
     name.ends_with(b"-shadow")
 }
 
+/// What an upstream named `name` answers, whole: `200` with the name as the body, or `500`
+/// for an injected fault; both with `x-served-by: <name>`. The benchmark's upstream gives the
+/// same answers when it is named (`--served-by`).
+pub fn answer(name: &str, error: bool) -> Vec<u8> {
+    let (status, reason, body) = if error {
+        (
+            500,
+            "Internal Server Error",
+            format!("{name}: injected fault"),
+        )
+    } else {
+        (200, "OK", name.to_owned())
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\nx-served-by: {name}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// Whether request `i` (counted from 0) fails when `error_bp` hundredths of a percent must:
 /// iff `floor((i+1)·p/100) > floor(i·p/100)` for `p = error_bp/100` percent. Any first `n`
 /// requests then hold exactly `floor(n·p/100)` failures, spread evenly, not drawn at random.
@@ -258,34 +280,16 @@ fn serve(
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
         let fault = lock(faults).next(is_shadow_host(host.as_bytes()));
-        let (status, reason, body) = if fault.error {
-            (
-                500,
-                "Internal Server Error",
-                format!("{name}: injected fault"),
-            )
-        } else {
-            (200, "OK", name.to_owned())
-        };
         lock(received).push(Received {
             host,
             path,
             headers,
-            status,
+            status: if fault.error { 500 } else { 200 },
         });
         if !fault.delay.is_zero() {
             thread::sleep(fault.delay);
         }
-        let body = body.as_bytes();
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\nx-served-by: {name}\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        if out
-            .write_all(head.as_bytes())
-            .and_then(|()| out.write_all(body))
-            .is_err()
-        {
+        if out.write_all(&answer(name, fault.error)).is_err() {
             return;
         }
     }

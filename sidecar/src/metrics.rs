@@ -81,6 +81,9 @@ pub struct Metrics {
     pollers: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
+/// Most pollers remembered, so that random ids cannot grow the map without limit.
+const MAX_POLLERS: usize = 10_000;
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -300,9 +303,16 @@ impl Metrics {
     pub fn saw_poller(&self, id: &str, timeout: Duration) {
         let mut pollers = self.pollers.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        pollers.retain(|_, (seen, t)| now.duration_since(*seen) <= *t * 2);
-        // Bounded so that random ids cannot grow the map without limit.
-        if pollers.len() < 10_000 || pollers.contains_key(id) {
+        if let Some(known) = pollers.get_mut(id) {
+            *known = (now, timeout);
+            return;
+        }
+        // Expired pollers are swept only when a new one needs their place: a sweep on every
+        // poll made each change cost the square of the fleet (every poller re-polls at once).
+        if pollers.len() >= MAX_POLLERS {
+            pollers.retain(|_, (seen, t)| now.duration_since(*seen) <= *t * 2);
+        }
+        if pollers.len() < MAX_POLLERS {
             pollers.insert(id.to_owned(), (now, timeout));
         }
     }
@@ -421,5 +431,27 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(m.connected_filters(), 1);
         assert!(m.render().contains("linnet_connected_filters 1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_takes_a_new_poller_only_in_an_expired_ones_place() {
+        let m = Metrics::new();
+        for i in 0..MAX_POLLERS {
+            m.saw_poller(&format!("p{i}"), Duration::from_secs(1));
+        }
+        m.saw_poller("new", Duration::from_secs(1));
+        assert_eq!(
+            m.connected_filters(),
+            MAX_POLLERS,
+            "no room for a new poller"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Seen again: still counted, and their place kept.
+        m.saw_poller("p0", Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        m.saw_poller("new", Duration::from_secs(1));
+        assert_eq!(m.connected_filters(), 2);
+        let pollers = m.pollers.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(pollers.len(), 2, "the expired pollers made room");
     }
 }

@@ -1,12 +1,14 @@
 //! The load benchmark's upstream: answers every HTTP/1.1 request on a keep-alive connection
 //! with `200` and a two-byte body, at once, so that Envoy, not the upstream, is measured.
 //! Told to, it misbehaves as the in-process upstream does (an exact share of `500`s, a delay
-//! before each answer), for the demo and for analysis to judge a bad canary.
+//! before each answer), for the demo and for analysis to judge a bad canary. Named
+//! (`--served-by NAME`), it answers as the in-process upstream does, with `x-served-by: NAME`
+//! and the name as the body, so that a client sees which variant served it.
 //!
-//! Usage: `linnet-bench-upstream [--error-percent P] [--delay-ms D] [127.0.0.1:8090]`
-//! (loopback only); runs until killed.
+//! Usage: `linnet-bench-upstream [--error-percent P] [--delay-ms D] [--served-by NAME]
+//! [127.0.0.1:8090]` (loopback only); runs until killed.
 
-use linnet_e2e::upstream::{is_shadow_host, FaultInjector, Faults};
+use linnet_e2e::upstream::{answer, is_shadow_host, FaultInjector, Faults};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -15,12 +17,18 @@ use std::thread;
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
 const FAULT: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nfault";
-const USAGE: &str =
-    "usage: linnet-bench-upstream [--error-percent P] [--delay-ms D] [127.0.0.1:PORT]";
+const USAGE: &str = "usage: linnet-bench-upstream [--error-percent P] [--delay-ms D] [--served-by NAME] [127.0.0.1:PORT]";
 
 struct Args {
     addr: SocketAddr,
     faults: Faults,
+    served_by: Option<String>,
+}
+
+/// The two answers, built once: the request path only writes them.
+struct Answers {
+    ok: Vec<u8>,
+    fault: Vec<u8>,
 }
 
 fn main() {
@@ -37,14 +45,24 @@ fn main() {
             Err(e) => return fail(&e.to_string()),
         }
     };
+    let answers = Arc::new(match &args.served_by {
+        None => Answers {
+            ok: RESPONSE.to_vec(),
+            fault: FAULT.to_vec(),
+        },
+        Some(name) => Answers {
+            ok: answer(name, false),
+            fault: answer(name, true),
+        },
+    });
     let listener = match TcpListener::bind(args.addr) {
         Ok(l) => l,
         Err(e) => return fail(&format!("bind {}: {e}", args.addr)),
     };
     for conn in listener.incoming().flatten() {
-        let faults = faults.clone();
+        let (faults, answers) = (faults.clone(), answers.clone());
         // One thread per connection, so a delayed answer holds up only its own connection.
-        let _ = thread::Builder::new().spawn(move || serve(conn, faults.as_deref()));
+        let _ = thread::Builder::new().spawn(move || serve(conn, faults.as_deref(), &answers));
     }
 }
 
@@ -53,10 +71,12 @@ fn fail(msg: &str) {
     std::process::exit(2);
 }
 
-/// `--error-percent P` and `--delay-ms D` (also as `--flag=value`), and the address.
+/// `--error-percent P`, `--delay-ms D` and `--served-by NAME` (also as `--flag=value`), and
+/// the address.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut addr = None;
     let mut faults = Faults::NONE;
+    let mut served_by = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if arg.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -85,6 +105,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     format!("bad --delay-ms {v:?}: must be a whole number of milliseconds")
                 })?;
             }
+            "--served-by" => {
+                let v = value()?;
+                // A header value: printable ASCII without spaces keeps the answer well formed.
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(format!(
+                        "bad --served-by {v:?}: must be printable ASCII without spaces"
+                    ));
+                }
+                served_by = Some(v);
+            }
             f if f.starts_with('-') => return Err(format!("unknown flag {f}")),
             _ if addr.is_some() => return Err(format!("unexpected argument {arg:?}")),
             _ => {
@@ -101,11 +131,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(Args {
         addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
         faults,
+        served_by,
     })
 }
 
 /// Reads request heads (the benchmark sends GETs without bodies) and answers each one.
-fn serve(conn: TcpStream, faults: Option<&Mutex<FaultInjector>>) {
+fn serve(conn: TcpStream, faults: Option<&Mutex<FaultInjector>>, answers: &Answers) {
     let _ = conn.set_nodelay(true);
     let Ok(mut out) = conn.try_clone() else {
         return;
@@ -128,7 +159,7 @@ fn serve(conn: TcpStream, faults: Option<&Mutex<FaultInjector>>) {
             continue;
         }
         let response = match faults {
-            None => RESPONSE,
+            None => &answers.ok,
             Some(f) => {
                 let fault = f.lock().unwrap_or_else(|p| p.into_inner()).next(shadow);
                 shadow = false;
@@ -136,9 +167,9 @@ fn serve(conn: TcpStream, faults: Option<&Mutex<FaultInjector>>) {
                     thread::sleep(fault.delay);
                 }
                 if fault.error {
-                    FAULT
+                    &answers.fault
                 } else {
-                    RESPONSE
+                    &answers.ok
                 }
             }
         };
@@ -161,6 +192,7 @@ mod tests {
         let a = parse(&[]).unwrap();
         assert_eq!(a.addr.to_string(), "127.0.0.1:8090");
         assert!(a.faults.is_none());
+        assert_eq!(a.served_by, None);
         assert_eq!(parse(&["127.0.0.1:9"]).unwrap().addr.port(), 9);
     }
 
@@ -177,6 +209,16 @@ mod tests {
     }
 
     #[test]
+    fn a_named_upstream_says_who_served() {
+        let a = parse(&["--served-by=canary", "127.0.0.1:9"]).unwrap();
+        assert_eq!(a.served_by.as_deref(), Some("canary"));
+        let ok = String::from_utf8(answer("canary", false)).unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("\r\nx-served-by: canary\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\ncanary"), "{ok}");
+    }
+
+    #[test]
     fn bad_values_are_reported_by_flag() {
         for (args, want) in [
             (&["--error-percent", "x"][..], "--error-percent"),
@@ -185,6 +227,9 @@ mod tests {
             (&["--error-percent"], "--error-percent needs a value"),
             (&["--delay-ms", "-1"], "--delay-ms"),
             (&["--delay-ms=1.5"], "--delay-ms"),
+            (&["--served-by"], "--served-by needs a value"),
+            (&["--served-by", ""], "--served-by"),
+            (&["--served-by", "a b"], "--served-by"),
             (&["--slow"], "unknown flag --slow"),
             (&["10.0.0.1:80"], "non-loopback"),
             (&["127.0.0.1:1", "127.0.0.1:2"], "unexpected argument"),
