@@ -8,10 +8,9 @@
 //! | --------------------------- | ----------- | ---------------------------------------------- |
 //! | `proxy_on_context_create`   | both        | which root (configuration) a stream routes by  |
 //! | `proxy_on_request_headers`  | both        | strip, decide, mark, count, mint               |
-//! | `proxy_on_delete`           | both        | forgetting a root Envoy removed (and, in the   |
-//! |                             |             | `responses` build, a stream that never saw its |
-//! |                             |             | response headers)                              |
 //! | `proxy_on_response_headers` | `responses` | per-variant response metrics (`:status`, time) |
+//! | `proxy_on_delete`           | `responses` | forgetting a stream that never saw its         |
+//! |                             |             | response headers, and a root Envoy removed     |
 //!
 //! Envoy creates a stream's context right before its request headers (`decodeHeaders` calls
 //! `onCreate` and then `onRequestHeaders`), so the default build keeps no table of streams:
@@ -20,6 +19,13 @@
 //! COOKIE_PROPERTY`). Everything else per stream (bodies, trailers, `proxy_on_done`,
 //! `proxy_on_log`) is left unexported: the host then goes on as if it had answered Continue
 //! (or true). A callback for a context id this module does not know is ignored, never a panic.
+//!
+//! Without `proxy_on_delete` (Envoy calls it for every stream too, not only for roots), the
+//! default build does not hear that Envoy removed a root (a replaced plugin configuration).
+//! It keeps at most [`MAX_ROOTS`] and forgets the least recently active one to take a new one:
+//! a removed root gets neither streams nor ticks, and every live one ticks (see `Root`), so it
+//! is always a removed one that goes unless more than [`MAX_ROOTS`] configurations are live in
+//! one VM, which is logged.
 // `#[no_mangle]` is what makes a function a wasm export, and the lint counts it as unsafe
 // (two exports of one name would clash at link time). These are the only such items.
 #![allow(unsafe_code)]
@@ -33,11 +39,17 @@ use std::collections::HashMap;
 /// The host's `Continue` for a stream callback (`FilterHeadersStatus::Continue`).
 const CONTINUE: u32 = 0;
 
+/// Most roots (plugin configurations) one VM keeps; see the module's documentation.
+pub const MAX_ROOTS: usize = 8;
+
 /// Every context of this VM, by the id the host gave it.
 #[derive(Default)]
 struct Contexts {
-    /// One per plugin configuration in this VM: nearly always one, so a list beats a hash.
-    roots: Vec<(u32, Root)>,
+    /// One per plugin configuration in this VM, nearly always one (so a list beats a hash),
+    /// each with the `activity` count of its last stream or tick.
+    roots: Vec<(u32, Root, u64)>,
+    /// Counts streams created and ticks, to tell which root was active last.
+    activity: u64,
     /// The stream created last, and its root's id.
     created: Option<(u32, u32)>,
     /// Routed streams waiting for their response headers, with their root's id and the time
@@ -74,14 +86,38 @@ fn with_root<R>(id: u32, f: impl FnOnce(&mut Root) -> R) -> Option<R> {
 
 impl Contexts {
     fn root(&self, id: u32) -> Option<&Root> {
-        self.roots.iter().find(|(i, _)| *i == id).map(|(_, r)| r)
+        self.roots.iter().find(|r| r.0 == id).map(|r| &r.1)
     }
 
+    /// The root `id`, marked active now.
     fn root_mut(&mut self, id: u32) -> Option<&mut Root> {
-        self.roots
-            .iter_mut()
-            .find(|(i, _)| *i == id)
-            .map(|(_, r)| r)
+        self.activity += 1;
+        let now = self.activity;
+        let r = self.roots.iter_mut().find(|r| r.0 == id)?;
+        r.2 = now;
+        Some(&mut r.1)
+    }
+
+    /// A new root context; past [`MAX_ROOTS`], the least recently active one is forgotten.
+    fn add_root(&mut self, id: u32) {
+        self.roots.retain(|r| r.0 != id);
+        if self.roots.len() >= MAX_ROOTS {
+            if let Some(oldest) = (0..self.roots.len()).min_by_key(|&i| self.roots[i].2) {
+                let (gone, _, _) = self.roots.swap_remove(oldest);
+                abi::log(
+                    abi::WARN,
+                    &format!("linnet: {MAX_ROOTS} plugin configurations in this VM already; forgot the least recently active one (context {gone}), which Envoy has most likely removed"),
+                );
+            }
+        }
+        self.activity += 1;
+        self.roots.push((id, Root::default(), self.activity));
+    }
+
+    /// Envoy removed root `id` (only the `responses` build hears of it).
+    #[cfg(feature = "responses")]
+    fn remove_root(&mut self, id: u32) {
+        self.roots.retain(|r| r.0 != id);
     }
 
     /// The root of the stream the host just created, if `stream` is that one.
@@ -105,9 +141,8 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
     with(|c| {
         if parent_id == 0 {
-            c.roots.retain(|(id, _)| *id != context_id);
-            c.roots.push((context_id, Root::default()));
-        } else {
+            c.add_root(context_id);
+        } else if c.root_mut(parent_id).is_some() {
             c.created = Some((context_id, parent_id));
         }
     });
@@ -192,17 +227,17 @@ pub extern "C" fn proxy_on_response_headers(
     CONTINUE
 }
 
+#[cfg(feature = "responses")]
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     with(|c| {
-        #[cfg(feature = "responses")]
         if c.streams.remove(&context_id).is_some() {
             return;
         }
         if c.created.is_some_and(|(id, _)| id == context_id) {
             c.created = None;
         } else {
-            c.roots.retain(|(id, _)| *id != context_id);
+            c.remove_root(context_id);
         }
     });
 }

@@ -13,6 +13,9 @@ use std::rc::Rc;
 
 /// How often every VM looks for a new snapshot in shared data.
 const SYNC_PERIOD_MS: u32 = 50;
+/// How often a root without a sidecar ticks: only to show it is alive (see `exports`, which
+/// forgets the least recently active root when a VM has too many).
+const ALIVE_PERIOD_MS: u32 = 1_000;
 /// Wait after a failed or rejected poll before the next one.
 const RETRY_NS: u64 = 1_000_000_000;
 /// Extra time the HTTP call gets over the sidecar's hold time.
@@ -78,8 +81,15 @@ impl Root {
         let base = PluginConfig::from_json(bytes).map_err(|e| e.to_string())?;
         let mut routing = Routing::compile(&base, Stamp::default())?;
         let now = crate::host::now_ns();
+        let tick = |period: u32| {
+            abi::set_tick_period_ms(period)
+                .map_err(|s| format!("cannot set the tick period: host status {s}"))
+        };
         self.poller = match &base.sidecar {
-            None => None,
+            None => {
+                tick(ALIVE_PERIOD_MS)?;
+                None
+            }
             Some(sc) => {
                 let poller = Poller::new(sc.clone(), now)?;
                 // A reloaded VM starts from the snapshot its process already has.
@@ -90,8 +100,7 @@ impl Root {
                 {
                     routing = restored;
                 }
-                abi::set_tick_period_ms(SYNC_PERIOD_MS)
-                    .map_err(|s| format!("cannot set the tick period: host status {s}"))?;
+                tick(SYNC_PERIOD_MS)?;
                 Some(poller)
             }
         };
