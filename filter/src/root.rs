@@ -113,8 +113,20 @@ impl Root {
             ),
         );
         self.base = base;
-        self.routing = Some(Rc::new(routing));
+        self.replace(routing);
         Ok(())
+    }
+
+    /// Routes by `routing` from now on; what the one before counted goes to Envoy first.
+    fn replace(&mut self, routing: Routing) {
+        self.flush();
+        self.routing = Some(Rc::new(routing));
+    }
+
+    fn flush(&self) {
+        if let Some(r) = &self.routing {
+            r.metrics.flush();
+        }
     }
 
     /// Compiles a snapshot body from the sidecar on top of the plugin configuration.
@@ -145,7 +157,7 @@ impl Root {
             return;
         }
         match Self::load(&self.base, &body) {
-            Ok(routing) => self.routing = Some(Rc::new(routing)),
+            Ok(routing) => self.replace(routing),
             // The storing VM validated it with the same base: only a reconfigured base can
             // disagree, and then the last good snapshot stays.
             Err(e) => abi::log(
@@ -217,6 +229,8 @@ impl Root {
     }
 
     fn on_poll_response(&mut self, now: u64) {
+        // Swapped in once the poller is done with: the old one's counts go to Envoy first.
+        let mut replaced = None;
         let Some(p) = &mut self.poller else { return };
         p.in_flight = false;
         let status = abi::header(Map::HttpCallResponse, ":status").ok().flatten();
@@ -237,7 +251,7 @@ impl Root {
                                         &format!("linnet: snapshot {}", routing.stamp),
                                     );
                                 }
-                                self.routing = Some(Rc::new(routing));
+                                replaced = Some(routing);
                             }
                             // A reply overtaken by a newer one of its epoch: the tick takes
                             // what shared data keeps. A sidecar that keeps serving it (one from
@@ -283,6 +297,9 @@ impl Root {
                 );
             }
         }
+        if let Some(routing) = replaced {
+            self.replace(routing);
+        }
     }
 
     /// The sidecar answered the poll (`proxy_on_http_call_response`).
@@ -323,6 +340,7 @@ impl Root {
 
     pub fn on_tick(&mut self) {
         let now = crate::host::now_ns();
+        self.flush();
         self.sync_from_shared();
         self.update_staleness(now);
         self.poll(now);

@@ -40,6 +40,7 @@ fn stable_policy_sends_anonymous_users_to_stable() {
     let seen = anonymous(&mut vm, "r1");
     assert_eq!(seen.variant.as_deref(), Some("stable"));
     assert!(seen.set_cookies.is_empty());
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Stable, Reason::Anonymous)),
         Some(1)

@@ -80,6 +80,7 @@ fn malformed_cookies() {
 fn empty_key_is_no_key() {
     let mut vm = vm(&checkout("100", ""));
     assert_eq!(with_key(&mut vm, b"").as_deref(), Some("stable"));
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Stable, Reason::Anonymous)),
         Some(1)
@@ -196,6 +197,7 @@ fn bad_response_status() {
     req.done().unwrap();
 
     for class in CLASSES {
+        vm.tick().unwrap();
         assert_eq!(
             vm.metric(&responses("checkout", Variant::Canary, class)),
             Some(0),
@@ -242,6 +244,7 @@ fn streams_cut_short() {
     req.response_headers(&[(":status", "200")]).unwrap();
     req.response_body(b"", true).unwrap();
     req.done().unwrap();
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&responses("checkout", Variant::Canary, "2xx")),
         Some(1)

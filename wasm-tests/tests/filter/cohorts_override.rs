@@ -31,6 +31,7 @@ fn cohorts_beat_the_bucket() {
         user(&mut vm, &canary_by_bucket).variant.as_deref(),
         Some("stable")
     );
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Canary, Reason::Cohort)),
         Some(1)
@@ -69,6 +70,7 @@ fn override_with_the_right_token_is_honoured() {
         .request
         .iter()
         .any(|(k, _)| k.starts_with(b"x-linnet-override")));
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Canary, Reason::Override)),
         Some(1)
@@ -85,6 +87,7 @@ fn override_with_the_right_token_is_honoured() {
         ],
     );
     assert_eq!(seen.variant.as_deref(), Some("stable"));
+    vm2.tick().unwrap();
     assert_eq!(
         vm2.metric(&requests("checkout", Variant::Stable, Reason::Override)),
         Some(1)
@@ -123,6 +126,7 @@ fn override_without_the_right_token_is_rejected_and_falls_through() {
                 .any(|(k, _)| k.starts_with(b"x-linnet-override")),
             "{extra:?}"
         );
+        vm.tick().unwrap();
         assert_eq!(
             vm.metric(&override_rejected("checkout")),
             Some(i as u64 + 1),
@@ -159,6 +163,7 @@ fn override_is_ignored_when_not_configured() {
         ],
     );
     assert_eq!(seen.variant.as_deref(), Some("stable"));
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Stable, Reason::Bucket)),
         Some(1)
@@ -203,6 +208,7 @@ fn kill_switch_beats_everything() {
             Some("stable")
         );
         assert_eq!(req(&mut vm, "u1", &[]).variant.as_deref(), Some("stable"));
+        vm.tick().unwrap();
         assert_eq!(
             vm.metric(&requests("checkout", Variant::Stable, Reason::KillSwitch)),
             Some(3)

@@ -262,6 +262,7 @@ fn staleness_is_reported_and_on_stale_stable_is_opt_in() {
                 "bucket"
             }
         );
+        vms[0].tick().unwrap();
         assert_eq!(vms[0].metric(&reason_metric), Some(1), "{on_stale}");
         // Contact again: fresh, and back to the snapshot's routing.
         let token = pending(&vms[0]).first().copied().unwrap_or_else(|| {
@@ -281,6 +282,7 @@ fn the_global_kill_switch_arrives_by_snapshot() {
     first_snapshot(&mut vms, &snapshot(2, 100.0, true));
     let seen = user(&mut vms[0], "someone");
     assert_eq!(seen.variant.as_deref(), Some("stable"));
+    vms[0].tick().unwrap();
     assert_eq!(
         vms[0].metric("linnet_requests_total.rollout.checkout.variant.stable.reason.kill_switch"),
         Some(1)

@@ -35,6 +35,7 @@ fn stable_requests_that_arrive_clean_go_on_untouched() {
     }
     assert_eq!(vm.foreign_calls("clear_route_cache"), canary.len());
     // Untouched is not uncounted.
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Stable, Reason::Bucket)),
         Some(stable.len() as u64)

@@ -68,6 +68,7 @@ fn the_default_build_counts_requests_and_defines_no_response_metric() {
     let mut vm = vm(&checkout("20", ""));
     let canary = keys(true, 2000, 1);
     timed(&mut vm, &canary[0], 25, "500");
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Canary, Reason::Bucket)),
         Some(1)
@@ -97,6 +98,8 @@ fn counters_and_latency_after_a_conversation() {
         "500",
     );
 
+    // Counts reach Envoy on the root's tick.
+    vm.tick().unwrap();
     let count = |v, class| vm.metric(&responses("checkout", v, class)).unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Canary, Reason::Bucket)),
@@ -156,6 +159,7 @@ fn reconfiguring_keeps_metric_identity() {
     timed(&mut vm, "u1", 1, "200");
     assert!(vm.configure(checkout("100", "")).unwrap());
     timed(&mut vm, "u2", 1, "200");
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Canary, Reason::Bucket)),
         Some(2)
@@ -185,4 +189,25 @@ fn every_linnet_metric_has_the_documented_kind() {
             assert_eq!(vm.metric_kind(&name), Some(kind), "{name}");
         }
     }
+}
+
+/// A request adds to a count in the VM; Envoy gets it on the root's tick, or when the
+/// configuration is replaced, so no count is lost with the configuration it was made under.
+#[test]
+fn counts_reach_envoy_on_the_tick_or_before_a_new_configuration() {
+    let mut vm = vm(&checkout("100", ""));
+    let canary = requests("checkout", Variant::Canary, Reason::Bucket);
+    timed(&mut vm, "u1", 1, "200");
+    assert_eq!(vm.metric(&canary), Some(0), "counted before the tick");
+    vm.tick().unwrap();
+    assert_eq!(vm.metric(&canary), Some(1));
+    vm.tick().unwrap();
+    assert_eq!(vm.metric(&canary), Some(1), "a count was handed over twice");
+    timed(&mut vm, "u2", 1, "200");
+    assert!(vm.configure(checkout("100", "")).unwrap());
+    assert_eq!(
+        vm.metric(&canary),
+        Some(2),
+        "the replaced configuration's count"
+    );
 }

@@ -37,6 +37,7 @@ fn percent_100_mirrors_every_stable_decision_only() {
         }
     }
     assert!(stable > 0);
+    vm.tick().unwrap();
     assert_eq!(vm.metric(&mirrored("checkout")), Some(stable));
     assert_healthy(&vm);
 }
@@ -50,6 +51,7 @@ fn percent_0_never_mirrors() {
             None
         );
     }
+    vm.tick().unwrap();
     assert_eq!(vm.metric(&mirrored("checkout")), Some(0));
 }
 
@@ -85,6 +87,7 @@ fn kill_switch_stops_mirroring() {
         assert_eq!(seen.variant.as_deref(), Some("stable"));
         assert_eq!(seen.mirror, None);
     }
+    vm.tick().unwrap();
     assert_eq!(vm.metric(&mirrored("checkout")), Some(0));
 }
 

@@ -27,6 +27,7 @@ fn weight_20_buckets_every_user_like_core() {
     let share = canary as f64 / n as f64;
     assert!((0.19..=0.21).contains(&share), "canary share {share}");
     assert_eq!(vm.foreign_calls("clear_route_cache"), n);
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("checkout", Variant::Canary, Reason::Bucket)),
         Some(canary as u64)
@@ -245,6 +246,7 @@ fn first_rollout_that_matches_wins() {
     );
     assert_eq!(api.variant.as_deref(), Some("canary"));
     assert_eq!(site.variant.as_deref(), Some("stable"));
+    vm.tick().unwrap();
     assert_eq!(
         vm.metric(&requests("api", Variant::Canary, Reason::Bucket)),
         Some(1)

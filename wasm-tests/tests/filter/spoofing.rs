@@ -28,6 +28,7 @@ fn spoofed_variant_is_replaced_by_the_decision() {
     assert_eq!(seen.variant.as_deref(), Some("stable"));
     assert_eq!(seen.mirror, None);
     assert_eq!(count(&seen.request, VARIANT), 1);
+    vm.tick().unwrap();
     assert_eq!(vm.metric(STRIPPED_HEADERS), Some(2));
     assert_healthy(&vm);
 }
@@ -50,6 +51,7 @@ fn every_copy_is_stripped() {
     assert_eq!(seen.variant.as_deref(), Some("stable"));
     assert_eq!(count(&seen.request, VARIANT), 1);
     assert_eq!(count(&seen.request, MIRROR), 0);
+    vm.tick().unwrap();
     assert!(vm.metric(STRIPPED_HEADERS).unwrap() >= 2);
 }
 
@@ -67,6 +69,7 @@ fn stripped_outside_any_rollout_too() {
     );
     assert_eq!(count(&seen.request, VARIANT), 0);
     assert_eq!(count(&seen.request, MIRROR), 0);
+    vm.tick().unwrap();
     assert_eq!(vm.metric(STRIPPED_HEADERS), Some(2));
     // Envoy matched the route with the client's headers in place: it must match it again.
     assert_eq!(vm.foreign_calls("clear_route_cache"), 1);
@@ -83,6 +86,7 @@ fn clean_requests_count_nothing() {
             ("x-user-id", "u1"),
         ],
     );
+    vm.tick().unwrap();
     assert_eq!(vm.metric(STRIPPED_HEADERS), Some(0));
 }
 
@@ -110,5 +114,6 @@ fn configured_header_names_are_the_ones_stripped() {
     };
     assert_eq!(value("x-route"), Some(b"stable".to_vec()));
     assert_eq!(value("x-shadow"), None);
+    vm.tick().unwrap();
     assert_eq!(vm.metric(STRIPPED_HEADERS), Some(2));
 }
