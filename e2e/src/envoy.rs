@@ -132,6 +132,26 @@ impl EnvoyConfig {
         self
     }
 
+    /// Runs another build of the filter (e.g. `Wasm::Responses`) wherever the config runs
+    /// Linnet's default one.
+    pub fn filter_build(&mut self, build: Wasm) -> Result<&mut Self, Error> {
+        let path = build.path().map_err(Error::new)?;
+        let path = path.to_string_lossy().into_owned();
+        let mut n = 0;
+        self.for_each_wasm(|cfg| {
+            if let Some(Value::String(f)) = cfg.pointer_mut("/vm_config/code/local/filename") {
+                if Wasm::from_file_name(f) == Some(Wasm::Filter) {
+                    *f = path.clone();
+                    n += 1;
+                }
+            }
+        });
+        if n == 0 {
+            return Err(Error::new("config runs no Linnet filter"));
+        }
+        Ok(self)
+    }
+
     /// The plugin configuration (JSON text) of the first wasm filter that runs Linnet (its
     /// code is a `linnet.wasm`; the benchmark's baselines run `baselines.wasm`).
     pub fn plugin_config_text(&self) -> Option<String> {

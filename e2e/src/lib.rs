@@ -97,6 +97,12 @@ pub fn wasm(which: Wasm) -> Result<PathBuf, Error> {
     which.path().map_err(Error::new)
 }
 
+/// Waits until the filter has handed what it counted to Envoy: it does so on its tick (every
+/// 200 ms without a sidecar, 50 ms with one), so two ticks are enough.
+pub fn counts_settle() {
+    std::thread::sleep(std::time::Duration::from_millis(450));
+}
+
 /// Which upstream answered a request, from its `x-served-by` header.
 pub fn served_by(resp: &Response) -> Option<String> {
     resp.header_str("x-served-by")
@@ -116,10 +122,16 @@ pub struct Stack {
 impl Stack {
     /// Starts the upstreams and Envoy with this plugin configuration.
     pub fn start(plugin_config: &serde_json::Value) -> Result<Self, Error> {
-        wasm(Wasm::Filter)?;
+        Self::start_with(Wasm::Filter, plugin_config)
+    }
+
+    /// [`Stack::start`] with another build of the filter (`Wasm::Responses`).
+    pub fn start_with(build: Wasm, plugin_config: &serde_json::Value) -> Result<Self, Error> {
+        wasm(build)?;
         let stable = Upstream::start("stable")?;
         let canary = Upstream::start("canary")?;
         let mut config = EnvoyConfig::demo(stable.port(), canary.port())?;
+        config.filter_build(build)?;
         config.plugin_config(&plugin_config.to_string());
         let envoy = Envoy::start(&config)?;
         let client = envoy.client();

@@ -14,7 +14,7 @@ use linnet_e2e::prometheus::Prometheus;
 use linnet_e2e::sidecar::Sidecar;
 use linnet_e2e::traffic::{Load, LoadConfig};
 use linnet_e2e::upstream::{Faults, Upstream};
-use linnet_e2e::TestDir;
+use linnet_e2e::{TestDir, Wasm};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -74,11 +74,17 @@ impl Rig {
     /// A sidecar, the upstreams, an Envoy whose filter polls the sidecar (with no rollout of
     /// its own), Prometheus when the source is `prometheus`, and the load already running.
     fn start(name: &str, source: Source) -> Rig {
+        Self::start_with(name, source, Wasm::Filter)
+    }
+
+    /// [`Rig::start`] with another build of the filter in Envoy.
+    fn start_with(name: &str, source: Source, build: Wasm) -> Rig {
         let dir = TestDir::new("analysis", name).unwrap();
         let sidecar = Sidecar::start(dir.path()).unwrap();
         let stable = Upstream::start("stable").unwrap();
         let canary = Upstream::start("canary").unwrap();
-        let config = sidecar.envoy_config(stable.port(), canary.port()).unwrap();
+        let mut config = sidecar.envoy_config(stable.port(), canary.port()).unwrap();
+        config.filter_build(build).unwrap();
         let envoy = Envoy::start(&config).unwrap();
         let prometheus = (source == Source::Prometheus).then(|| {
             let p = Prometheus::start(
@@ -358,9 +364,15 @@ fn last_transition(status: &Value) -> (String, String) {
 // === scenarios, for either source ===
 
 /// A healthy canary steps through 10%, 50% and 100% to `promoted` on passing checks alone;
-/// `by_filter`: judged from the filter's per-variant metrics instead of the clusters' stats.
+/// `by_filter`: judged from the filter's per-variant metrics (the responses build's) instead
+/// of the clusters' stats.
 fn promoted_with_no_human(source: Source, name: &str, by_filter: bool) {
-    let mut rig = Rig::start(name, source);
+    let build = if by_filter {
+        Wasm::Responses
+    } else {
+        Wasm::Filter
+    };
+    let mut rig = Rig::start_with(name, source, build);
     let started = Instant::now();
     let mut spec = rollout(source.interval(), &rig.source_yaml(), "");
     if by_filter {

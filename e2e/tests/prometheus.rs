@@ -8,7 +8,7 @@
 use linnet_e2e::http::Request;
 use linnet_e2e::prometheus::Prometheus;
 use linnet_e2e::upstream::Faults;
-use linnet_e2e::{served_by, Stack, TestDir};
+use linnet_e2e::{served_by, Stack, TestDir, Wasm};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -48,10 +48,11 @@ fn series(prom: &Prometheus, selector: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The responses build: it counts responses too.
 #[test]
 fn prometheus_scrapes_linnet_metrics_from_envoy_with_exact_counts_and_labels() {
     let dir = TestDir::new("prometheus", "scrape").unwrap();
-    let mut stack = Stack::start(&plugin()).unwrap();
+    let mut stack = Stack::start_with(Wasm::Responses, &plugin()).unwrap();
     // One live canary answer in ten is a 500; so is one shadow copy in ten.
     stack
         .canary

@@ -1,6 +1,6 @@
 //! The filter's metrics, defined once per configuration. A request only adds to counts kept
 //! in the VM; the root's tick hands them to Envoy (`Metrics::flush`: every 50 ms with a
-//! sidecar, every second without), which saves every request a host call (about 2k
+//! sidecar, every 200 ms without), which saves every request a host call (about 2k
 //! instructions in Envoy, measured). A count is in Envoy's stats within a tick.
 //!
 //! Per-variant response metrics (status class, time) exist only in the `responses` build: the

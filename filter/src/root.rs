@@ -13,9 +13,10 @@ use std::rc::Rc;
 
 /// How often every VM looks for a new snapshot in shared data.
 const SYNC_PERIOD_MS: u32 = 50;
-/// How often a root without a sidecar ticks: only to show it is alive (see `exports`, which
+/// How often a root without a sidecar ticks: to hand its counts to Envoy (`Metrics::flush`)
+/// and to show it is alive (see `exports`, which
 /// forgets the least recently active root when a VM has too many).
-const ALIVE_PERIOD_MS: u32 = 1_000;
+const ALIVE_PERIOD_MS: u32 = 200;
 /// Wait after a failed or rejected poll before the next one.
 const RETRY_NS: u64 = 1_000_000_000;
 /// Extra time the HTTP call gets over the sidecar's hold time.

@@ -122,6 +122,7 @@ fn the_override_needs_its_token_and_beats_cohorts() {
             "the override header leaked upstream"
         );
     }
+    linnet_e2e::counts_settle();
     assert_eq!(
         stack
             .envoy
@@ -203,6 +204,7 @@ fn the_kill_switch_sends_everyone_to_stable() {
         );
         let reason =
             "wasmcustom.linnet_requests_total.rollout.checkout.variant.stable.reason.kill_switch";
+        linnet_e2e::counts_settle();
         assert_eq!(stack.envoy.stat(reason).unwrap(), Some(3));
     }
 

@@ -1,9 +1,10 @@
 //! Per-rollout, per-variant metrics on Envoy's `/stats/prometheus`, with the labels that
 //! `stats_config.stats_tags` extracts from the names, and counts matching the traffic sent.
+//! The responses build (`dist/linnet-responses.wasm`), which counts responses too.
 
 use crate::{bounded, checkout, expected, plugin, users};
 use linnet_e2e::envoy::Sample;
-use linnet_e2e::Stack;
+use linnet_e2e::{Stack, Wasm};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ fn metrics_carry_rollout_and_variant_labels_and_count_every_request() {
     r["cohorts"] = json!({ "canary": ["alice"] });
     r["override"] = json!({ "token": "t0ken" });
     r["mirror"] = json!({ "cluster": "checkout-canary-shadow", "percent": 100 });
-    let mut stack = Stack::start(&plugin(r)).unwrap();
+    let mut stack = Stack::start_with(Wasm::Responses, &plugin(r)).unwrap();
 
     let mut want: HashMap<(&str, &str), u64> = HashMap::new();
     bounded(users(0..300), |u| {
@@ -60,6 +61,7 @@ fn metrics_carry_rollout_and_variant_labels_and_count_every_request() {
     stack
         .canary
         .wait_for(stable as usize, Duration::from_secs(10), |r| r.is_shadow());
+    linnet_e2e::counts_settle();
 
     // Histograms reach the admin output only once Envoy has merged the workers' values, which
     // a stats read starts (stats_flush_on_admin) but does not wait for: read until they show.

@@ -45,6 +45,7 @@ fn stable_requests_are_copied_to_the_shadow_cluster() {
         assert!(r.path.starts_with("/cart?u=user-"), "copy of {}", r.path);
     }
     // The copies went through the shadow cluster, not the canary's.
+    linnet_e2e::counts_settle();
     let stat = |s: &str| stack.envoy.stat(s).unwrap();
     assert_eq!(
         stat("cluster.checkout-canary-shadow.upstream_rq_total"),

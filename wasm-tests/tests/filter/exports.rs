@@ -112,7 +112,7 @@ fn a_removed_root_is_forgotten() {
     let mut vm = vm(&checkout("100", ""));
     assert_eq!(
         vm.tick_period_ms(),
-        1000,
+        200,
         "a root without a sidecar must tick"
     );
     let removed = vm.add_root(checkout("0", "")).unwrap().unwrap();
