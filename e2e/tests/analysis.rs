@@ -773,7 +773,7 @@ fn release(name: &str, weight: u32, rig: &Rig) -> String {
     format!(
         r#"name: {name}
 match: {{authority: {HOST}}}
-stickiness: [{{header: x-user-id}}]
+{CLUSTERS}stickiness: [{{header: x-user-id}}]
 salt: checkout
 steps: [{{weight: {weight}, pause: until promoted}}, {{weight: 100}}]
 analysis:
@@ -930,7 +930,7 @@ fn one_envoy_of_three_stopped_mid_rollout_is_named_and_the_others_still_judge() 
     let spec = format!(
         r#"name: {ROLLOUT}
 match: {{authority: {HOST}}}
-stickiness: [{{header: x-user-id}}]
+{CLUSTERS}stickiness: [{{header: x-user-id}}]
 steps: [{{weight: 10, pause: 8s}}, {{weight: 50, pause: 8s}}, {{weight: 100}}]
 analysis:
   interval: {i}
