@@ -199,7 +199,7 @@ fn prometheus_stopped_and_started_again_keeps_its_port_and_data() {
             .header("x-user-id", format!("user-{i}"));
         assert_eq!(stack.send(&req).unwrap().status, 200);
     }
-    let total = r#"sum(linnet_responses_total{rollout="checkout"})"#;
+    let total = r#"sum(linnet_requests_total{rollout="checkout"})"#;
     assert_eq!(prom.wait_for(total, PATIENCE, |v| v >= 20.0).unwrap(), 20.0);
     let url = prom.url();
 
@@ -209,7 +209,7 @@ fn prometheus_stopped_and_started_again_keeps_its_port_and_data() {
     prom.start_again().unwrap();
     assert_eq!(prom.url(), url);
     // What was scraped before survives the restart.
-    let before = r#"max_over_time(sum(linnet_responses_total{rollout="checkout"})[5m:1s])"#;
+    let before = r#"max_over_time(sum(linnet_requests_total{rollout="checkout"})[5m:1s])"#;
     assert_eq!(
         prom.wait_for(before, PATIENCE, |v| v >= 20.0).unwrap(),
         20.0
