@@ -7,7 +7,9 @@
 #   - a pinned Schemathesis from PyPI in the same .venv, which fuzzes the admin API from its
 #     OpenAPI document (e2e/tests/openapi.rs);
 #   - wrk, the load generator `make bench` drives;
-#   - Prometheus (Debian's), which the SLO-analysis tests and the demo start to scrape Envoy.
+#   - Prometheus (Debian's), which the SLO-analysis tests and the demo start to scrape Envoy;
+#   - Chromium (Debian's) and playwright-core (npm, pinned by e2e/browser/package-lock.json),
+#     which the page tests drive (e2e/src/browser.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,3 +70,15 @@ if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSI
     .venv/bin/pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 echo "setup: $(.venv/bin/schemathesis --version 2>/dev/null)"
+
+# The page tests (the dashboard at /ui, the evidence reports) run in Debian's Chromium, driven
+# by playwright-core from the npm registry, pinned by e2e/browser/package-lock.json.
+[ -x /usr/bin/chromium ] || apt_install --no-install-recommends chromium
+echo "setup: $(/usr/bin/chromium --version 2>/dev/null)"
+lock=e2e/browser/package-lock.json
+if ! [ e2e/browser/node_modules/.linnet-installed -nt "$lock" ]; then
+    echo "setup: npm ci in e2e/browser"
+    npm ci --prefix e2e/browser --no-audit --no-fund --silent
+    touch e2e/browser/node_modules/.linnet-installed
+fi
+echo "setup: playwright-core $(node -p 'require("./e2e/browser/node_modules/playwright-core/package.json").version')"

@@ -3,6 +3,7 @@
 //! HTTP/1.1 client that can send any header bytes. Everything stays on 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod envoy;
 pub mod http;
 pub mod prometheus;
