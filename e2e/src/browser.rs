@@ -39,8 +39,11 @@ impl Browser {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(Error::io("start node e2e/browser/driver.mjs"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(Error::new("the browser driver's pipes were not opened"));
+        };
+        let stdout = BufReader::new(stdout);
         Ok(Self {
             child,
             stdin,
