@@ -64,7 +64,9 @@ impl Browser {
             .read_line(&mut answer)
             .map_err(Error::io("read from the browser driver"))?;
         if n == 0 {
-            return Err(Error::new(format!("the browser driver exited during {cmd}")));
+            return Err(Error::new(format!(
+                "the browser driver exited during {cmd}"
+            )));
         }
         let answer: Value = serde_json::from_str(&answer)
             .map_err(|e| Error::new(format!("browser driver answered {answer:?}: {e}")))?;
@@ -131,7 +133,11 @@ impl Browser {
     pub fn errors(&mut self) -> Result<Vec<String>, Error> {
         let v = self.call(json!({"op": "errors"}))?;
         Ok(v.as_array()
-            .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }
