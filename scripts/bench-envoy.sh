@@ -119,3 +119,8 @@ printf 'linnet / reroute throughput at %s connections: %s\n' \
 printf 'linnet - nowasm p99 at 1 connection:        %s us   (goal <= 50 us: %s)\n' \
     "$added_p99" "$(verdict "$([ "$added_p99" -le 50 ] && echo 1 || echo 0)")"
 printf 'linnet - nowasm p50 at 1 connection:        %s us\n' "$added_p50"
+# Envoy's native split adds ~1.7k instructions per request (bench-envoy-instructions.sh), a
+# microsecond at most: its p99 distance from no wasm is what this machine's noise alone gives,
+# and an added p99 smaller than it cannot be told apart from noise.
+printf 'native - nowasm p99 at 1 connection:        %s us   (the noise floor of this run)\n' \
+    "$(($(median native 1 3) - $(median nowasm 1 3)))"
