@@ -87,7 +87,9 @@ impl Sidecar {
         let child = Command::new(linnet_bin()?)
             .args(["serve", "--listen", &self.addr.to_string()])
             .arg("--db")
-            .arg(self.dir.join("linnet.db"))
+            .arg(self.db())
+            .arg("--reports")
+            .arg(self.reports())
             // Tokens given, so no token file is made; reads open, as `get_json` sends none.
             .args([
                 "--token",
@@ -170,6 +172,20 @@ impl Sidecar {
             }
             (status, body) => Err(Error::new(format!("GET {path}: {status} {body}"))),
         }
+    }
+
+    /// The store.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("linnet.db")
+    }
+
+    /// Where `serve --reports` writes each ended release's report.
+    pub fn reports(&self) -> PathBuf {
+        self.dir.join("reports")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     pub fn log(&self) -> String {

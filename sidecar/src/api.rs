@@ -10,6 +10,7 @@ use crate::auth::{Auth, Need};
 use crate::controller::{Controller, CtlError, HistoryEntry, RolloutRef, Status, MAX_HISTORY};
 use crate::explain::Line;
 use crate::machine::{Control, State as RolloutState};
+use crate::report::Report;
 use crate::slots::{Slot, Slots};
 use crate::spec::{self, Format, RolloutSpec};
 use crate::sse;
@@ -218,9 +219,9 @@ pub struct SnapshotQuery {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Replay after this id (the `Last-Event-ID` header wins).
+    /// Replay after this id; `latest`: no replay, only events after the newest one now
+    /// (the `Last-Event-ID` header wins).
     #[serde(default)]
-    #[param(value_type = Option<i64>)]
     last_event_id: Option<String>,
     /// Only this rollout's events.
     #[serde(default)]
@@ -389,6 +390,7 @@ struct Op {
 fn routes() -> Vec<Op> {
     vec![
         op::<__path_healthz, _, _>(healthz, OPEN),
+        op::<__path_dashboard, _, _>(dashboard, OPEN),
         op::<__path_readyz, _, _>(readyz, OPEN),
         op::<__path_metrics, _, _>(metrics, READ),
         op::<__path_openapi_json, _, _>(openapi_json, OPEN),
@@ -406,6 +408,7 @@ fn routes() -> Vec<Op> {
         op::<__path_post_weight, _, _>(post_weight, WRITE),
         op::<__path_rollout_kill_switch, _, _>(rollout_kill_switch, WRITE),
         op::<__path_explain, _, _>(explain, READ),
+        op::<__path_report, _, _>(report, READ),
         op::<__path_history, _, _>(history, READ),
         op::<__path_kill_switch, _, _>(kill_switch, READ),
         op::<__path_set_kill_switch, _, _>(set_kill_switch, WRITE),
@@ -649,7 +652,7 @@ pub fn openapi_json_text() -> Result<String, String> {
     ),
     components(schemas(
         ErrorBody, NoParameters, PromoteBody, WeightBody, KillBody, RolloutSpec, RolloutList,
-        Created, Status, KillSwitch, AuditPage, HistoryPage, Explanation
+        Created, Status, KillSwitch, AuditPage, HistoryPage, Explanation, Report
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -916,6 +919,37 @@ async fn healthz() -> Response {
     text("ok\n")
 }
 
+/// The page holds no data (it reads the API like any client, with the tab's token): open.
+#[utoipa::path(get, path = "/ui", tag = "dashboard",
+    responses((status = 200, description = "The live dashboard: one page, its script and style inline.", body = String, content_type = "text/html")))]
+async fn dashboard() -> Response {
+    page(crate::ui::dashboard())
+}
+
+/// An HTML page, under the pages' content security policy.
+fn page(html: String) -> Response {
+    let mut r = Response::new(Body::from(html));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::ui::CSP),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "The store answers.", body = String, content_type = "text/plain"),
@@ -1160,6 +1194,39 @@ async fn explain(
     }))
 }
 
+/// The evidence report: JSON when the `Accept` header asks for `application/json`, else one
+/// self-contained HTML file.
+#[utoipa::path(get, path = "/v1/rollouts/{name}/report", tag = "rollouts",
+    params(("name" = String, Path, description = "A rollout's name, or a release id")),
+    responses(
+        (status = 200, description = "The report.", content(
+            (Report = "application/json"),
+            (String = "text/html"))),
+        (status = 404, description = "No such rollout.", body = ErrorBody)))]
+async fn report(State(s): Api, Name(name): Name, headers: HeaderMap) -> Result<Response, ApiError> {
+    let report = s.ctl.report(name).await?;
+    if wants_json(&headers) {
+        return Ok(Json(report).into_response());
+    }
+    let html = crate::report::html(&report)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("report: {e}")))?;
+    Ok(page(html))
+}
+
+/// `Accept` names JSON (before any HTML it also names).
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let at = |what: &str| accept.find(what);
+    match (at("application/json"), at("text/html")) {
+        (Some(j), Some(h)) => j < h,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 #[utoipa::path(get, path = "/v1/history", tag = "rollouts",
     params(HistoryQuery),
     responses(
@@ -1283,6 +1350,7 @@ async fn events(
         .map(str::to_owned);
     let after = match header.or(q.last_event_id).as_deref() {
         None | Some("") => 0,
+        Some("latest") => s.ctl.last_event_id().await?,
         Some(s) => s.trim().parse::<i64>().map_err(|_| {
             ApiError::bad(format!("last_event_id: {s:?} is not an integer event id"))
         })?,
@@ -1360,7 +1428,7 @@ mod tests {
             assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
             seen.push(key);
         }
-        assert_eq!(seen.len(), 24);
+        assert_eq!(seen.len(), 26);
     }
 
     #[test]

@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         limit: u32,
     },
+    /// A release's evidence report: one self-contained HTML file (or its JSON), from the audit.
+    Report {
+        /// A name (its unfinished rollout, else its latest) or a release id from `history`.
+        rollout: String,
+        /// The report's JSON instead of HTML.
+        #[arg(long)]
+        json: bool,
+        /// Write it to this file (and print its path) instead of to stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +136,9 @@ pub struct ServeArgs {
     #[arg(long, env = "LINNET_MAX_POLLS", default_value_t = api::DEFAULT_MAX_POLLS as u64,
         value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_polls: u64,
+    /// Write each release's evidence report (`<name>-<id>.html` and `.json`) here when it ends.
+    #[arg(long, env = "LINNET_REPORTS")]
+    pub reports: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,6 +312,7 @@ async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String
         retention: Retention::days(args.retain_days, args.retain_events),
         clock: Arc::new(SystemClock),
         drain_timeout: args.drain_timeout,
+        reports: args.reports,
     })
     .await?;
     crate::signal::terminate().await;
@@ -359,7 +374,26 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
         Command::KillSwitch { state, rollout } => kill_switch(c, state, rollout).await,
         Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
         Command::Explain { rollout, limit } => explain(c, &rollout, limit).await,
+        Command::Report { rollout, json, out } => report(c, &rollout, json, out).await,
     }
+}
+
+async fn report(c: &Client, rollout: &str, json: bool, out: Option<PathBuf>) -> Result<(), String> {
+    let path = format!("/v1/rollouts/{}/report", percent_encode(rollout));
+    let report: crate::report::Report = c.typed(Method::GET, &path, None).await?;
+    let text = if json {
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n"
+    } else {
+        crate::report::html(&report).map_err(|e| e.to_string())?
+    };
+    match out {
+        None => print!("{text}"),
+        Some(p) => {
+            std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+            println!("{}", p.display());
+        }
+    }
+    Ok(())
 }
 
 async fn kill_switch(c: &Client, state: OnOff, rollout: Option<String>) -> Result<(), String> {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -65,7 +65,11 @@ impl Client {
         body: Option<(Bytes, &str)>,
     ) -> Result<(StatusCode, Bytes), String> {
         let url = format!("{}{path}", self.base);
-        let mut b = Request::builder().method(method).uri(&url);
+        // Every answer this client reads is JSON (the report route would answer HTML).
+        let mut b = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(ACCEPT, "application/json");
         if let Some(t) = &self.token {
             b = b.header(AUTHORIZATION, format!("Bearer {t}"));
         }

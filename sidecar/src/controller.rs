@@ -438,6 +438,37 @@ impl Controller {
             .await
     }
 
+    /// The id of the newest event (0 before any): where a stream that wants only what comes
+    /// next starts.
+    pub async fn last_event_id(&self) -> Result<i64, CtlError> {
+        self.blocking(|c| Ok(c.lock().store.last_event_id()?)).await
+    }
+
+    /// A release's evidence report, from its audit trail (see [`crate::report`]).
+    pub async fn report(&self, rollout: RolloutRef) -> Result<crate::report::Report, CtlError> {
+        self.blocking(move |c| {
+            let inner = c.lock();
+            let now = c.now_ms();
+            let status = inner.status(&rollout, now, false)?;
+            let mut events = inner
+                .store
+                .latest_events(status.id, crate::report::MAX_EVENTS + 1)?;
+            let truncated = events.len() > crate::report::MAX_EVENTS;
+            if truncated {
+                events.remove(0);
+            }
+            let transitions = inner.store.transitions(status.id, usize::MAX)?;
+            Ok(crate::report::build(
+                status,
+                &events,
+                transitions,
+                truncated,
+                now,
+            ))
+        })
+        .await
+    }
+
     /// Prunes the audit by the retention policy (see [`Store::prune`]).
     pub async fn prune(
         &self,

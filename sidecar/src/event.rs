@@ -48,7 +48,7 @@ pub struct Created {
 }
 
 /// Where a transition took a rollout, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Moved {
     pub from: State,
     pub to: State,

@@ -29,6 +29,8 @@ pub struct ServerOptions {
     pub clock: SharedClock,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// Where each release's evidence report is written when it ends; `None`: nowhere.
+    pub reports: Option<PathBuf>,
 }
 
 /// A running sidecar.
@@ -62,13 +64,22 @@ impl Server {
         let driver = ctl.spawn_driver(rx.clone());
         let analysis = crate::analysis::runner::spawn(ctl.clone(), rx.clone());
         let retention = opts.retention.spawn(ctl.clone(), rx.clone());
-        let acceptor = tokio::spawn(accept(listener, app.clone(), rx, opts.drain_timeout));
+        let mut tasks = vec![driver, analysis, retention];
+        if let Some(dir) = opts.reports {
+            tasks.push(crate::report::spawn_writer(ctl.clone(), dir, rx.clone()));
+        }
+        tasks.push(tokio::spawn(accept(
+            listener,
+            app.clone(),
+            rx,
+            opts.drain_timeout,
+        )));
         tracing::info!(%addr, db = %opts.db.display(), "linnet sidecar listening");
         Ok(Server {
             addr,
             app,
             shutdown,
-            tasks: vec![driver, analysis, retention, acceptor],
+            tasks,
         })
     }
 

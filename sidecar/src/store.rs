@@ -529,6 +529,13 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// The id of the newest event (0 before any).
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Deletes, in one transaction, the audit of rollouts that finished before `before_ms`
     /// and global events from before it; then the oldest prunable events (with their checks)
     /// and transitions while a table holds more than `max_rows`. Nothing of an unfinished

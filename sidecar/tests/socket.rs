@@ -31,6 +31,7 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
         retention: Retention::default(),
         clock: Arc::new(SystemClock),
         drain_timeout: Duration::from_secs(5),
+        reports: None,
     })
     .await
     .unwrap();

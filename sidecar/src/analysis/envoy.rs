@@ -13,7 +13,7 @@ use super::window::{Histogram, Traffic, Window};
 use crate::client::Client;
 use crate::clock::Millis;
 use hyper::Method;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -304,7 +304,8 @@ pub fn window(history: &VecDeque<Scrape>, span: Millis, q: &Query) -> Result<Win
     let start = last.at_ms - span;
     let base = history.iter().rposition(|s| s.at_ms <= start).unwrap_or(0);
     let covered_ms = last.at_ms - history.get(base).map_or(last.at_ms, |s| s.at_ms);
-    let mut inc: HashMap<&str, (&Sample, f64)> = HashMap::new();
+    // Ordered by series, so the sums below add in the same order on every run.
+    let mut inc: BTreeMap<&str, (&Sample, f64)> = BTreeMap::new();
     for i in base + 1..history.len() {
         let (Some(prev), Some(cur)) = (history.get(i - 1), history.get(i)) else {
             continue;
@@ -346,8 +347,8 @@ fn traffic(increases: &[(&Sample, f64)], series: &TrafficSeries) -> Traffic {
         increases
             .iter()
             .filter(|(s, _)| selector.matches(&s.name, &s.labels))
-            .map(|(_, d)| d)
-            .sum::<f64>()
+            // `sum` of nothing is -0.0, which would read "-0 errors"; a fold from 0.0 is not.
+            .fold(0.0, |total, (_, d)| total + d)
     };
     let mut hist = Vec::new();
     for (s, d) in increases {
@@ -470,6 +471,16 @@ linnet_override_rejected_total{{rollout="r"}} {rejected}
         // Longer than the history: only what was seen.
         let w = window(&h, 60_000, &q).unwrap();
         assert_eq!(w.covered_ms, 20_000);
+    }
+
+    #[test]
+    fn no_error_series_is_zero_errors_not_minus_zero() {
+        let mut h = VecDeque::new();
+        push(&mut h, scrape(0, ""), 60_000);
+        push(&mut h, scrape(10_000, ""), 60_000);
+        let w = window(&h, 10_000, &query(vec![])).unwrap();
+        assert_eq!(w.canary.errors, 0.0);
+        assert!(w.canary.errors.is_sign_positive() && w.stable.requests.is_sign_positive());
     }
 
     #[test]

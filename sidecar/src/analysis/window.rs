@@ -7,7 +7,18 @@ use serde::{Deserialize, Serialize};
 /// Cumulative bucket counts by upper bound (ms), ascending; the last bound may be +Inf.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
+    /// JSON has no infinity: the +Inf bound is written `null`, and read back as +Inf.
+    #[serde(deserialize_with = "bounds")]
     pub buckets: Vec<(f64, f64)>,
+}
+
+/// Buckets as written: a `null` bound is +Inf (how serde_json writes it).
+fn bounds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(f64, f64)>, D::Error> {
+    let raw: Vec<(Option<f64>, f64)> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(le, c)| (le.unwrap_or(f64::INFINITY), c))
+        .collect())
 }
 
 /// One variant over one window.
@@ -111,6 +122,14 @@ impl Traffic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histogram_reads_back_what_it_wrote_infinity_included() {
+        let h = Histogram::from_buckets(vec![(1.0, 3.0), (f64::INFINITY, 4.0)]).unwrap();
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, r#"{"buckets":[[1.0,3.0],[null,4.0]]}"#);
+        assert_eq!(serde_json::from_str::<Histogram>(&json).unwrap(), h);
+    }
 
     fn h(b: &[(f64, f64)]) -> Histogram {
         Histogram::from_buckets(b.to_vec()).unwrap()
