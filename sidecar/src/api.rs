@@ -413,6 +413,7 @@ fn routes() -> Vec<Op> {
         op::<__path_kill_switch, _, _>(kill_switch, READ),
         op::<__path_set_kill_switch, _, _>(set_kill_switch, WRITE),
         op::<__path_audit, _, _>(audit, READ),
+        op::<__path_alertmanager, _, _>(alertmanager, WRITE),
         op::<__path_snapshot, _, _>(snapshot, POLL),
         op::<__path_events, _, _>(events, READ_OR_QUERY_TOKEN),
     ]
@@ -652,7 +653,9 @@ pub fn openapi_json_text() -> Result<String, String> {
     ),
     components(schemas(
         ErrorBody, NoParameters, PromoteBody, WeightBody, KillBody, RolloutSpec, RolloutList,
-        Created, Status, KillSwitch, AuditPage, HistoryPage, Explanation, Report
+        Created, Status, KillSwitch, AuditPage, HistoryPage, Explanation, Report, AlertsReceived,
+        crate::alerts::Webhook, crate::alerts::Alert, crate::alerts::AlertStatus,
+        crate::controller::AlertOutcome
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -1263,6 +1266,32 @@ async fn set_kill_switch(State(s): Api, Payload(body): Payload) -> Answer<KillSw
     }))
 }
 
+/// What `POST /v1/alertmanager` did with a webhook.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertsReceived {
+    /// Alerts in the payload.
+    pub received: usize,
+    /// Each (alert, rollout) pair whose selector matched, and what it did.
+    pub matched: Vec<crate::controller::AlertOutcome>,
+}
+
+/// Alertmanager's webhook receiver (`webhook_configs` with `http_config.authorization`).
+#[utoipa::path(post, path = "/v1/alertmanager", tag = "alerts",
+    request_body = crate::alerts::Webhook,
+    responses(
+        (status = 200, description = "Taken: each match and what it did.", body = AlertsReceived),
+        (status = 400, description = "Not an Alertmanager webhook payload, naming the field.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn alertmanager(State(s): Api, Payload(body): Payload) -> Answer<AlertsReceived> {
+    let hook = crate::alerts::parse(&body)
+        .map_err(|e| ApiError::bad(format!("invalid Alertmanager payload: {e}")))?;
+    let received = hook.alerts.len();
+    Ok(Json(AlertsReceived {
+        received,
+        matched: s.ctl.alerts(hook).await?,
+    }))
+}
+
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(AuditQuery),
     responses(
@@ -1428,7 +1457,7 @@ mod tests {
             assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
             seen.push(key);
         }
-        assert_eq!(seen.len(), 26);
+        assert_eq!(seen.len(), 27);
     }
 
     #[test]

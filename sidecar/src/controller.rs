@@ -9,9 +9,12 @@
 //! aborted, timed out) leaves the snapshot and memory at once and stays in the store as the
 //! archive, so the next release of the same service starts clean and routes at once.
 
+use crate::alerts::{Alert, AlertStatus, Webhook};
+use crate::analysis::policy::Severity;
 use crate::analysis::runner::{self, Run, Target};
 use crate::clock::{Millis, SharedClock};
-use crate::event::{AnalysisRun, Created, KillSwitch, Moved, Payload};
+use crate::event::{AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, Payload};
+use crate::gate::{Answer, Gate, GateRequest, Gated};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::spec::{Plan, RolloutSpec};
@@ -111,6 +114,9 @@ pub struct Status {
     pub kill_switch: bool,
     /// Waiting at an `until promoted` step.
     pub at_gate: bool,
+    /// What holds the rollout besides its pause: a gate's answer, a firing warning alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
     pub remaining_pause_ms: Option<Millis>,
     pub step_started_at_ms: Millis,
     pub step_ends_at_ms: Option<Millis>,
@@ -121,6 +127,28 @@ pub struct Status {
     pub transitions: Vec<Transition>,
     /// As written, with its secrets redacted: a status is a read.
     pub spec: RolloutSpec,
+}
+
+/// A move only its gates hold: what the gate runner asks about.
+#[derive(Debug, Clone)]
+pub struct GateTarget {
+    pub name: String,
+    pub id: i64,
+    pub to: Gated,
+    pub gates: Vec<Gate>,
+    /// What each gate is sent (its `gate` filled in per gate).
+    pub request: GateRequest,
+}
+
+/// What an Alertmanager alert did to a rollout.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertOutcome {
+    pub rollout: String,
+    pub id: i64,
+    pub alert: String,
+    pub status: AlertStatus,
+    /// `rolled_back`, `held`, `released` or `recorded`.
+    pub action: String,
 }
 
 /// One past or present release, as `history` lists it (and the CLI reads it).
@@ -542,10 +570,7 @@ impl Controller {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
-            let Inner {
-                store, rollouts, ..
-            } = &mut *inner;
-            let Some(entry) = rollouts.get_mut(&run.name).filter(|e| e.id == run.id) else {
+            let Some(entry) = inner.rollouts.get(&run.name).filter(|e| e.id == run.id) else {
                 // Finished while the run was out: nothing left to act on.
                 return Ok(false);
             };
@@ -563,24 +588,9 @@ impl Controller {
                 checks: run.step.checks.clone(),
                 observed: run.observed,
             });
-            let (event, _) = store.commit(Change {
-                at_ms: now,
-                rollout: Some(RolloutWrite {
-                    id: Some(entry.id),
-                    spec: &entry.spec,
-                    plan: &entry.plan,
-                    runtime: &rt,
-                    transition: None,
-                }),
-                kill_switch: None,
-                bump_version: false,
-                payload,
-            })?;
             tracing::info!(rollout = %run.name, decision = action.as_str(), %reason, "analysis");
-            c.shared.metrics.set_rollout(&entry.spec, &rt);
-            entry.rt = rt;
+            c.commit_runtime(&mut inner, &run.name, rt, payload, now)?;
             c.shared.metrics.count_analysis(&run.name, action.as_str());
-            c.published(&inner, event, false);
             // The decision's control, and any step that enough passes made due.
             for (next, outcome) in run.transitions {
                 c.commit_transition(&mut inner, &run.name, next, &outcome, now)?;
@@ -591,6 +601,252 @@ impl Controller {
             Ok(true)
         })
         .await
+    }
+
+    /// The rollouts whose next move is due and only their gates hold it.
+    pub async fn gate_targets(&self) -> Result<Vec<GateTarget>, CtlError> {
+        self.blocking(|c| {
+            let inner = c.lock();
+            let now = c.now_ms();
+            Ok(inner
+                .rollouts
+                .values()
+                .filter_map(|e| {
+                    let to = e.rt.gate_due(&e.plan, now)?;
+                    Some(GateTarget {
+                        name: e.spec.name.clone(),
+                        id: e.id,
+                        to,
+                        gates: e.plan.gates_on(to.on()).cloned().collect(),
+                        request: GateRequest {
+                            gate: String::new(),
+                            on: to.on(),
+                            rollout: e.spec.name.clone(),
+                            rollout_id: e.id,
+                            state: e.rt.state,
+                            step: e.rt.step,
+                            weight: e.rt.weight,
+                            next_step: match to {
+                                Gated::Start => Some(0),
+                                Gated::Step(i) => Some(i),
+                                Gated::Promotion => None,
+                            },
+                            at_ms: now,
+                        },
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Records the answers of a move's gates (in order; the first that held ends them), then
+    /// makes the move they let, or holds, or rolls back once `gate_failures` answers in a row
+    /// held. `Ok(false)`: the move is no longer due (an operator or analysis moved first).
+    pub async fn record_gate(
+        &self,
+        target: GateTarget,
+        answers: Vec<Answer>,
+    ) -> Result<bool, CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            let Some(entry) = inner
+                .rollouts
+                .get(&target.name)
+                .filter(|e| e.id == target.id)
+            else {
+                return Ok(false);
+            };
+            if entry.rt.gate_due(&entry.plan, now) != Some(target.to) {
+                return Ok(false);
+            }
+            let limit = entry.plan.gate_failures;
+            let on = target.to.on();
+            let mut rt = entry.rt.clone();
+            let held = answers.iter().find(|a| !a.passed);
+            let reason = match held {
+                None => {
+                    rt.holds.passed = Some(target.to);
+                    rt.holds.failures = 0;
+                    rt.holds.gate = None;
+                    let said: Vec<String> = answers
+                        .iter()
+                        .map(|a| format!("{} answered {}", a.gate, a.answer))
+                        .collect();
+                    format!("gates {on} let {}: {}", target.to.words(), said.join("; "))
+                }
+                Some(a) => {
+                    rt.holds.failures = rt.holds.failures.saturating_add(1);
+                    let of = if limit == 0 {
+                        String::new()
+                    } else {
+                        format!(" of {limit}")
+                    };
+                    let why = format!(
+                        "gate {} ({on}) holds {}: {} (failure {}{of})",
+                        a.gate,
+                        target.to.words(),
+                        a.answer,
+                        rt.holds.failures
+                    );
+                    rt.holds.gate = Some(why.clone());
+                    why
+                }
+            };
+            let failures = rt.holds.failures;
+            let rollback = held.filter(|_| limit > 0 && failures >= limit).map(|a| {
+                format!(
+                    "gate {} ({on}) held {} {failures} times in a row: {}",
+                    a.gate,
+                    target.to.words(),
+                    a.answer
+                )
+            });
+            let payload = Payload::Gate(GateRun {
+                on,
+                step: rt.step,
+                to: target.to,
+                passed: held.is_none(),
+                answers,
+                failures,
+                limit,
+                reason,
+            });
+            c.commit_runtime(&mut inner, &target.name, rt, payload, now)?;
+            match rollback {
+                Some(why) => {
+                    c.settle(&mut inner, &target.name, Some(&Control::RollBack(why)), now)?
+                }
+                None => c.advance(&mut inner, &target.name, now)?,
+            }
+            c.shared.wake.notify_one();
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Acts on Alertmanager's alerts: each live rollout whose selectors match one is rolled
+    /// back (critical) or held while it fires (warning); every match is recorded.
+    pub async fn alerts(&self, hook: Webhook) -> Result<Vec<AlertOutcome>, CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            let mut out = Vec::new();
+            for alert in &hook.alerts {
+                let matched: Vec<(String, Severity)> = inner
+                    .rollouts
+                    .values()
+                    .filter_map(|e| {
+                        let sev = e
+                            .spec
+                            .alerts
+                            .iter()
+                            .filter(|s| s.matches(alert))
+                            .map(|s| s.severity)
+                            .min_by_key(|s| *s != Severity::Critical)?;
+                        Some((e.spec.name.clone(), sev))
+                    })
+                    .collect();
+                for (name, severity) in matched {
+                    if let Some(o) = c.alert_one(&mut inner, &name, alert, severity, now)? {
+                        out.push(o);
+                    }
+                }
+            }
+            c.shared.wake.notify_one();
+            Ok(out)
+        })
+        .await
+    }
+
+    fn alert_one(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        alert: &Alert,
+        severity: Severity,
+        now: Millis,
+    ) -> Result<Option<AlertOutcome>, CtlError> {
+        let Some(entry) = inner.rollouts.get(name) else {
+            return Ok(None);
+        };
+        let id = entry.id;
+        let key = alert.key();
+        let reason = alert.reason();
+        let mut rt = entry.rt.clone();
+        let held = rt.holds.alerts.contains_key(&key);
+        let action = match (alert.status, severity) {
+            (AlertStatus::Firing, Severity::Critical) => "rolled_back",
+            // Alertmanager repeats a firing alert: the hold is there already.
+            (AlertStatus::Firing, Severity::Warning) if held => return Ok(None),
+            (AlertStatus::Firing, Severity::Warning) => {
+                rt.holds.alerts.insert(key.clone(), reason.clone());
+                "held"
+            }
+            (AlertStatus::Resolved, _) if held => {
+                rt.holds.alerts.remove(&key);
+                "released"
+            }
+            (AlertStatus::Resolved, _) => "recorded",
+        };
+        let payload = Payload::Alert(AlertSeen {
+            alert: alert.name().to_owned(),
+            status: alert.status,
+            severity,
+            key,
+            labels: alert.labels.clone(),
+            annotations: alert.annotations.clone(),
+            action: action.to_owned(),
+            reason: reason.clone(),
+        });
+        self.commit_runtime(inner, name, rt, payload, now)?;
+        if action == "rolled_back" {
+            self.settle(inner, name, Some(&Control::RollBack(reason)), now)?;
+        } else {
+            self.advance(inner, name, now)?;
+        }
+        Ok(Some(AlertOutcome {
+            rollout: name.to_owned(),
+            id,
+            alert: alert.name().to_owned(),
+            status: alert.status,
+            action: action.to_owned(),
+        }))
+    }
+
+    /// Commits an event of a live rollout that changes its runtime but is no transition.
+    fn commit_runtime(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        rt: Runtime,
+        payload: Payload,
+        now: Millis,
+    ) -> Result<(), CtlError> {
+        let Inner {
+            store, rollouts, ..
+        } = &mut *inner;
+        let entry = rollouts
+            .get_mut(name)
+            .ok_or_else(|| CtlError::NotFound(format!("no rollout named {name:?}")))?;
+        let (event, _) = store.commit(Change {
+            at_ms: now,
+            rollout: Some(RolloutWrite {
+                id: Some(entry.id),
+                spec: &entry.spec,
+                plan: &entry.plan,
+                runtime: &rt,
+                transition: None,
+            }),
+            kill_switch: None,
+            bump_version: false,
+            payload,
+        })?;
+        self.shared.metrics.set_rollout(&entry.spec, &rt);
+        entry.rt = rt;
+        self.published(inner, event, false);
+        Ok(())
     }
 
     /// A release's status and its latest `limit` events, oldest first: its timeline.
@@ -959,6 +1215,7 @@ impl Entry {
             mirror: served(&self.spec, rt).mirror,
             kill_switch: rt.kill_switch,
             at_gate: rt.at_gate(&self.plan),
+            held_by: rt.held_by().filter(|_| stepping),
             remaining_pause_ms: rt.remaining_ms(now).filter(|_| stepping),
             step_started_at_ms: rt.step_started_ms,
             step_ends_at_ms: rt.step_ends_ms,

@@ -6,11 +6,15 @@
 //! `version` inside `data`. A row this version cannot read (an older writer, an unknown kind,
 //! data that is not JSON) is kept as it was stored and shown plainly, never dropped.
 
+use crate::alerts::AlertStatus;
+use crate::analysis::policy::Severity;
 use crate::analysis::{Action, Check};
 use crate::clock::Millis;
+use crate::gate::{Answer, GateOn, Gated};
 use crate::machine::{Move, State};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// An audit event; its id orders every event ever written.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +40,10 @@ pub enum Payload {
     Analysis(AnalysisRun),
     /// `kind: kill_switch` without a rollout: the global kill switch.
     KillSwitch(KillSwitch),
+    /// `kind: gate`: the gates before a move were asked.
+    Gate(GateRun),
+    /// `kind: alert`: an Alertmanager alert that judges the rollout fired or resolved.
+    Alert(AlertSeen),
     /// A stored row this version does not read: its kind and data as they were.
     Unread { kind: String, data: Value },
 }
@@ -71,6 +79,37 @@ pub struct AnalysisRun {
     pub checks: Vec<Check>,
     /// The inputs as the source returned them (their shape is the source's).
     pub observed: Value,
+}
+
+/// The gates of one move, asked: the answers in order (the first that held ends the list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRun {
+    pub on: GateOn,
+    /// The step the rollout was in.
+    pub step: usize,
+    /// The move the gates hold or let.
+    pub to: Gated,
+    pub passed: bool,
+    pub answers: Vec<Answer>,
+    /// Failed answers in a row for this move, and how many roll back (0: never).
+    pub failures: u32,
+    pub limit: u32,
+    pub reason: String,
+}
+
+/// An alert as it reached the rollout, and what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertSeen {
+    pub alert: String,
+    pub status: AlertStatus,
+    pub severity: Severity,
+    /// Alertmanager's fingerprint (or the labels): what a hold is keyed by.
+    pub key: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `rolled_back`, `held`, `released` or `recorded`.
+    pub action: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +234,8 @@ impl Payload {
             Payload::Moved(kind, _) => kind.as_str(),
             Payload::Analysis(_) => "analysis",
             Payload::KillSwitch(_) => "kill_switch",
+            Payload::Gate(_) => "gate",
+            Payload::Alert(_) => "alert",
             Payload::Unread { kind, .. } => kind,
         }
     }
@@ -205,6 +246,8 @@ impl Payload {
             Payload::Moved(_, m) => serde_json::to_value(m),
             Payload::Analysis(a) => serde_json::to_value(a),
             Payload::KillSwitch(k) => serde_json::to_value(k),
+            Payload::Gate(g) => serde_json::to_value(g),
+            Payload::Alert(a) => serde_json::to_value(a),
             Payload::Unread { data, .. } => Ok(data.clone()),
         }
     }
@@ -218,6 +261,8 @@ impl Payload {
         let found = match (kind.as_str(), Move::parse(&kind)) {
             ("created", _) => typed(&data).map(Payload::Created),
             ("analysis", _) => typed(&data).map(Payload::Analysis),
+            ("gate", _) => typed(&data).map(Payload::Gate),
+            ("alert", _) => typed(&data).map(Payload::Alert),
             ("kill_switch", _) if !of_rollout => typed(&data).map(Payload::KillSwitch),
             (_, Some(m)) => typed(&data).map(|d| Payload::Moved(m, d)),
             _ => None,

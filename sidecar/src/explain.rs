@@ -62,6 +62,8 @@ pub fn timeline(events: &[Event]) -> Vec<Line> {
                 trim(m.weight)
             ),
             Payload::KillSwitch(k) => k.reason.clone(),
+            Payload::Gate(g) => g.reason.clone(),
+            Payload::Alert(a) => a.reason.clone(),
             // Written by another version: shown as stored.
             Payload::Unread { data, .. } => data.to_string(),
         };

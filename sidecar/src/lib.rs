@@ -1,6 +1,7 @@
 //! Linnet's sidecar: runs rollouts step by step and serves live snapshots to the filters.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod analysis;
 pub mod api;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod controller;
 pub mod epoch;
 pub mod event;
 pub mod explain;
+pub mod gate;
 pub mod machine;
 pub mod metrics;
 pub mod named;

@@ -3,8 +3,10 @@
 
 use crate::analysis::Memory;
 use crate::clock::{millis, Millis};
+use crate::gate::Gated;
 use crate::spec::{Pause, Plan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,6 +49,29 @@ pub struct Runtime {
     pub deadline_ms: Option<Millis>,
     /// What analysis remembers: passes in this step, failures, evidence.
     pub analysis: Memory,
+    /// What holds the timer's next move: gates that have not let it, firing warning alerts.
+    pub holds: Holds,
+}
+
+/// What holds a rollout where it is, besides its pause and analysis.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Holds {
+    /// The move whose gates all answered 2xx: the timer may make it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<Gated>,
+    /// Failed gate answers in a row for the move now due.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// The last failed answer: why the rollout is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// Firing warning alerts, by key: each holds stepping until it resolves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An operator's command, an analysis decision, or the controller's own tick.
@@ -204,6 +229,18 @@ impl fmt::Display for Illegal {
     }
 }
 
+// === impl Holds ===
+
+impl Holds {
+    /// A new step owes its gates nothing yet; alerts fire on until they resolve.
+    fn entering_step(&self) -> Holds {
+        Holds {
+            alerts: self.alerts.clone(),
+            ..Holds::default()
+        }
+    }
+}
+
 crate::named::serde_by_name!(State);
 crate::named::serde_by_name!(Move);
 
@@ -223,7 +260,47 @@ impl Runtime {
             paused_remaining_ms: None,
             deadline_ms: deadline(plan, now),
             analysis: Memory::default(),
+            holds: Holds::default(),
         }
+    }
+
+    /// Why the rollout is held, if a gate or an alert holds it.
+    pub fn held_by(&self) -> Option<String> {
+        let alerts = self.holds.alerts.values().cloned();
+        let all: Vec<String> = self.holds.gate.iter().cloned().chain(alerts).collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
+
+    /// The move the timer would make now if nothing held it: step 0, the next step, or the
+    /// promotion. `None` while it waits for its pause, analysis or an operator.
+    fn due(&self, plan: &Plan, now: Millis) -> Option<Gated> {
+        if self.state.is_done_stepping() || self.deadline_ms.is_some_and(|d| d <= now) {
+            return None;
+        }
+        if self.state == State::Pending {
+            return Some(Gated::Start);
+        }
+        let due = self.state.is_running() && self.step_ends_ms.is_some_and(|end| end <= now);
+        if !due || !may_advance(plan, self) {
+            return None;
+        }
+        let next = self.step + 1;
+        Some(if next >= plan.steps.len() {
+            Gated::Promotion
+        } else {
+            Gated::Step(next)
+        })
+    }
+
+    /// Whether gates still hold `to`: it has gates, and they have not all let it.
+    fn gated(&self, plan: &Plan, to: Gated) -> bool {
+        self.holds.passed != Some(to) && plan.gates_on(to.on()).next().is_some()
+    }
+
+    /// The move due now that only its gates hold: what the gate runner asks about.
+    pub fn gate_due(&self, plan: &Plan, now: Millis) -> Option<Gated> {
+        self.due(plan, now)
+            .filter(|to| self.holds.alerts.is_empty() && self.gated(plan, *to))
     }
 
     /// The pause left in the current step, if it has a timed one.
@@ -249,12 +326,25 @@ impl Runtime {
     pub fn next_wake(&self, plan: &Plan) -> Option<Millis> {
         match self.state {
             s if s.is_finished() => return None,
-            State::Pending => return Some(Millis::MIN),
             // `complete_after`, when the spec has one.
             State::Promoted => return self.step_ends_ms,
             _ => {}
         }
-        let step_end = if self.state.is_running() && may_advance(plan, self) {
+        // A move held by gates or alerts waits for their answer, not for a timer.
+        let held = |to: Gated| !self.holds.alerts.is_empty() || self.gated(plan, to);
+        if self.state == State::Pending {
+            return if held(Gated::Start) {
+                self.deadline_ms
+            } else {
+                Some(Millis::MIN)
+            };
+        }
+        let next = if self.step + 1 >= plan.steps.len() {
+            Gated::Promotion
+        } else {
+            Gated::Step(self.step + 1)
+        };
+        let step_end = if self.state.is_running() && may_advance(plan, self) && !held(next) {
             self.step_ends_ms
         } else {
             None
@@ -442,24 +532,27 @@ impl Runtime {
             let rt = self.finished(State::TimedOut);
             return Some((rt, outcome(Move::TimedOut, "the deadline passed".into())));
         }
-        if self.state == State::Pending {
-            let rt = self.enter_step(plan, 0, now);
-            return Some((rt, outcome(Move::Started, "entered step 0".into())));
-        }
-        let due = self.state.is_running() && self.step_ends_ms.is_some_and(|end| end <= now);
-        if !due || !may_advance(plan, self) {
+        let to = self.due(plan, now)?;
+        if !self.holds.alerts.is_empty() || self.gated(plan, to) {
             return None;
         }
-        let next = self.step + 1;
-        if next >= plan.steps.len() {
-            return Some((
+        Some(match to {
+            Gated::Start => (
+                self.enter_step(plan, 0, now),
+                outcome(Move::Started, "entered step 0".into()),
+            ),
+            Gated::Promotion => (
                 self.promoted(plan, now),
                 outcome(Move::Promoted, "the last step's pause elapsed".into()),
-            ));
-        }
-        let rt = self.enter_step(plan, next, now);
-        let reason = format!("step {} pause elapsed; entered step {next}", self.step);
-        Some((rt, outcome(Move::Step, reason)))
+            ),
+            Gated::Step(next) => (
+                self.enter_step(plan, next, now),
+                outcome(
+                    Move::Step,
+                    format!("step {} pause elapsed; entered step {next}", self.step),
+                ),
+            ),
+        })
     }
 
     /// Not finished: a promoted rollout can still be aborted or have its kill switch thrown.
@@ -511,6 +604,7 @@ impl Runtime {
             },
             paused_remaining_ms: None,
             analysis: self.analysis.entering_step(),
+            holds: self.holds.entering_step(),
             ..self.clone()
         }
     }
@@ -545,6 +639,7 @@ impl Runtime {
     fn promoted(&self, plan: &Plan, now: Millis) -> Runtime {
         Runtime {
             step_ends_ms: plan.complete_after.map(|d| now.saturating_add(millis(d))),
+            holds: self.holds.entering_step(),
             ..self.finished(State::Promoted)
         }
     }
@@ -613,6 +708,72 @@ mod tests {
 
     fn step(rt: &Runtime, plan: &Plan, c: Control, now: Millis) -> Runtime {
         rt.apply(plan, &c, now).unwrap().unwrap().0
+    }
+
+    fn gated_plan() -> Plan {
+        let yaml = "name: a\ndeadline: 1h\ngates:\n- {name: start, on: pre_rollout, url: 'http://127.0.0.1:9/s'}\n- {name: ci, on: confirm_promotion, url: 'http://127.0.0.1:9/c'}\nsteps:\n- {weight: 10, pause: 10s}\n- {weight: 100}\n";
+        RolloutSpec::parse(yaml.as_bytes(), Format::Yaml).unwrap().1
+    }
+
+    #[test]
+    fn gates_hold_the_moves_they_guard_until_they_pass() {
+        let p = gated_plan();
+        let rt = Runtime::new(&p, 0);
+        // pre_rollout: held, and no busy wake while held (the gate runner asks).
+        assert_eq!(rt.gate_due(&p, 0), Some(Gated::Start));
+        assert!(rt.apply(&p, &Control::Tick, 0).unwrap().is_none());
+        assert_eq!(rt.next_wake(&p), Some(3_600_000));
+        let mut passed = rt.clone();
+        passed.holds.passed = Some(Gated::Start);
+        assert_eq!(passed.gate_due(&p, 0), None);
+        let rt = step(&passed, &p, Control::Tick, 0);
+        assert_eq!(
+            (rt.state, rt.step, rt.holds.passed),
+            (State::Progressing, 0, None)
+        );
+        // Step 1 has no pre_step gate; its end is the promotion, which `ci` confirms.
+        assert_eq!(
+            rt.gate_due(&p, 5_000),
+            None,
+            "not due before the pause ends"
+        );
+        let rt = step(&rt, &p, Control::Tick, 10_000);
+        assert_eq!((rt.step, rt.weight), (1, 100.0));
+        assert_eq!(rt.gate_due(&p, 10_000), Some(Gated::Promotion));
+        assert!(rt.apply(&p, &Control::Tick, 20_000).unwrap().is_none());
+        // A pass for another move does not let this one.
+        let mut wrong = rt.clone();
+        wrong.holds.passed = Some(Gated::Start);
+        assert!(wrong.apply(&p, &Control::Tick, 20_000).unwrap().is_none());
+        let mut ok = rt.clone();
+        ok.holds.passed = Some(Gated::Promotion);
+        let done = step(&ok, &p, Control::Tick, 20_000);
+        assert_eq!((done.state, done.holds.passed), (State::Promoted, None));
+        // An operator's promote is a decision of its own: it does not ask the gates.
+        let by_hand = step(&rt, &p, Control::Promote { full: true }, 20_000);
+        assert_eq!(by_hand.state, State::Promoted);
+    }
+
+    #[test]
+    fn a_warning_alert_holds_stepping_until_it_resolves() {
+        let p = plan();
+        let rt = step(&Runtime::new(&p, 0), &p, Control::Tick, 0);
+        let mut held = rt.clone();
+        held.holds
+            .alerts
+            .insert("f1".into(), "alert X firing".into());
+        held.holds.gate = Some("gate ci holds".into());
+        assert_eq!(
+            held.held_by().as_deref(),
+            Some("gate ci holds; alert X firing")
+        );
+        assert!(held.apply(&p, &Control::Tick, 10_000).unwrap().is_none());
+        assert_eq!(held.gate_due(&p, 10_000), None, "gates wait for the alert");
+        assert_eq!(held.next_wake(&p), Some(3_600_000));
+        // Entering a step by hand keeps the alert's hold and drops the gate's.
+        let next = step(&held, &p, Control::Promote { full: false }, 10_000);
+        assert_eq!(next.held_by().as_deref(), Some("alert X firing"));
+        assert_eq!(step(&rt, &p, Control::Tick, 10_000).step, 1);
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub enum Actor {
     Deadline,
     /// The plan's own schedule: a pause elapsed.
     Schedule,
+    /// A gate's answers (a rollback after too many failed ones).
+    Gate,
+    /// An Alertmanager alert.
+    Alert,
 }
 
 /// One analysis run.
@@ -166,7 +170,12 @@ pub fn build(
                     checks: run.checks.clone(),
                 });
             }
-            Payload::Created(_) | Payload::KillSwitch(_) | Payload::Unread { .. } => {}
+            // In the timeline, in words.
+            Payload::Created(_)
+            | Payload::KillSwitch(_)
+            | Payload::Gate(_)
+            | Payload::Alert(_)
+            | Payload::Unread { .. } => {}
         }
     }
     let last = changes.last();
@@ -200,6 +209,12 @@ pub fn build(
 fn actor(kind: Move, reason: &str) -> Actor {
     if reason.contains("by operator") {
         return Actor::Operator;
+    }
+    if reason.starts_with("gate ") {
+        return Actor::Gate;
+    }
+    if reason.starts_with("alert ") {
+        return Actor::Alert;
     }
     match kind {
         Move::TimedOut => Actor::Deadline,

@@ -63,8 +63,9 @@ impl Server {
         let app = App::new(ctl.clone(), opts.api, rx.clone());
         let driver = ctl.spawn_driver(rx.clone());
         let analysis = crate::analysis::runner::spawn(ctl.clone(), rx.clone());
+        let gates = crate::gate::spawn_runner(ctl.clone(), rx.clone());
         let retention = opts.retention.spawn(ctl.clone(), rx.clone());
-        let mut tasks = vec![driver, analysis, retention];
+        let mut tasks = vec![driver, analysis, gates, retention];
         if let Some(dir) = opts.reports {
             tasks.push(crate::report::spawn_writer(ctl.clone(), dir, rx.clone()));
         }

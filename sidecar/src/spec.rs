@@ -3,7 +3,9 @@
 //! Every error names its field as a path (`steps[2].pause`). The routing rules are checked by
 //! compiling each step's [`RolloutConfig`] through linnet-core, so there is one set of rules.
 
+use crate::alerts::AlertSelector;
 use crate::analysis::{Analysis, AnalysisSpec};
+use crate::gate::{Gate, GateSpec};
 use linnet_core::config::{
     validate_name, AnonymousConfig, CohortsConfig, MatchConfig, MirrorConfig, OverrideConfig,
     RolloutConfig, SourceConfig,
@@ -53,6 +55,15 @@ pub struct RolloutSpec {
     /// Guardrails judged every interval; a step advances only on passing checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
+    /// Webhooks that must answer 2xx before the rollout starts, steps or is promoted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateSpec>,
+    /// Failed gate answers in a row that roll the rollout back (default 10; 0: hold forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_failures: Option<u32>,
+    /// The Alertmanager alerts that judge this rollout (`POST /v1/alertmanager`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertSelector>,
 }
 
 /// The cluster of each variant, as the route config names them.
@@ -91,6 +102,9 @@ pub struct Plan {
     pub deadline: Option<Duration>,
     pub complete_after: Option<Duration>,
     pub analysis: Option<Analysis>,
+    pub gates: Vec<Gate>,
+    /// Failed gate answers in a row that roll back; 0 never does.
+    pub gate_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,6 +198,11 @@ impl<'de> Deserialize<'de> for Sticky {
 // === impl Plan ===
 
 impl Plan {
+    /// The gates asked before `on`, in the spec's order.
+    pub fn gates_on(&self, on: crate::gate::GateOn) -> impl Iterator<Item = &Gate> {
+        self.gates.iter().filter(move |g| g.on == on)
+    }
+
     /// Said at create and by `linnet validate`; the spec is valid all the same.
     pub fn warnings(&self) -> Vec<String> {
         self.analysis
@@ -347,11 +366,15 @@ impl RolloutSpec {
             .as_ref()
             .map(AnalysisSpec::validate)
             .transpose()?;
+        let gates = crate::gate::validate_all(&self.gates)?;
+        crate::alerts::validate(&self.alerts)?;
         Ok(Plan {
             steps,
             deadline,
             complete_after,
             analysis,
+            gates,
+            gate_failures: self.gate_failures.unwrap_or(crate::gate::DEFAULT_FAILURES),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::analysis::Memory;
 use crate::clock::Millis;
 pub use crate::event::Event;
 use crate::event::Payload;
-use crate::machine::{Runtime, State};
+use crate::machine::{Holds, Runtime, State};
 use crate::spec::{Pause, Plan, RolloutSpec};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
@@ -173,12 +173,16 @@ CREATE INDEX events_by_rollout_id ON events (rollout_id, id);
     r#"
 CREATE TABLE source_memory (key TEXT PRIMARY KEY, value TEXT NOT NULL, at_ms INTEGER NOT NULL);
 "#,
+    // What holds a rollout besides its pause: gates that have not let it move, alerts.
+    r#"
+ALTER TABLE rollouts ADD COLUMN holds TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// The columns a [`Release`] is read from, in [`release_row`]'s order.
 const RELEASE_COLUMNS: &str = "id, name, spec, state, step, weight, mirror, kill_switch,
     step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, analysis, created_ms,
-    finished_ms";
+    finished_ms, holds";
 
 pub struct Store {
     conn: Connection,
@@ -637,14 +641,15 @@ fn write_rollout(
     let name = &w.spec.name;
     let step = i64::try_from(rt.step).unwrap_or(i64::MAX);
     let analysis = serde_json::to_string(&rt.analysis)?;
+    let holds = serde_json::to_string(&rt.holds)?;
     let finished = rt.state.is_finished().then_some(now);
     let id = match w.id {
         None => {
             tx.execute(
                 "INSERT INTO rollouts (name, spec, state, step, weight, mirror, kill_switch,
                     step_started_ms, step_ends_ms, paused_remaining_ms, deadline_ms, created_ms,
-                    updated_ms, analysis, finished_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
+                    updated_ms, analysis, finished_ms, holds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
                 params![
                     name,
                     serde_json::to_string(w.spec)?,
@@ -659,7 +664,8 @@ fn write_rollout(
                     rt.deadline_ms,
                     now,
                     analysis,
-                    finished
+                    finished,
+                    holds
                 ],
             )
             .map_err(|e| match e.sqlite_error_code() {
@@ -694,7 +700,8 @@ fn write_rollout(
                 "UPDATE rollouts SET state = ?2, step = ?3, weight = ?4, mirror = ?5,
                     kill_switch = ?6, step_started_ms = ?7, step_ends_ms = ?8,
                     paused_remaining_ms = ?9, deadline_ms = ?10, updated_ms = ?11, analysis = ?12,
-                    finished_ms = CASE WHEN ?13 IS NULL THEN NULL ELSE COALESCE(finished_ms, ?13) END
+                    finished_ms = CASE WHEN ?13 IS NULL THEN NULL ELSE COALESCE(finished_ms, ?13) END,
+                    holds = ?14
                  WHERE id = ?1",
                 params![
                     id,
@@ -709,7 +716,8 @@ fn write_rollout(
                     rt.deadline_ms,
                     now,
                     analysis,
-                    finished
+                    finished,
+                    holds
                 ],
             )?;
             if n != 1 {
@@ -762,6 +770,11 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Release, StoreE
         Ok(a) => a,
         Err(e) => return Ok(Err(at("stored analysis", &e))),
     };
+    let holds: String = r.get(15)?;
+    let holds: Holds = match serde_json::from_str(&holds) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(at("stored holds", &e))),
+    };
     let runtime = Runtime {
         state,
         step: usize::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
@@ -773,6 +786,7 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Release, StoreE
         paused_remaining_ms: r.get(10)?,
         deadline_ms: r.get(11)?,
         analysis,
+        holds,
     };
     Ok(Ok(Release {
         id,

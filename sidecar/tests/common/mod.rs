@@ -210,3 +210,125 @@ steps:
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+/// An HTTP receiver on loopback that answers every request with the status it is set to, and
+/// keeps each request's path, headers and body.
+pub struct Receiver {
+    pub url: String,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    seen: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+impl Receiver {
+    pub async fn start(status: u16) -> Receiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (st, sn) = (Arc::clone(&status), Arc::clone(&seen));
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (st, sn) = (Arc::clone(&st), Arc::clone(&sn));
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head, body_at, len) = loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+                            let r = Received {
+                                head: head.clone(),
+                                body: Vec::new(),
+                            };
+                            let len = r
+                                .header("content-length")
+                                .and_then(|v| v.parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (head, i + 4, len);
+                        }
+                    };
+                    while buf.len() < body_at + len {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = buf[body_at..body_at + len].to_vec();
+                    sn.lock().unwrap().push(Received { head, body });
+                    let code = st.load(Ordering::SeqCst);
+                    let text = format!("receiver says {code}");
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Receiver {
+            url,
+            status,
+            seen,
+            task,
+        }
+    }
+
+    pub fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn seen(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits (bounded) until `f` holds for the rollout's status, and returns that status.
+pub async fn wait_for(h: &Harness, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..400 {
+        let s = h.status(name).await;
+        if f(&s) {
+            return s;
+        }
+        sleep_ms(25).await;
+    }
+    panic!("{name}: never {what}: {}", h.status(name).await);
+}
