@@ -17,6 +17,7 @@ use crate::event::{AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, 
 use crate::gate::{Answer, Gate, GateRequest, Gated};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
+use crate::notify::{Delivery, DeliveryState, ReceiverSpec};
 use crate::spec::{Plan, RolloutSpec};
 use crate::store::{Change, Event, Loaded, Release, RolloutWrite, Store, StoreError, Transition};
 use bytes::Bytes;
@@ -722,6 +723,94 @@ impl Controller {
             }
             c.shared.wake.notify_one();
             Ok(true)
+        })
+        .await
+    }
+
+    /// Stores the deliveries of new events, then returns the deliveries due now (each
+    /// receiver's oldest waiting one).
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<Delivery>, CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            crate::notify::enqueue(&mut inner.store, now)?;
+            c.shared
+                .metrics
+                .set_notifications_waiting(inner.store.waiting_deliveries()?);
+            Ok(inner.store.due_deliveries(now, limit)?)
+        })
+        .await
+    }
+
+    /// Records an attempt to deliver `d`: delivered, to be retried, or given up.
+    pub async fn delivery_attempted(
+        &self,
+        d: Delivery,
+        result: Result<(), String>,
+    ) -> Result<(), CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            let attempts = d.attempts.saturating_add(1);
+            let (state, next, error) = match &result {
+                Ok(()) => (DeliveryState::Delivered, now, None),
+                Err(e) => match crate::notify::retry_at(&d, attempts, now) {
+                    Some(at) => (DeliveryState::Retrying, at, Some(e.as_str())),
+                    None => (DeliveryState::Failed, now, Some(e.as_str())),
+                },
+            };
+            if let Err(e) = &result {
+                tracing::warn!(receiver = %d.receiver, attempt = attempts, error = %e,
+                    state = state.as_str(), "a notification was not delivered");
+            }
+            c.shared.metrics.count_notification(state.as_str());
+            inner.store.attempted(d.id, state, next, error, now)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stored deliveries, newest first.
+    pub async fn notifications(
+        &self,
+        rollout: Option<String>,
+        state: Option<DeliveryState>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, CtlError> {
+        self.blocking(move |c| {
+            Ok(c.lock()
+                .store
+                .deliveries(rollout.as_deref(), state, limit)?)
+        })
+        .await
+    }
+
+    /// The global receivers, secrets redacted.
+    pub async fn receivers(&self) -> Result<Vec<ReceiverSpec>, CtlError> {
+        self.blocking(|c| Ok(crate::notify::redact_all(&c.lock().store.receivers()?)))
+            .await
+    }
+
+    /// Adds or replaces a global receiver; `true` when it replaced one.
+    pub async fn put_receiver(&self, spec: ReceiverSpec) -> Result<bool, CtlError> {
+        spec.validate("receiver").map_err(CtlError::Invalid)?;
+        self.blocking(move |c| {
+            let now = c.now_ms();
+            let mut inner = c.lock();
+            // Events before it are not its business: bring the outbox up to now first.
+            crate::notify::enqueue(&mut inner.store, now)?;
+            Ok(inner.store.put_receiver(&spec, now)?)
+        })
+        .await
+    }
+
+    pub async fn delete_receiver(&self, name: String) -> Result<(), CtlError> {
+        self.blocking(move |c| {
+            if c.lock().store.delete_receiver(&name)? {
+                Ok(())
+            } else {
+                Err(CtlError::NotFound(format!("no receiver named {name:?}")))
+            }
         })
         .await
     }

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod machine;
 pub mod metrics;
 pub mod named;
+pub mod notify;
 pub mod report;
 pub mod retention;
 pub mod server;

@@ -59,6 +59,11 @@ struct TableLabels {
     table: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     weight: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
@@ -77,6 +82,8 @@ pub struct Metrics {
     slots_in_use: Family<LimitLabels, Gauge>,
     rejected: Family<LimitLabels, Counter>,
     pruned: Family<TableLabels, Counter>,
+    notifications: Family<ResultLabels, Counter>,
+    notifications_waiting: Gauge,
     /// Poller id → (last seen, the timeout it asked for).
     pollers: Mutex<HashMap<String, (Instant, Duration)>>,
 }
@@ -104,6 +111,8 @@ impl Metrics {
             slots_in_use: Family::default(),
             rejected: Family::default(),
             pruned: Family::default(),
+            notifications: Family::default(),
+            notifications_waiting: Gauge::default(),
             pollers: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -171,6 +180,16 @@ impl Metrics {
             "store_pruned",
             "Rows the retention policy deleted, by table (events, checks, transitions)",
             m.pruned.clone(),
+        );
+        registry.register(
+            "notification_attempts",
+            "Notification delivery attempts, by result (delivered, retrying, failed: given up)",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "notifications_waiting",
+            "Notifications stored and not yet delivered (pending or retrying)",
+            m.notifications_waiting.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -297,6 +316,19 @@ impl Metrics {
                 table: table.to_owned(),
             })
             .inc_by(rows);
+    }
+
+    pub fn count_notification(&self, result: &str) {
+        self.notifications
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_notifications_waiting(&self, n: u64) {
+        self.notifications_waiting
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Notes a snapshot poll by `id`, which will wait up to `timeout`.

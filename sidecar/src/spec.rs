@@ -64,6 +64,9 @@ pub struct RolloutSpec {
     /// The Alertmanager alerts that judge this rollout (`POST /v1/alertmanager`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertSelector>,
+    /// Who hears about this rollout, beside the global receivers (`/v1/receivers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::ReceiverSpec>,
 }
 
 /// The cluster of each variant, as the route config names them.
@@ -273,6 +276,7 @@ impl RolloutSpec {
         if let Some(token) = spec.override_.as_mut().and_then(|o| o.token.as_mut()) {
             *token = REDACTED.to_owned();
         }
+        spec.notify = crate::notify::redact_all(&spec.notify);
         spec
     }
 
@@ -368,6 +372,7 @@ impl RolloutSpec {
             .transpose()?;
         let gates = crate::gate::validate_all(&self.gates)?;
         crate::alerts::validate(&self.alerts)?;
+        crate::notify::validate_all("notify", &self.notify)?;
         Ok(Plan {
             steps,
             deadline,

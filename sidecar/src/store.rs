@@ -12,6 +12,7 @@ use crate::clock::Millis;
 pub use crate::event::Event;
 use crate::event::Payload;
 use crate::machine::{Holds, Runtime, State};
+use crate::notify::{Delivery, DeliveryState, NewDelivery, ReceiverSpec};
 use crate::spec::{Pause, Plan, RolloutSpec};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,38 @@ CREATE TABLE source_memory (key TEXT PRIMARY KEY, value TEXT NOT NULL, at_ms INT
     // What holds a rollout besides its pause: gates that have not let it move, alerts.
     r#"
 ALTER TABLE rollouts ADD COLUMN holds TEXT NOT NULL DEFAULT '{}';
+"#,
+    // Notifications: receivers for every rollout, and the outbox. A delivery is stored (with
+    // the cursor past its event, in one transaction) before it is sent; a database that
+    // predates them starts notifying from now, not from its history.
+    r#"
+CREATE TABLE receivers (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL,
+    rollout TEXT,
+    rollout_id INTEGER,
+    receiver TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    signature TEXT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    backoff_ms INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    last_error TEXT,
+    created_ms INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX deliveries_waiting ON deliveries (receiver, id) WHERE state IN ('pending', 'retrying');
+CREATE INDEX deliveries_by_rollout ON deliveries (rollout, id);
+CREATE TABLE notify_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), after INTEGER NOT NULL);
+INSERT INTO notify_cursor VALUES (1, (SELECT COALESCE(MAX(id), 0) FROM events));
 "#,
 ];
 
@@ -795,6 +828,203 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Release, StoreE
         created_ms: r.get(13)?,
         finished_ms: r.get(14)?,
     }))
+}
+
+// === notifications ===
+
+/// The columns a [`Delivery`] is read from, in [`delivery_row`]'s order.
+const DELIVERY_COLUMNS: &str = "id, event_id, rollout, rollout_id, receiver, topic, url, body,
+    content_type, signature, idempotency_key, state, attempts, max_attempts, backoff_ms,
+    timeout_ms, next_ms, last_error, created_ms, delivered_ms";
+
+impl Store {
+    /// The id of the last event the outbox has turned into deliveries.
+    pub fn notify_cursor(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT after FROM notify_cursor WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Stores `deliveries` and moves the cursor to `after`, in one transaction: an event is
+    /// either wholly in the outbox or still ahead of the cursor.
+    pub fn enqueue(&mut self, after: i64, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (event_id, rollout, rollout_id, receiver, topic,
+                    url, body, content_type, signature, idempotency_key, state, attempts,
+                    max_attempts, backoff_ms, timeout_ms, next_ms, last_error, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, ?15, ?16, ?15)",
+            )?;
+            for d in deliveries {
+                insert.execute(params![
+                    d.event_id,
+                    d.rollout,
+                    d.rollout_id,
+                    d.receiver,
+                    d.topic,
+                    d.url,
+                    d.body,
+                    d.content_type,
+                    d.signature,
+                    d.idempotency_key,
+                    d.state.as_str(),
+                    d.max_attempts,
+                    d.backoff_ms,
+                    d.timeout_ms,
+                    d.at_ms,
+                    d.error,
+                ])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO notify_cursor (id, after) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET after = excluded.after",
+            params![after],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The oldest waiting delivery of each receiver, if it is due: a receiver gets its
+    /// notifications in order, and one that is down holds back only its own.
+    pub fn due_deliveries(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN (
+                SELECT MIN(id) FROM deliveries WHERE state IN ('pending', 'retrying')
+                GROUP BY receiver)
+             AND next_ms <= ?1 ORDER BY id LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![now, limit], delivery_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Records one attempt's result.
+    pub fn attempted(
+        &mut self,
+        id: i64,
+        state: DeliveryState,
+        next_ms: Millis,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let delivered = (state == DeliveryState::Delivered).then_some(now);
+        self.conn.execute(
+            "UPDATE deliveries SET state = ?2, attempts = attempts + 1, next_ms = ?3,
+                last_error = COALESCE(?4, last_error), delivered_ms = ?5 WHERE id = ?1",
+            params![id, state.as_str(), next_ms, error, delivered],
+        )?;
+        Ok(())
+    }
+
+    /// Deliveries, newest first, of one rollout and/or in one state.
+    pub fn deliveries(
+        &self,
+        rollout: Option<&str>,
+        state: Option<DeliveryState>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE (?1 IS NULL OR rollout = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            params![rollout, state.map(DeliveryState::as_str), limit],
+            delivery_row,
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Deliveries not yet delivered nor given up.
+    pub fn waiting_deliveries(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The global receivers, by name.
+    pub fn receivers(&self) -> Result<Vec<ReceiverSpec>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, spec FROM receivers ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, spec) = row?;
+            let spec: ReceiverSpec = serde_json::from_str(&spec)
+                .map_err(|e| StoreError(format!("receiver {name:?}: unreadable spec: {e}")))?;
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces a global receiver; `true` when it replaced one.
+    pub fn put_receiver(&mut self, spec: &ReceiverSpec, now: Millis) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(spec)
+            .map_err(|e| StoreError(format!("cannot encode receiver {:?}: {e}", spec.name)))?;
+        let tx = self.conn.transaction()?;
+        let existed = tx
+            .query_row(
+                "SELECT 1 FROM receivers WHERE name = ?1",
+                params![spec.name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        tx.execute(
+            "INSERT INTO receivers (name, spec, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+            params![spec.name, json, now],
+        )?;
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Removes a global receiver; `false` when there was none. Its stored deliveries stay.
+    pub fn delete_receiver(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM receivers WHERE name = ?1", params![name])?
+            > 0)
+    }
+}
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = r.get(11)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        rollout: r.get(2)?,
+        rollout_id: r.get(3)?,
+        receiver: r.get(4)?,
+        topic: r.get(5)?,
+        url: r.get(6)?,
+        body: r.get(7)?,
+        content_type: r.get(8)?,
+        signature: r.get(9)?,
+        idempotency_key: r.get(10)?,
+        state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Failed),
+        attempts: r.get(12)?,
+        max_attempts: r.get(13)?,
+        backoff_ms: r.get(14)?,
+        timeout_ms: r.get(15)?,
+        next_ms: r.get(16)?,
+        last_error: r.get(17)?,
+        created_ms: r.get(18)?,
+        delivered_ms: r.get(19)?,
+    })
 }
 
 /// Every stored row reads: one this version does not understand is kept as it is.
