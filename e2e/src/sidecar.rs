@@ -99,6 +99,8 @@ impl Sidecar {
                 "--open-reads",
                 "--drain-timeout",
                 "1s",
+                // Gates and notifications a test (or the fuzzer) makes up stay on this host.
+                "--outbound-loopback-only",
             ])
             .stdin(Stdio::null())
             .stdout(log)

@@ -175,6 +175,23 @@ pub struct AuditQuery {
     rollout: Option<String>,
 }
 
+/// Which stored notifications to list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationsQuery {
+    /// How many, newest first, 1 to 1000. Default 100.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Only this rollout's.
+    #[serde(default)]
+    rollout: Option<String>,
+    /// Only those in this state: `pending`, `retrying`, `delivered` or `failed`.
+    #[serde(default)]
+    #[param(value_type = Option<crate::notify::DeliveryState>)]
+    state: Option<crate::notify::DeliveryState>,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExplainQuery {
@@ -414,6 +431,11 @@ fn routes() -> Vec<Op> {
         op::<__path_set_kill_switch, _, _>(set_kill_switch, WRITE),
         op::<__path_audit, _, _>(audit, READ),
         op::<__path_alertmanager, _, _>(alertmanager, WRITE),
+        op::<__path_notifications, _, _>(notifications, READ),
+        op::<__path_resend, _, _>(resend, WRITE),
+        op::<__path_receivers, _, _>(receivers, READ),
+        op::<__path_put_receiver, _, _>(put_receiver, WRITE),
+        op::<__path_delete_receiver, _, _>(delete_receiver, WRITE),
         op::<__path_snapshot, _, _>(snapshot, POLL),
         op::<__path_events, _, _>(events, READ_OR_QUERY_TOKEN),
     ]
@@ -655,7 +677,9 @@ pub fn openapi_json_text() -> Result<String, String> {
         ErrorBody, NoParameters, PromoteBody, WeightBody, KillBody, RolloutSpec, RolloutList,
         Created, Status, KillSwitch, AuditPage, HistoryPage, Explanation, Report, AlertsReceived,
         crate::alerts::Webhook, crate::alerts::Alert, crate::alerts::AlertStatus,
-        crate::controller::AlertOutcome
+        crate::controller::AlertOutcome, NotificationsPage, Receivers, ReceiverPut,
+        crate::notify::ReceiverSpec, crate::notify::Delivery, crate::notify::DeliveryState,
+        crate::notify::Topic, crate::notify::Format
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -1292,6 +1316,97 @@ async fn alertmanager(State(s): Api, Payload(body): Payload) -> Answer<AlertsRec
     }))
 }
 
+/// Stored notifications, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationsPage {
+    pub deliveries: Vec<crate::notify::Delivery>,
+}
+
+/// The receivers every rollout notifies (a rollout's own are in its spec's `notify`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Receivers {
+    pub receivers: Vec<crate::notify::ReceiverSpec>,
+}
+
+/// What `POST /v1/receivers` did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReceiverPut {
+    /// The receiver as stored, its secret redacted.
+    pub receiver: crate::notify::ReceiverSpec,
+    /// It replaced a receiver of the same name.
+    pub replaced: bool,
+}
+
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications",
+    params(NotificationsQuery),
+    responses(
+        (status = 200, description = "Deliveries, newest first; no signature or secret.", body = NotificationsPage),
+        (status = 400, description = "A bad parameter, named.", body = ErrorBody)))]
+async fn notifications(
+    State(s): Api,
+    Params(q): Params<NotificationsQuery>,
+) -> Answer<NotificationsPage> {
+    let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT)?;
+    let rollout = q.rollout.filter(|r| !r.is_empty());
+    Ok(Json(NotificationsPage {
+        deliveries: s.ctl.notifications(rollout, q.state, limit).await?,
+    }))
+}
+
+/// Sends a failed (given up) delivery again, under its idempotency key.
+#[utoipa::path(post, path = "/v1/notifications/{id}/resend", tag = "notifications",
+    params(("id" = i64, Path, description = "A delivery's id")),
+    responses(
+        (status = 200, description = "Waiting to be sent again.", body = crate::notify::Delivery),
+        (status = 400, description = "Not a delivery id.", body = ErrorBody),
+        (status = 404, description = "No such delivery.", body = ErrorBody),
+        (status = 409, description = "It has not failed.", body = ErrorBody)))]
+async fn resend(State(s): Api, Path(id): Path<String>) -> Answer<crate::notify::Delivery> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("id: {id:?} is not a delivery id")))?;
+    Ok(Json(s.ctl.resend(id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/receivers", tag = "notifications",
+    responses(
+        (status = 200, description = "The global receivers, secrets redacted.", body = Receivers)))]
+async fn receivers(State(s): Api) -> Answer<Receivers> {
+    Ok(Json(Receivers {
+        receivers: s.ctl.receivers().await?,
+    }))
+}
+
+/// Adds a receiver every rollout notifies, or replaces the one of that name. It hears events
+/// from now on.
+#[utoipa::path(post, path = "/v1/receivers", tag = "notifications",
+    request_body = crate::notify::ReceiverSpec,
+    responses(
+        (status = 200, description = "Stored.", body = ReceiverPut),
+        (status = 400, description = "An invalid receiver, naming the field.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn put_receiver(State(s): Api, Payload(body): Payload) -> Answer<ReceiverPut> {
+    let spec: crate::notify::ReceiverSpec = json_body(&body)?;
+    let replaced = s.ctl.put_receiver(spec.clone()).await?;
+    Ok(Json(ReceiverPut {
+        receiver: spec.redacted(),
+        replaced,
+    }))
+}
+
+/// Removes a global receiver; what it was sent stays listed.
+#[utoipa::path(delete, path = "/v1/receivers/{name}", tag = "notifications",
+    params(("name" = String, Path, description = "The receiver's name")),
+    responses(
+        (status = 200, description = "Removed.", body = Receivers),
+        (status = 404, description = "No such receiver.", body = ErrorBody)))]
+async fn delete_receiver(State(s): Api, Path(name): Path<String>) -> Answer<Receivers> {
+    s.ctl.delete_receiver(name).await?;
+    Ok(Json(Receivers {
+        receivers: s.ctl.receivers().await?,
+    }))
+}
+
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(AuditQuery),
     responses(
@@ -1457,7 +1572,7 @@ mod tests {
             assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
             seen.push(key);
         }
-        assert_eq!(seen.len(), 27);
+        assert_eq!(seen.len(), 32);
     }
 
     #[test]

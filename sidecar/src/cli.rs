@@ -4,10 +4,12 @@
 use crate::analysis::policy::SourceKind;
 use crate::api::{self, ApiConfig};
 use crate::api::{Created, Explanation, HistoryPage, KillSwitch, RolloutList};
+use crate::api::{NotificationsPage, ReceiverPut, Receivers};
 use crate::auth::Auth;
 use crate::client::Client;
 use crate::clock::{Millis, SystemClock};
 use crate::controller::{HistoryEntry, Status};
+use crate::notify::{Delivery, DeliveryState};
 use crate::retention::{self, Retention};
 use crate::server::{Server, ServerOptions};
 use crate::spec::{self, Format, RolloutSpec};
@@ -17,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
 use linnet_core::{PluginConfig, SnapshotDoc, Variant};
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +84,23 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         limit: u32,
     },
+    /// Notifications to chat and pipelines: delivered, waiting, and failed ones with why.
+    Notifications {
+        /// Only this rollout's.
+        #[arg(long)]
+        rollout: Option<String>,
+        /// Only those in this state.
+        #[arg(long)]
+        state: Option<NotifyState>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Send this failed delivery (an ID from the list) again, under its idempotency key.
+        #[arg(long, conflicts_with_all = ["rollout", "state"])]
+        resend: Option<i64>,
+    },
+    /// The receivers every rollout notifies (a rollout's own are in its spec's `notify`).
+    #[command(subcommand)]
+    Receiver(ReceiverCmd),
     /// A release's evidence report: one self-contained HTML file (or its JSON), from the audit.
     Report {
         /// A name (its unfinished rollout, else its latest) or a release id from `history`.
@@ -139,6 +158,11 @@ pub struct ServeArgs {
     /// Write each release's evidence report (`<name>-<id>.html` and `.json`) here when it ends.
     #[arg(long, env = "LINNET_REPORTS")]
     pub reports: Option<PathBuf>,
+    /// Gates and notifications may call this host only (127.0.0.0/8, ::1, localhost): for
+    /// test rigs and fuzzers that make up URLs.
+    #[arg(long, env = "LINNET_OUTBOUND_LOOPBACK_ONLY",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub outbound_loopback_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +213,48 @@ pub enum RolloutCmd {
         name: String,
         percent: f64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiverCmd {
+    /// Add a receiver, or replace the one of its name; it hears events from now on.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// `http://host:port/path` (loopback, or a relay that speaks TLS onward).
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum, default_value = "json")]
+        format: ReceiverFormat,
+        /// A file on the sidecar's host holding the signing secret (HMAC-SHA256).
+        #[arg(long)]
+        secret_file: Option<String>,
+        /// The signing secret itself (prefer --secret-file or the environment variable).
+        #[arg(long, env = "LINNET_RECEIVER_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Topics it hears, comma-separated (default: all): started, step, paused, resumed,
+        /// promoted, completed, rolled_back, aborted, timed_out, analysis_failing.
+        #[arg(long, value_delimiter = ',')]
+        on: Vec<String>,
+    },
+    List,
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReceiverFormat {
+    Json,
+    Slack,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NotifyState {
+    Pending,
+    Retrying,
+    Delivered,
+    Failed,
 }
 
 #[derive(Debug, Args)]
@@ -272,28 +338,15 @@ fn client_token(
         Some(path) => token::read(&path)?
             .map(Some)
             .ok_or_else(|| format!("--token-file {}: no such file", path.display())),
-        None if is_loopback(server) => token::read(&token::default_path(db)),
+        None if crate::outbound::is_loopback(server) => token::read(&token::default_path(db)),
         None => Ok(None),
     }
 }
 
-/// `http://127.0.0.1:…`, `http://[::1]:…`, `http://localhost:…`.
-fn is_loopback(server: &str) -> bool {
-    let Ok(uri) = server.parse::<hyper::Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(h) => h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
 async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String> {
+    if args.outbound_loopback_only {
+        crate::outbound::restrict_to_loopback();
+    }
     let server = Server::start(ServerOptions {
         listen: args.listen,
         db,
@@ -375,7 +428,124 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
         Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
         Command::Explain { rollout, limit } => explain(c, &rollout, limit).await,
         Command::Report { rollout, json, out } => report(c, &rollout, json, out).await,
+        Command::Notifications {
+            rollout,
+            state,
+            limit,
+            resend,
+        } => notifications(c, rollout, state, limit, resend).await,
+        Command::Receiver(cmd) => receiver(c, cmd).await,
     }
+}
+
+async fn notifications(
+    c: &Client,
+    rollout: Option<String>,
+    state: Option<NotifyState>,
+    limit: u32,
+    resend: Option<i64>,
+) -> Result<(), String> {
+    if let Some(id) = resend {
+        let path = format!("/v1/notifications/{id}/resend");
+        let d: Delivery = c.typed(Method::POST, &path, None).await?;
+        print!("{}", render_notifications(std::slice::from_ref(&d)));
+        return Ok(());
+    }
+    let mut path = format!("/v1/notifications?limit={limit}");
+    if let Some(r) = rollout {
+        path += &format!("&rollout={}", percent_encode(&r));
+    }
+    if let Some(s) = state {
+        let s = match s {
+            NotifyState::Pending => DeliveryState::Pending,
+            NotifyState::Retrying => DeliveryState::Retrying,
+            NotifyState::Delivered => DeliveryState::Delivered,
+            NotifyState::Failed => DeliveryState::Failed,
+        };
+        path += &format!("&state={}", s.as_str());
+    }
+    let page: NotificationsPage = c.typed(Method::GET, &path, None).await?;
+    print!("{}", render_notifications(&page.deliveries));
+    Ok(())
+}
+
+async fn receiver(c: &Client, cmd: ReceiverCmd) -> Result<(), String> {
+    let list: Receivers = match cmd {
+        ReceiverCmd::Add {
+            name,
+            url,
+            format,
+            secret_file,
+            secret,
+            on,
+        } => {
+            let format = match format {
+                ReceiverFormat::Json => "json",
+                ReceiverFormat::Slack => "slack",
+            };
+            let mut body = json!({ "name": name, "url": url, "format": format });
+            if let Some(f) = secret_file {
+                body["secret_file"] = json!(f);
+            }
+            if let Some(s) = secret {
+                body["secret"] = json!(s);
+            }
+            if !on.is_empty() {
+                body["on"] = json!(on);
+            }
+            let put: ReceiverPut = c.typed(Method::POST, "/v1/receivers", Some(body)).await?;
+            Receivers {
+                receivers: vec![put.receiver],
+            }
+        }
+        ReceiverCmd::List => c.typed(Method::GET, "/v1/receivers", None).await?,
+        ReceiverCmd::Remove { name } => {
+            let path = format!("/v1/receivers/{}", percent_encode(&name));
+            c.typed(Method::DELETE, &path, None).await?
+        }
+    };
+    for r in &list.receivers {
+        let on: Vec<&str> = r.on.iter().map(|t| t.as_str()).collect();
+        println!(
+            "{:<20} {:<6} {}  on: {}{}",
+            r.name,
+            r.format.as_str(),
+            r.url,
+            if on.is_empty() {
+                "all".to_owned()
+            } else {
+                on.join(",")
+            },
+            if r.secret.is_some() || r.secret_file.is_some() {
+                "  (signed)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Deliveries for people: one line each, and why the last attempt failed.
+pub fn render_notifications(list: &[Delivery]) -> String {
+    let mut out = format!(
+        "{:>6} {:<8} {:<20} {:<24} {:<17} {:<9} {:>8}  {}\n",
+        "ID", "TIME", "ROLLOUT", "RECEIVER", "TOPIC", "STATE", "ATTEMPTS", "LAST ERROR"
+    );
+    for d in list {
+        out += &format!(
+            "{:>6} {:<8} {:<20} {:<24} {:<17} {:<9} {:>8}  {}\n",
+            d.id,
+            crate::explain::clock_time(d.created_ms),
+            d.rollout.as_deref().unwrap_or("-"),
+            d.receiver,
+            d.topic,
+            d.state.as_str(),
+            format!("{}/{}", d.attempts, d.max_attempts),
+            d.last_error.as_deref().unwrap_or(""),
+        );
+    }
+    out
 }
 
 async fn report(c: &Client, rollout: &str, json: bool, out: Option<PathBuf>) -> Result<(), String> {

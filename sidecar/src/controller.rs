@@ -778,9 +778,35 @@ impl Controller {
         limit: usize,
     ) -> Result<Vec<Delivery>, CtlError> {
         self.blocking(move |c| {
-            Ok(c.lock()
+            let mut list = c
+                .lock()
                 .store
-                .deliveries(rollout.as_deref(), state, limit)?)
+                .deliveries(rollout.as_deref(), state, limit)?;
+            for d in &mut list {
+                d.url = crate::notify::shown_url(&d.url);
+            }
+            Ok(list)
+        })
+        .await
+    }
+
+    /// Sends a failed delivery again, from its first attempt, under its idempotency key.
+    pub async fn resend(&self, id: i64) -> Result<Delivery, CtlError> {
+        self.blocking(move |c| {
+            let now = c.now_ms();
+            let mut inner = c.lock();
+            let missing = || CtlError::NotFound(format!("no delivery with id {id}"));
+            let d = inner.store.delivery(id)?.ok_or_else(missing)?;
+            if d.state != DeliveryState::Failed {
+                return Err(CtlError::Conflict(format!(
+                    "delivery {id} is {}: only a failed one is sent again",
+                    d.state.as_str()
+                )));
+            }
+            inner.store.resend(id, now)?;
+            let mut d = inner.store.delivery(id)?.ok_or_else(missing)?;
+            d.url = crate::notify::shown_url(&d.url);
+            Ok(d)
         })
         .await
     }

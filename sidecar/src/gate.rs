@@ -7,7 +7,6 @@
 //! row roll it back. An operator's `promote` is an explicit decision and does not ask the
 //! gates; nothing about a gate switches the guardrails off.
 
-use crate::client::Client;
 use crate::clock::Millis;
 use crate::controller::{Controller, GateTarget};
 use crate::machine::State;
@@ -245,9 +244,8 @@ impl Gate {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => return answer(false, format!("could not write the request: {e}")),
         };
-        let (base, path) = split_url(url);
-        let client = match Client::new(base, None) {
-            Ok(c) => c.with_timeout(*timeout),
+        let (client, path) = match crate::outbound::client(url) {
+            Ok((c, path)) => (c.with_timeout(*timeout), path),
             Err(e) => return answer(false, e),
         };
         match client
@@ -270,15 +268,6 @@ impl Gate {
             }
             Err(e) => answer(false, e),
         }
-    }
-}
-
-/// `http://host:port` and `/path?query` of a valid webhook URL.
-pub fn split_url(url: &str) -> (&str, &str) {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(i) => url.split_at(after_scheme + i),
-        None => (url, "/"),
     }
 }
 
@@ -437,15 +426,6 @@ mod tests {
             assert_eq!(e.field, field, "{yaml}: {e}");
             assert!(e.message.contains(words), "{yaml}: {e}");
         }
-    }
-
-    #[test]
-    fn urls_split_into_server_and_path() {
-        assert_eq!(
-            split_url("http://127.0.0.1:9/a/b?c=d"),
-            ("http://127.0.0.1:9", "/a/b?c=d")
-        );
-        assert_eq!(split_url("http://h:1"), ("http://h:1", "/"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod machine;
 pub mod metrics;
 pub mod named;
 pub mod notify;
+pub mod outbound;
 pub mod report;
 pub mod retention;
 pub mod server;

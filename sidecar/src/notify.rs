@@ -9,11 +9,10 @@
 //! receiver that keeps the keys it saw gets each notification once. Failures back off
 //! (doubling, capped at five minutes) and, after `max_attempts`, are kept as `failed`.
 
-use crate::client::Client;
 use crate::clock::Millis;
 use crate::controller::Controller;
 use crate::event::{Event, Payload};
-use crate::gate::{clip, split_url, webhook_url};
+use crate::gate::{clip, webhook_url};
 use crate::machine::{Move, State};
 use crate::spec::{parse_duration, REDACTED};
 use crate::store::{Store, StoreError};
@@ -161,7 +160,16 @@ pub struct Delivery {
     pub delivered_ms: Option<Millis>,
 }
 
-// === impl Topic, DeliveryState ===
+// === impl Format, Topic, DeliveryState ===
+
+impl Format {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Slack => "slack",
+        }
+    }
+}
 
 impl Topic {
     pub const fn as_str(self) -> &'static str {
@@ -259,9 +267,11 @@ impl ReceiverSpec {
         Ok(())
     }
 
-    /// The same, its secret shown as [`REDACTED`].
+    /// The same, its secret (and its URL's query, where tokens tend to be) shown as
+    /// [`REDACTED`].
     pub fn redacted(&self) -> ReceiverSpec {
         ReceiverSpec {
+            url: shown_url(&self.url),
             secret: self.secret.as_ref().map(|_| REDACTED.to_owned()),
             ..self.clone()
         }
@@ -477,9 +487,9 @@ fn delivery(n: &Notice<'_>, label: &str, r: &ReceiverSpec, now: Millis) -> NewDe
 
 /// One attempt: `Ok` on a 2xx.
 pub async fn attempt(d: &Delivery) -> Result<(), String> {
-    let (base, path) = split_url(&d.url);
     let timeout = Duration::from_millis(u64::try_from(d.timeout_ms).unwrap_or(10_000));
-    let mut client = Client::new(base, None)?
+    let (client, path) = crate::outbound::client(&d.url)?;
+    let mut client = client
         .with_timeout(timeout)
         .with_header(IDEMPOTENCY_HEADER, &d.idempotency_key)
         .with_header(TOPIC_HEADER, &d.topic);
@@ -551,6 +561,14 @@ pub fn spawn(ctl: Controller, mut shutdown: watch::Receiver<bool>) -> tokio::tas
             }
         }
     })
+}
+
+/// `url` as reads show it: a query string, where webhook tokens tend to be, is redacted.
+pub fn shown_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?{REDACTED}"),
+        None => url.to_owned(),
+    }
 }
 
 /// The global receivers with their secrets redacted, and a rollout spec's too.

@@ -46,11 +46,13 @@ impl Retention {
         m.count_pruned("events", pruned.events);
         m.count_pruned("checks", pruned.checks);
         m.count_pruned("transitions", pruned.transitions);
+        m.count_pruned("deliveries", pruned.deliveries);
         if pruned != Pruned::default() {
             tracing::info!(
                 events = pruned.events,
                 checks = pruned.checks,
                 transitions = pruned.transitions,
+                deliveries = pruned.deliveries,
                 "pruned audit past retention"
             );
         }

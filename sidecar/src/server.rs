@@ -1,6 +1,6 @@
-//! Assembles and runs the sidecar: store, controller, timers, retention and the admin API on
-//! a socket, with graceful shutdown (stop accepting, end long-polls and streams, drain with a
-//! timeout).
+//! Assembles and runs the sidecar: store, controller, timers, retention, notifications and the
+//! admin API on a socket, with graceful shutdown (stop accepting, end long-polls and streams,
+//! drain with a timeout).
 
 use crate::api::{ApiConfig, App};
 use crate::clock::SharedClock;
@@ -65,7 +65,8 @@ impl Server {
         let analysis = crate::analysis::runner::spawn(ctl.clone(), rx.clone());
         let gates = crate::gate::spawn_runner(ctl.clone(), rx.clone());
         let retention = opts.retention.spawn(ctl.clone(), rx.clone());
-        let mut tasks = vec![driver, analysis, gates, retention];
+        let notify = crate::notify::spawn(ctl.clone(), rx.clone());
+        let mut tasks = vec![driver, analysis, gates, retention, notify];
         if let Some(dir) = opts.reports {
             tasks.push(crate::report::spawn_writer(ctl.clone(), dir, rx.clone()));
         }

@@ -260,6 +260,8 @@ pub struct Pruned {
     pub events: u64,
     pub checks: u64,
     pub transitions: u64,
+    /// Notifications delivered or given up before the cutoff (waiting ones are never pruned).
+    pub deliveries: u64,
 }
 
 /// Audit rows that may be pruned: those of archived (finished) rollouts, and global events
@@ -600,6 +602,10 @@ impl Store {
             &format!(
                 "DELETE FROM transitions AS t WHERE t.rollout_id IN {old} AND {NOT_LAST_TRANSITION}"
             ),
+            [before_ms],
+        )?);
+        pruned.deliveries += rows(tx.execute(
+            "DELETE FROM deliveries WHERE state IN ('delivered', 'failed') AND created_ms < ?1",
             [before_ms],
         )?);
         let excess = |table: &str| -> Result<i64, StoreError> {
@@ -944,6 +950,24 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    pub fn delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1");
+        Ok(self
+            .conn
+            .query_row(&sql, params![id], delivery_row)
+            .optional()?)
+    }
+
+    /// Puts a failed delivery back in line, with its attempts counted afresh.
+    pub fn resend(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?2
+             WHERE id = ?1 AND state = 'failed'",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
     /// Deliveries not yet delivered nor given up.
     pub fn waiting_deliveries(&self) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
@@ -1282,7 +1306,8 @@ mod tests {
             Pruned {
                 events: 4,
                 checks: 3,
-                transitions: 2
+                transitions: 2,
+                deliveries: 0
             }
         );
         assert!(s.latest_events(2, 10).unwrap().is_empty());
