@@ -166,6 +166,14 @@ impl Sidecar {
         }
     }
 
+    /// Creates a rollout from a YAML spec with the CLI, as an operator would (the file is
+    /// written beside the database); returns what the CLI printed.
+    pub fn create(&self, yaml: &str) -> Result<String, Error> {
+        let path = self.dir.join("rollout.yaml");
+        fs::write(&path, yaml).map_err(Error::io("write rollout.yaml"))?;
+        self.cli(&["rollout", "create", &path.to_string_lossy()])
+    }
+
     /// A GET on the admin API; anything but 200 is an error.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value, Error> {
         match admin_get(self.addr, path)? {

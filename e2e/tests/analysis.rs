@@ -63,7 +63,7 @@ struct Rig {
     sidecar: Sidecar,
     _stable: Upstream,
     canary: Upstream,
-    dir: TestDir,
+    _dir: TestDir,
     /// The rollout the waits and reads are about: the last one created.
     name: std::cell::RefCell<String>,
 }
@@ -110,7 +110,7 @@ impl Rig {
             sidecar,
             _stable: stable,
             canary,
-            dir,
+            _dir: dir,
             name: std::cell::RefCell::new(ROLLOUT.into()),
         }
     }
@@ -129,11 +129,7 @@ impl Rig {
 
     /// Creates a rollout; the rig's reads and waits are about it from now on.
     fn create(&self, yaml: &str) {
-        let path = self.dir.path().join("rollout.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        self.sidecar
-            .cli(&["rollout", "create", &path.to_string_lossy()])
-            .unwrap();
+        self.sidecar.create(yaml).unwrap();
         let spec: Value = serde_saphyr::from_str(yaml).unwrap();
         *self.name.borrow_mut() = spec["name"].as_str().unwrap().to_owned();
     }
@@ -943,11 +939,7 @@ analysis:
 "#,
         admins.join(", ")
     );
-    let path = dir.path().join("rollout.yaml");
-    std::fs::write(&path, spec).unwrap();
-    sidecar
-        .cli(&["rollout", "create", &path.to_string_lossy()])
-        .unwrap();
+    sidecar.create(&spec).unwrap();
     let events = || -> Vec<Value> {
         sidecar
             .get_json(&format!("/v1/audit?rollout={ROLLOUT}&limit=1000"))

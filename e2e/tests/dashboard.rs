@@ -56,11 +56,7 @@ impl Rig {
 
     /// Creates a rollout from `yaml`; returns its release id.
     fn create(&self, yaml: &str) -> i64 {
-        let path = self.dir.path().join("rollout.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        self.sidecar
-            .cli(&["rollout", "create", &path.to_string_lossy()])
-            .unwrap();
+        self.sidecar.create(yaml).unwrap();
         let spec: Value = serde_saphyr::from_str(yaml).unwrap();
         self.status(spec["name"].as_str().unwrap())["id"]
             .as_i64()

@@ -105,11 +105,7 @@ impl Rig {
             .unwrap();
         let config = sidecar.envoy_config(stable.port(), canary.port()).unwrap();
         let envoy = Envoy::start(&config).unwrap();
-        let spec = dir.path().join("rollout.yaml");
-        std::fs::write(&spec, rollout(&envoy.admin.to_string())).unwrap();
-        sidecar
-            .cli(&["rollout", "create", &spec.to_string_lossy()])
-            .unwrap();
+        sidecar.create(&rollout(&envoy.admin.to_string())).unwrap();
         let extras = Extras {
             sidecar: Some(sidecar.addr),
             rule_files: vec![repo_root().join(RULES)],

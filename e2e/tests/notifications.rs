@@ -172,8 +172,8 @@ fn expected_signature(body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-fn spec_file(dir: &std::path::Path, port: u16) -> String {
-    let yaml = format!(
+fn spec(port: u16) -> String {
+    format!(
         "name: checkout
 match: {{authority: checkout.local}}
 stickiness: [{{header: x-user-id}}]
@@ -184,10 +184,7 @@ notify:
     secret: {SECRET}
     backoff: 100ms
 "
-    );
-    let path = dir.join("spec.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path.to_string_lossy().into_owned()
+    )
 }
 
 #[test]
@@ -218,9 +215,7 @@ fn every_notification_arrives_in_order_signed_and_survives_a_kill_9_while_the_re
         "{added}"
     );
 
-    sidecar
-        .cli(&["rollout", "create", &spec_file(dir.path(), port)])
-        .unwrap();
+    sidecar.create(&spec(port)).unwrap();
     // started, then the timer enters step 1 and stops at its manual gate.
     receiver.wait("started and step", |got| signed(got).len() >= 2);
     sidecar.cli(&["rollout", "pause", "checkout"]).unwrap();
@@ -275,9 +270,7 @@ fn every_notification_arrives_in_order_signed_and_survives_a_kill_9_while_the_re
     // aborted: all of it is stored, none of it delivered, when the sidecar is killed.
     receiver.down();
     sidecar.cli(&["rollout", "complete", "checkout"]).unwrap();
-    sidecar
-        .cli(&["rollout", "create", &spec_file(dir.path(), port)])
-        .unwrap();
+    sidecar.create(&spec(port)).unwrap();
     sidecar.cli(&["rollout", "abort", "checkout"]).unwrap();
     let waiting = |s: &Sidecar| {
         s.get_json("/v1/notifications?state=retrying&limit=1000")

@@ -43,12 +43,6 @@ fn setup(name: &str) -> Setup {
     }
 }
 
-fn spec(dir: &std::path::Path, yaml: &str) -> String {
-    let path = dir.join("spec.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 const GATED: &str = "name: checkout
 match: {authority: checkout.local}
 stickiness: [{header: x-user-id}]
@@ -130,9 +124,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 #[test]
 fn weight_changes_and_kill_switch_reach_every_worker() {
     let mut s = setup("weight");
-    s.sidecar
-        .cli(&["rollout", "create", &spec(s._dir.path(), GATED)])
-        .unwrap();
+    s.sidecar.create(GATED).unwrap();
     let movers = users_between(2000, 8000, 4);
     let canary_users = users_between(0, 2000, 4);
     until_all(&mut s, &canary_users, "canary");
@@ -193,9 +185,7 @@ match: {authority: checkout.local}
 stickiness: [{header: x-user-id}]
 steps: [{weight: 20, pause: 1h}, {weight: 50, pause: 1h}, {weight: 100}]
 ";
-    s.sidecar
-        .cli(&["rollout", "create", &spec(s._dir.path(), yaml)])
-        .unwrap();
+    s.sidecar.create(yaml).unwrap();
     s.sidecar.cli(&["rollout", "promote", "checkout"]).unwrap(); // to step 1, weight 50
     let users: Vec<String> = (0..400).map(|i| format!("u{i}")).collect();
     let in_canary = |u: &String| linnet_core::bucket(SALT, u.as_bytes()) < 5000;
@@ -286,9 +276,7 @@ steps: [{weight: 20, pause: 1h}, {weight: 50, pause: 1h}, {weight: 100}]
 #[test]
 fn a_sidecar_replaced_on_an_empty_database_is_followed_by_every_worker() {
     let mut s = setup("empty-db");
-    s.sidecar
-        .cli(&["rollout", "create", &spec(s._dir.path(), GATED)])
-        .unwrap();
+    s.sidecar.create(GATED).unwrap();
     // Several changes: the version climbs well above what a new database starts at.
     for w in ["30", "40", "50", "60", "70", "80"] {
         s.sidecar
@@ -306,9 +294,7 @@ fn a_sidecar_replaced_on_an_empty_database_is_followed_by_every_worker() {
     let fresh = s._dir.path().join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
     s.sidecar = Sidecar::start_on(&fresh, s.sidecar.addr).unwrap();
-    s.sidecar
-        .cli(&["rollout", "create", &spec(&fresh, GATED)])
-        .unwrap();
+    s.sidecar.create(GATED).unwrap();
     let new = served_version(&s.sidecar);
     assert!(new < old, "version {new} on the new database, {old} before");
 
