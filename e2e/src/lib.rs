@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod browser;
+pub mod daemon;
 pub mod envoy;
 pub mod http;
 pub mod prometheus;
