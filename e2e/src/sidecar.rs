@@ -166,6 +166,14 @@ impl Sidecar {
         }
     }
 
+    /// Creates a rollout from its spec (YAML or JSON) with the CLI, as an operator would:
+    /// the spec is written next to the database, as `<name>.yaml`.
+    pub fn create_rollout(&self, name: &str, spec: &str) -> Result<String, Error> {
+        let path = self.dir.join(format!("{name}.yaml"));
+        fs::write(&path, spec).map_err(|e| Error::new(format!("write {}: {e}", path.display())))?;
+        self.cli(&["rollout", "create", &path.to_string_lossy()])
+    }
+
     /// A GET on the admin API; anything but 200 is an error.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value, Error> {
         match admin_get(self.addr, path)? {
