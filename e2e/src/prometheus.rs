@@ -1,11 +1,12 @@
 //! A real Prometheus server (Debian's `/usr/bin/prometheus`) scraping Envoy admins on
-//! loopback (and, when asked, the sidecar, with rule files loaded), for tests and the demo
-//! that judge a rollout from metrics as production would.
+//! loopback (and, when asked, the sidecar, with rule files loaded and their alerts sent to an
+//! Alertmanager), for tests and the demo that judge a rollout from metrics as production would.
 //!
 //! It runs on a fixed free port with its config, log and data in the caller's directory, and
 //! can be stopped and started again on the same port and data, to play a metrics source that
 //! goes down and comes back. It is killed on drop.
 
+use crate::daemon;
 use crate::http::admin_get;
 use crate::sidecar::free_port;
 use crate::Error;
@@ -14,7 +15,7 @@ use std::fmt::Display;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct Extras {
     pub sidecar: Option<SocketAddr>,
     /// Rule files to load and evaluate every scrape interval.
     pub rule_files: Vec<PathBuf>,
+    /// An Alertmanager (loopback) to send the rules' alerts to, as soon as they fire.
+    pub alertmanager: Option<SocketAddr>,
 }
 
 pub struct Prometheus {
@@ -133,6 +136,22 @@ impl Prometheus {
             .ok_or_else(|| Error::new(format!("query {promql}: bad sample {sample}")))
     }
 
+    /// Every rule loaded, from every group (`/api/v1/rules`): each with its `name`, `health`,
+    /// `state` (an alert's `inactive`, `pending` or `firing`) and `lastEvaluation`.
+    pub fn rules(&self) -> Result<Vec<Value>, Error> {
+        let (status, body) = admin_get(self.addr, "/api/v1/rules")?;
+        let v: Value = serde_json::from_str(&body)
+            .map_err(|e| Error::new(format!("rules: {status} {e}: {body}")))?;
+        let groups = v["data"]["groups"]
+            .as_array()
+            .filter(|_| status == 200)
+            .ok_or_else(|| Error::new(format!("rules: {status} {body}")))?;
+        Ok(groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect())
+    }
+
     /// Polls [`value`](Self::value) until `done` holds for it, up to `timeout`; returns the
     /// value reached, or an error with the last one seen.
     pub fn wait_for(
@@ -160,10 +179,7 @@ impl Prometheus {
 
     /// Kills Prometheus: the metrics source is down until [`start_again`](Self::start_again).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        daemon::stop(&mut self.child);
     }
 
     /// Starts Prometheus again on the same port, config and data, and waits until it is ready.
@@ -178,13 +194,8 @@ impl Prometheus {
     }
 
     fn spawn(&mut self) -> Result<(), Error> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("prometheus.log"))
-            .map_err(Error::io("open prometheus.log"))?;
-        let err = log.try_clone().map_err(Error::io("prometheus log"))?;
-        let child = Command::new(PROMETHEUS_BIN)
+        let mut command = Command::new(PROMETHEUS_BIN);
+        command
             .arg(format!(
                 "--config.file={}",
                 self.dir.join("prometheus.yml").display()
@@ -194,37 +205,18 @@ impl Prometheus {
                 self.dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={}", self.addr))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(Error::io("spawn prometheus"))?;
+            .current_dir(&self.dir);
+        let log = self.dir.join("prometheus.log");
+        let child = daemon::start(
+            "prometheus",
+            command,
+            &log,
+            self.addr,
+            "/-/ready",
+            READY_TIMEOUT,
+        )?;
         self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !matches!(admin_get(self.addr, "/-/ready"), Ok((200, _))) {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(Error::new(format!(
-                    "prometheus exited during start ({status}):\n{}",
-                    self.log_tail(30)
-                )));
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                return Err(Error::new(format!(
-                    "prometheus not ready after {READY_TIMEOUT:?}:\n{}",
-                    self.log_tail(30)
-                )));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
         Ok(())
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
     }
 }
 
@@ -235,7 +227,7 @@ impl Drop for Prometheus {
 }
 
 /// `prometheus.yml`: job `envoy` over the given loopback admins, job [`SIDECAR_JOB`] over
-/// the sidecar if there is one, and the rule files.
+/// the sidecar if there is one, the rule files, and the Alertmanager their alerts go to.
 fn config<A: Display>(
     envoy_admins: &[A],
     extras: &Extras,
@@ -282,20 +274,28 @@ scrape_configs:
             out.push_str(&format!("  - {quoted}\n"));
         }
     }
+    if let Some(a) = extras.alertmanager {
+        let a = loopback(&a.to_string())?;
+        out.push_str(&format!(
+            "alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['{a}']
+"
+        ));
+    }
     Ok(out)
 }
 
-/// A scrape target, refused unless it is a loopback address.
+/// A target to scrape or send alerts to, refused unless it is a loopback address.
 fn loopback(a: &str) -> Result<SocketAddr, Error> {
     let addr: SocketAddr = a
         .parse()
-        .map_err(|e| Error::new(format!("scrape target {a:?}: {e}")))?;
+        .map_err(|e| Error::new(format!("target {a:?}: {e}")))?;
     if addr.ip().is_loopback() {
         Ok(addr)
     } else {
-        Err(Error::new(format!(
-            "scrape target {a}: only loopback is scraped"
-        )))
+        Err(Error::new(format!("target {a}: only loopback is reached")))
     }
 }
 
@@ -344,6 +344,7 @@ mod tests {
             !c.contains("job_name: linnet") && !c.contains("rule_files"),
             "{c}"
         );
+        assert!(!c.contains("alerting"), "{c}");
         assert!(config(&["10.1.1.1:9901"], &none, Duration::from_secs(1)).is_err());
         assert!(config(&["envoy:9901"], &none, Duration::from_secs(1)).is_err());
         assert!(config::<&str>(&[], &none, Duration::from_secs(1)).is_err());
@@ -356,6 +357,7 @@ mod tests {
             rule_files: vec![PathBuf::from(
                 "/repo/monitoring/prometheus/linnet-rules.yml",
             )],
+            alertmanager: None,
         };
         let c = config(&["127.0.0.1:9901"], &extras, Duration::from_secs(1)).unwrap();
         assert!(
@@ -368,6 +370,26 @@ mod tests {
         );
         let remote = Extras {
             sidecar: Some(SocketAddr::from(([10, 1, 1, 1], 7070))),
+            ..Extras::default()
+        };
+        assert!(config(&["127.0.0.1:9901"], &remote, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn the_config_sends_alerts_to_a_loopback_alertmanager() {
+        let extras = Extras {
+            alertmanager: Some(SocketAddr::from(([127, 0, 0, 1], 9093))),
+            ..Extras::default()
+        };
+        let c = config(&["127.0.0.1:9901"], &extras, Duration::from_millis(500)).unwrap();
+        // Rules are evaluated as often as Envoy is scraped, so an alert fires within a scrape.
+        assert!(c.contains("evaluation_interval: 500ms"), "{c}");
+        assert!(
+            c.ends_with("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:9093']\n"),
+            "{c}"
+        );
+        let remote = Extras {
+            alertmanager: Some(SocketAddr::from(([10, 1, 1, 1], 9093))),
             ..Extras::default()
         };
         assert!(config(&["127.0.0.1:9901"], &remote, Duration::from_secs(1)).is_err());

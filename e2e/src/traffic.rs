@@ -3,7 +3,7 @@
 //! analysis has real traffic on both variants to judge while a test watches the sidecar.
 //!
 //! The load ends when it is stopped (or dropped) and, whatever the test does, after its
-//! maximum duration.
+//! maximum duration (and its maximum count of requests, if it has one).
 
 use crate::http::{Client, Request};
 use crate::{served_by, Error};
@@ -31,6 +31,8 @@ pub struct LoadConfig {
     pub users: u64,
     /// The load stops by itself after this long.
     pub max_duration: Duration,
+    /// ... and after this many requests, across all connections, if set.
+    pub max_requests: Option<u64>,
 }
 
 /// What the load has seen so far.
@@ -61,8 +63,8 @@ struct Tally {
     stable: AtomicU64,
     server_errors: AtomicU64,
     failed: AtomicU64,
-    /// The next user id.
-    next_user: AtomicU64,
+    /// Requests started so far; the next one is from user `started % users`.
+    started: AtomicU64,
 }
 
 // === impl LoadConfig ===
@@ -76,6 +78,7 @@ impl LoadConfig {
             connections: 8,
             users: 10_000,
             max_duration,
+            max_requests: None,
         }
     }
 }
@@ -162,7 +165,11 @@ fn run(
             next = now;
         }
         next += period;
-        let i = tally.next_user.fetch_add(1, Ordering::Relaxed) % config.users;
+        let n = tally.started.fetch_add(1, Ordering::Relaxed);
+        if config.max_requests.is_some_and(|max| n >= max) {
+            break;
+        }
+        let i = n % config.users;
         let req = Request::get("/")
             .host(&config.host)
             .header("x-user-id", format!("u{i}"));

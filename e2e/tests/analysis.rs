@@ -26,7 +26,6 @@ const OVERRIDE_TOKEN: &str = "e2e-override-token";
 const PATIENCE: Duration = Duration::from_secs(60);
 /// The background load stops by itself after this long, whatever the test does.
 const LOAD_LIMIT: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(50);
 /// Room for the sidecar's own work on top of the analysis schedule when timing a rollback:
 /// a scrape and two store commits in a debug build, on two cores shared with Envoy, the
 /// load and another test.
@@ -291,26 +290,14 @@ analysis:
     )
 }
 
-/// Calls `f` every [`POLL`] until it returns something, for at most `timeout`; past it, fails
-/// with `what` and the story so far.
+/// [`linnet_e2e::poll`], failing the test past `timeout`.
 fn poll<T>(
     what: &str,
     timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
     story: impl Fn() -> String,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not after {timeout:?}\n{}",
-            story()
-        );
-        std::thread::sleep(POLL);
-    }
+    linnet_e2e::poll(what, timeout, f, story).unwrap()
 }
 
 fn id(event: &Value) -> i64 {

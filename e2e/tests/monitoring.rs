@@ -109,6 +109,7 @@ impl Rig {
         let extras = Extras {
             sidecar: Some(sidecar.addr),
             rule_files: vec![repo_root().join(RULES)],
+            ..Extras::default()
         };
         let prometheus = Prometheus::start_with(
             &dir.path().join("prometheus"),
