@@ -8,6 +8,7 @@ use crate::auth::Auth;
 use crate::client::Client;
 use crate::clock::{Millis, SystemClock};
 use crate::controller::{HistoryEntry, Status};
+use crate::load;
 use crate::retention::{self, Retention};
 use crate::server::{Server, ServerOptions};
 use crate::spec::{self, Format, RolloutSpec};
@@ -15,9 +16,10 @@ use crate::token;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
+use linnet_core::snapshot::Source;
 use linnet_core::{PluginConfig, SnapshotDoc, Variant};
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +84,9 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         limit: u32,
     },
+    /// Send a bounded burst of GETs from a few users (a load gate by hand) and print its
+    /// success rate and latency; exits non-zero when it misses a threshold given.
+    Load(LoadArgs),
     /// A release's evidence report: one self-contained HTML file (or its JSON), from the audit.
     Report {
         /// A name (its unfinished rollout, else its latest) or a release id from `history`.
@@ -139,6 +144,57 @@ pub struct ServeArgs {
     /// Write each release's evidence report (`<name>-<id>.html` and `.json`) here when it ends.
     #[arg(long, env = "LINNET_REPORTS")]
     pub reports: Option<PathBuf>,
+}
+
+/// `linnet load`: the fields of a load gate's `load`, as flags; no server needed.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// `http://host:port/path`: Envoy's listener or the canary. Loopback only, unless
+    /// --allow-target names it.
+    #[arg(long)]
+    pub target: String,
+    /// The Host to send (default: the target's).
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long, default_value_t = load::DEFAULT_REQUESTS)]
+    pub requests: u32,
+    /// Users take turns, each sending its key (`user-1`…) in --user-header or --user-cookie.
+    #[arg(long, default_value_t = load::DEFAULT_USERS)]
+    pub users: u32,
+    /// Requests per second.
+    #[arg(long, default_value_t = load::DEFAULT_RATE)]
+    pub rate: u32,
+    /// How long each request may take.
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
+    /// A header for every request, `name:value` (repeatable), e.g. the rollout's override
+    /// `x-linnet-override:canary` and its token header.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// The header each user's key goes in (the rollout's stickiness header).
+    #[arg(long, conflicts_with = "user_cookie")]
+    pub user_header: Option<String>,
+    /// The cookie each user's key goes in.
+    #[arg(long)]
+    pub user_cookie: Option<String>,
+    /// Fail unless at least this percent of requests answer 2xx or 3xx.
+    #[arg(long)]
+    pub min_success: Option<f64>,
+    /// Fail when the answers' median latency is above this many milliseconds.
+    #[arg(long)]
+    pub max_p50_ms: Option<f64>,
+    /// Fail when the answers' p90 latency is above this many milliseconds.
+    #[arg(long)]
+    pub max_p90_ms: Option<f64>,
+    /// Fail when the answers' p99 latency is above this many milliseconds.
+    #[arg(long)]
+    pub max_p99_ms: Option<f64>,
+    /// A target besides loopback the burst may go to (repeatable).
+    #[arg(long = "allow-target", value_name = "HOST:PORT")]
+    pub allow_targets: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +282,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             serve(args, cli.db, admin).await
         }
         Command::Validate { spec_file } => validate(&spec_file),
+        Command::Load(args) => load(args).await,
         Command::Openapi => {
             println!("{}", crate::api::openapi_json_text()?);
             Ok(())
@@ -272,24 +329,8 @@ fn client_token(
         Some(path) => token::read(&path)?
             .map(Some)
             .ok_or_else(|| format!("--token-file {}: no such file", path.display())),
-        None if is_loopback(server) => token::read(&token::default_path(db)),
+        None if crate::client::is_loopback(server) => token::read(&token::default_path(db)),
         None => Ok(None),
-    }
-}
-
-/// `http://127.0.0.1:…`, `http://[::1]:…`, `http://localhost:…`.
-fn is_loopback(server: &str) -> bool {
-    let Ok(uri) = server.parse::<hyper::Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(h) => h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
     }
 }
 
@@ -356,6 +397,59 @@ fn validate(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `linnet load`: the burst a load gate sends, from flags, printed.
+async fn load(args: LoadArgs) -> Result<(), String> {
+    let flag = |f: &str| format!("--{}", f.replace('_', "-"));
+    // A cookie's name is an RFC 9110 token, like a header's.
+    let token = |f: &str, name: &str| match hyper::header::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("{f}: {name:?} is not a valid name")),
+    };
+    let user_key = match (args.user_header, args.user_cookie) {
+        (Some(h), _) => {
+            token("--user-header", &h)?;
+            Some(Source::Header(h.to_ascii_lowercase()))
+        }
+        (None, Some(c)) => {
+            token("--user-cookie", &c)?;
+            Some(Source::Cookie(c))
+        }
+        (None, None) => None,
+    };
+    let context = load::Context {
+        headers: load::Headers::parse("--header", &args.headers).map_err(|e| e.to_string())?,
+        user_key,
+        allowed: args.allow_targets,
+        ..load::Context::default()
+    };
+    let spec = load::LoadSpec {
+        target: args.target,
+        host: args.host,
+        via: None,
+        requests: Some(args.requests),
+        users: Some(args.users),
+        rate: Some(args.rate),
+        timeout: Some(args.timeout),
+        min_success: args.min_success,
+        max_p50_ms: args.max_p50_ms,
+        max_p90_ms: args.max_p90_ms,
+        max_p99_ms: args.max_p99_ms,
+    };
+    let burst = spec.validate(&flag, context).map_err(|e| e.to_string())?;
+    let outcome = burst.run().await?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        println!("{}", outcome.words(&burst.thresholds));
+    }
+    if outcome.passed {
+        Ok(())
+    } else {
+        Err(format!("the burst missed {}", outcome.missed.join(", ")))
+    }
+}
+
 fn read_spec(path: &Path) -> Result<(RolloutSpec, spec::Plan), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let format = Format::from_path(&path.to_string_lossy());
@@ -368,7 +462,9 @@ fn control_path(name: &str, action: &str) -> String {
 
 async fn run_client(c: &Client, command: Command) -> Result<(), String> {
     match command {
-        Command::Serve(_) | Command::Validate { .. } | Command::Openapi => Ok(()),
+        Command::Serve(_) | Command::Validate { .. } | Command::Openapi | Command::Load(_) => {
+            Ok(())
+        }
         Command::Rollout(cmd) => rollout(c, cmd).await,
         Command::Status(args) => status(c, args).await,
         Command::KillSwitch { state, rollout } => kill_switch(c, state, rollout).await,

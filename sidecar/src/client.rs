@@ -9,6 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::net::IpAddr;
 use std::time::Duration;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,11 +66,16 @@ impl Client {
         body: Option<(Bytes, &str)>,
     ) -> Result<(StatusCode, Bytes), String> {
         let url = format!("{}{path}", self.base);
-        // Every answer this client reads is JSON (the report route would answer HTML).
-        let mut b = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(ACCEPT, "application/json");
+        // Every answer the CLI and the sources read is JSON (the report route would answer
+        // HTML); a load burst says what it accepts itself.
+        let mut b = Request::builder().method(method).uri(&url);
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            b = b.header(ACCEPT, "application/json");
+        }
         if let Some(t) = &self.token {
             b = b.header(AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -126,6 +132,22 @@ impl Client {
         let v = self.json(method, path, body).await?;
         serde_json::from_value(v)
             .map_err(|e| format!("{}{path}: unexpected answer: {e}", self.base))
+    }
+}
+
+/// `http://127.0.0.1:…` (any of 127.0.0.0/8), `http://[::1]:…`, `http://localhost:…`.
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
