@@ -9,6 +9,7 @@ use crate::auth::Auth;
 use crate::client::Client;
 use crate::clock::{Millis, SystemClock};
 use crate::controller::{HistoryEntry, Status};
+use crate::load;
 use crate::notify::{Delivery, DeliveryState};
 use crate::retention::{self, Retention};
 use crate::server::{Server, ServerOptions};
@@ -17,6 +18,7 @@ use crate::token;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
+use linnet_core::snapshot::Source;
 use linnet_core::{PluginConfig, SnapshotDoc, Variant};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -101,6 +103,9 @@ pub enum Command {
     /// The receivers every rollout notifies (a rollout's own are in its spec's `notify`).
     #[command(subcommand)]
     Receiver(ReceiverCmd),
+    /// Send a bounded burst of GETs from a few users (a load gate by hand) and print its
+    /// success rate and latency; exits non-zero when it misses a threshold given.
+    Load(LoadArgs),
     /// A release's evidence report: one self-contained HTML file (or its JSON), from the audit.
     Report {
         /// A name (its unfinished rollout, else its latest) or a release id from `history`.
@@ -163,6 +168,57 @@ pub struct ServeArgs {
     #[arg(long, env = "LINNET_OUTBOUND_LOOPBACK_ONLY",
         value_parser = clap::builder::BoolishValueParser::new())]
     pub outbound_loopback_only: bool,
+}
+
+/// `linnet load`: the fields of a load gate's `load`, as flags; no server needed.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// `http://host:port/path`: Envoy's listener or the canary. Loopback only, unless
+    /// --allow-target names it.
+    #[arg(long)]
+    pub target: String,
+    /// The Host to send (default: the target's).
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long, default_value_t = load::DEFAULT_REQUESTS)]
+    pub requests: u32,
+    /// Users take turns, each sending its key (`user-1`…) in --user-header or --user-cookie.
+    #[arg(long, default_value_t = load::DEFAULT_USERS)]
+    pub users: u32,
+    /// Requests per second.
+    #[arg(long, default_value_t = load::DEFAULT_RATE)]
+    pub rate: u32,
+    /// How long each request may take.
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
+    /// A header for every request, `name:value` (repeatable), e.g. the rollout's override
+    /// `x-linnet-override:canary` and its token header.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// The header each user's key goes in (the rollout's stickiness header).
+    #[arg(long, conflicts_with = "user_cookie")]
+    pub user_header: Option<String>,
+    /// The cookie each user's key goes in.
+    #[arg(long)]
+    pub user_cookie: Option<String>,
+    /// Fail unless at least this percent of requests answer 2xx or 3xx.
+    #[arg(long)]
+    pub min_success: Option<f64>,
+    /// Fail when the answers' median latency is above this many milliseconds.
+    #[arg(long)]
+    pub max_p50_ms: Option<f64>,
+    /// Fail when the answers' p90 latency is above this many milliseconds.
+    #[arg(long)]
+    pub max_p90_ms: Option<f64>,
+    /// Fail when the answers' p99 latency is above this many milliseconds.
+    #[arg(long)]
+    pub max_p99_ms: Option<f64>,
+    /// A target besides loopback the burst may go to (repeatable).
+    #[arg(long = "allow-target", value_name = "HOST:PORT")]
+    pub allow_targets: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +348,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             serve(args, cli.db, admin).await
         }
         Command::Validate { spec_file } => validate(&spec_file),
+        Command::Load(args) => load(args).await,
         Command::Openapi => {
             println!("{}", crate::api::openapi_json_text()?);
             Ok(())
@@ -409,6 +466,59 @@ fn validate(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `linnet load`: the burst a load gate sends, from flags, printed.
+async fn load(args: LoadArgs) -> Result<(), String> {
+    let flag = |f: &str| format!("--{}", f.replace('_', "-"));
+    // A cookie's name is an RFC 9110 token, like a header's.
+    let token = |f: &str, name: &str| match hyper::header::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("{f}: {name:?} is not a valid name")),
+    };
+    let user_key = match (args.user_header, args.user_cookie) {
+        (Some(h), _) => {
+            token("--user-header", &h)?;
+            Some(Source::Header(h.to_ascii_lowercase()))
+        }
+        (None, Some(c)) => {
+            token("--user-cookie", &c)?;
+            Some(Source::Cookie(c))
+        }
+        (None, None) => None,
+    };
+    let context = load::Context {
+        headers: load::Headers::parse("--header", &args.headers).map_err(|e| e.to_string())?,
+        user_key,
+        allowed: args.allow_targets,
+        ..load::Context::default()
+    };
+    let spec = load::LoadSpec {
+        target: args.target,
+        host: args.host,
+        via: None,
+        requests: Some(args.requests),
+        users: Some(args.users),
+        rate: Some(args.rate),
+        timeout: Some(args.timeout),
+        min_success: args.min_success,
+        max_p50_ms: args.max_p50_ms,
+        max_p90_ms: args.max_p90_ms,
+        max_p99_ms: args.max_p99_ms,
+    };
+    let burst = spec.validate(&flag, context).map_err(|e| e.to_string())?;
+    let outcome = burst.run().await?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        println!("{}", outcome.words(&burst.thresholds));
+    }
+    if outcome.passed {
+        Ok(())
+    } else {
+        Err(format!("the burst missed {}", outcome.missed.join(", ")))
+    }
+}
+
 fn read_spec(path: &Path) -> Result<(RolloutSpec, spec::Plan), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let format = Format::from_path(&path.to_string_lossy());
@@ -421,7 +531,9 @@ fn control_path(name: &str, action: &str) -> String {
 
 async fn run_client(c: &Client, command: Command) -> Result<(), String> {
     match command {
-        Command::Serve(_) | Command::Validate { .. } | Command::Openapi => Ok(()),
+        Command::Serve(_) | Command::Validate { .. } | Command::Openapi | Command::Load(_) => {
+            Ok(())
+        }
         Command::Rollout(cmd) => rollout(c, cmd).await,
         Command::Status(args) => status(c, args).await,
         Command::KillSwitch { state, rollout } => kill_switch(c, state, rollout).await,

@@ -65,11 +65,16 @@ impl Client {
         body: Option<(Bytes, &str)>,
     ) -> Result<(StatusCode, Bytes), String> {
         let url = format!("{}{path}", self.base);
-        // Every answer this client reads is JSON (the report route would answer HTML).
-        let mut b = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(ACCEPT, "application/json");
+        // Every answer the CLI and the sources read is JSON (the report route would answer
+        // HTML); a load burst says what it accepts itself.
+        let mut b = Request::builder().method(method).uri(&url);
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            b = b.header(ACCEPT, "application/json");
+        }
         if let Some(t) = &self.token {
             b = b.header(AUTHORIZATION, format!("Bearer {t}"));
         }

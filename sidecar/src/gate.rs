@@ -6,11 +6,15 @@
 //! holds the rollout with the answer as the reason, and `gate_failures` answers like that in a
 //! row roll it back. An operator's `promote` is an explicit decision and does not ask the
 //! gates; nothing about a gate switches the guardrails off.
+//!
+//! A gate asks a webhook (`url`), or sends a bounded load burst to the canary (`load`, see
+//! [`crate::load`]) and passes when the burst meets its thresholds.
 
 use crate::clock::Millis;
 use crate::controller::{Controller, GateTarget};
+use crate::load::{Burst, Context, LoadSpec, Outcome};
 use crate::machine::State;
-use crate::spec::parse_duration;
+use crate::spec::{parse_duration, RolloutSpec};
 use linnet_core::config::validate_name;
 use linnet_core::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -39,6 +43,10 @@ pub struct GateSpec {
     /// A webhook: `POST` of the rollout's state; 2xx lets the rollout go on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// A load burst: requests from a few users to the canary; passes when the burst meets
+    /// its success rate and latency thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSpec>,
     /// How long the webhook may take (default 10s, at most 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -72,6 +80,7 @@ pub struct Gate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
     Webhook { url: String, timeout: Duration },
+    Load(Burst),
 }
 
 /// The move a gate lets happen; a passed gate is remembered for that move only.
@@ -105,8 +114,12 @@ pub struct GateRequest {
 pub struct Answer {
     pub gate: String,
     pub passed: bool,
-    /// The status and the start of the body, or why there was no answer.
+    /// The status and the start of the body, or why there was no answer; for a load burst,
+    /// its numbers in words.
     pub answer: String,
+    /// What a load burst saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Outcome>,
 }
 
 // === impl GateOn ===
@@ -151,40 +164,81 @@ impl Gated {
 // === impl GateSpec ===
 
 impl GateSpec {
-    /// `at` is the gate's path (`gates[1]`).
-    pub fn validate(&self, at: &str) -> Result<Gate, ConfigError> {
+    /// `at` is the gate's path (`gates[1]`); a load burst takes its override, key source
+    /// and host from `rollout`.
+    pub fn validate(&self, at: &str, rollout: &RolloutSpec) -> Result<Gate, ConfigError> {
         validate_name(&format!("{at}.name"), &self.name)?;
-        let Some(url) = &self.url else {
-            return Err(ConfigError::new(
-                format!("{at}.url"),
-                "a gate needs a `url` to ask",
-            ));
+        let call = match (&self.url, &self.load) {
+            (Some(url), None) => {
+                webhook_url(&format!("{at}.url"), url)?;
+                let timeout = bounded(
+                    &format!("{at}.timeout"),
+                    self.timeout.as_deref(),
+                    DEFAULT_TIMEOUT,
+                    MAX_TIMEOUT,
+                )?;
+                Call::Webhook {
+                    url: url.clone(),
+                    timeout,
+                }
+            }
+            (None, Some(load)) => Call::Load(self.burst(at, load, rollout)?),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    format!("{at}.url"),
+                    "a gate needs a `url` to ask, or a `load` burst to send",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{at}.load"),
+                    "give a `url` to ask or a `load` burst to send, not both",
+                ))
+            }
         };
-        webhook_url(&format!("{at}.url"), url)?;
-        let timeout = bounded(
-            &format!("{at}.timeout"),
-            self.timeout.as_deref(),
-            DEFAULT_TIMEOUT,
+        let retry = bounded(
+            &format!("{at}.retry"),
+            self.retry.as_deref(),
+            DEFAULT_RETRY,
+            MAX_TIMEOUT,
         )?;
-        let retry = bounded(&format!("{at}.retry"), self.retry.as_deref(), DEFAULT_RETRY)?;
         Ok(Gate {
             name: self.name.clone(),
             on: self.on,
-            call: Call::Webhook {
-                url: url.clone(),
-                timeout,
-            },
+            call,
             retry,
         })
     }
+
+    fn burst(
+        &self,
+        at: &str,
+        load: &LoadSpec,
+        rollout: &RolloutSpec,
+    ) -> Result<Burst, ConfigError> {
+        if self.timeout.is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.timeout"),
+                "is the webhook's; a burst's requests take theirs from `load.timeout`",
+            ));
+        }
+        let field = |f: &str| format!("{at}.load.{f}");
+        let context = Context::for_rollout(rollout, load.via.unwrap_or_default(), &field)?;
+        let mut burst = load.validate(&field, context)?;
+        burst
+            .thresholds
+            .min_success
+            .get_or_insert(crate::load::DEFAULT_MIN_SUCCESS);
+        Ok(burst)
+    }
 }
 
-/// Validates a list of gates: names unique.
-pub fn validate_all(gates: &[GateSpec]) -> Result<Vec<Gate>, ConfigError> {
+/// Validates a list of gates of `rollout`: names unique.
+pub fn validate_all(gates: &[GateSpec], rollout: &RolloutSpec) -> Result<Vec<Gate>, ConfigError> {
     let mut out: Vec<Gate> = Vec::with_capacity(gates.len());
     for (i, g) in gates.iter().enumerate() {
         let at = format!("gates[{i}]");
-        let gate = g.validate(&at)?;
+        let gate = g.validate(&at, rollout)?;
         if out.iter().any(|o| o.name == gate.name) {
             return Err(ConfigError::new(
                 format!("{at}.name"),
@@ -215,15 +269,24 @@ pub fn webhook_url(field: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn bounded(field: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+/// A duration in `(0, max]`, `default` when absent; `Err` names the field.
+pub fn bounded(
+    field: &str,
+    value: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
     let Some(v) = value else {
         return Ok(default);
     };
     let d = parse_duration(v).map_err(|m| ConfigError::new(field, m))?;
-    if d.is_zero() || d > MAX_TIMEOUT {
+    if d.is_zero() || d > max {
         return Err(ConfigError::new(
             field,
-            format!("{v:?} must be longer than 0 and at most 5m"),
+            format!(
+                "{v:?} must be longer than 0 and at most {}",
+                humantime::format_duration(max)
+            ),
         ));
     }
     Ok(d)
@@ -234,18 +297,39 @@ fn bounded(field: &str, value: Option<&str>, default: Duration) -> Result<Durati
 impl Gate {
     /// Asks the gate; never fails: no answer is an answer that holds.
     pub async fn ask(&self, request: &GateRequest) -> Answer {
-        let Call::Webhook { url, timeout } = &self.call;
+        match &self.call {
+            Call::Webhook { url, timeout } => self.ask_webhook(url, *timeout, request).await,
+            Call::Load(burst) => self.send_burst(burst).await,
+        }
+    }
+
+    /// Sends the burst; its numbers are the answer, and its thresholds the verdict.
+    async fn send_burst(&self, burst: &Burst) -> Answer {
+        let (passed, answer, load) = match burst.run().await {
+            Ok(o) => (o.passed, o.words(&burst.thresholds), Some(o)),
+            Err(e) => (false, e, None),
+        };
+        Answer {
+            gate: self.name.clone(),
+            passed,
+            answer,
+            load,
+        }
+    }
+
+    async fn ask_webhook(&self, url: &str, timeout: Duration, request: &GateRequest) -> Answer {
         let answer = |passed: bool, answer: String| Answer {
             gate: self.name.clone(),
             passed,
             answer,
+            load: None,
         };
         let body = match serde_json::to_vec(request) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => return answer(false, format!("could not write the request: {e}")),
         };
         let (client, path) = match crate::outbound::client(url) {
-            Ok((c, path)) => (c.with_timeout(*timeout), path),
+            Ok((c, path)) => (c.with_timeout(timeout), path),
             Err(e) => return answer(false, e),
         };
         match client
@@ -373,7 +457,11 @@ mod tests {
             field: "yaml".into(),
             message: e.to_string(),
         })?;
-        validate_all(&specs)
+        let (rollout, _) = RolloutSpec::parse(
+            b"name: r\noverride: {}\nsteps: [{weight: 1}]",
+            crate::spec::Format::Yaml,
+        )?;
+        validate_all(&specs, &rollout)
     }
 
     #[test]
@@ -415,6 +503,21 @@ mod tests {
                 "- {name: ci, on: pre_step, url: 'http://h/', timeout: soon}",
                 "gates[0].timeout",
                 "not a duration",
+            ),
+            (
+                "- {name: ci, on: pre_step, url: 'http://h/', load: {target: 'http://127.0.0.1/'}}",
+                "gates[0].load",
+                "not both",
+            ),
+            (
+                "- {name: ci, on: pre_step, timeout: 1s, load: {target: 'http://127.0.0.1/'}}",
+                "gates[0].timeout",
+                "load.timeout",
+            ),
+            (
+                "- {name: ci, on: pre_step, load: {target: 'http://127.0.0.1/', requests: 0}}",
+                "gates[0].load.requests",
+                "1..=10000",
             ),
             (
                 "- {name: ci, on: pre_step, url: 'http://h/'}\n- {name: ci, on: pre_rollout, url: 'http://h/'}",

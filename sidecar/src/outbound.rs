@@ -29,7 +29,7 @@ pub fn client(url: &str) -> Result<(Client, &str), String> {
 }
 
 /// `http://host:port` and `/path?query` of a valid webhook URL.
-fn split_url(url: &str) -> (&str, &str) {
+pub fn split_url(url: &str) -> (&str, &str) {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     match url[after_scheme..].find('/') {
         Some(i) => url.split_at(after_scheme + i),

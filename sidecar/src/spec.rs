@@ -55,7 +55,8 @@ pub struct RolloutSpec {
     /// Guardrails judged every interval; a step advances only on passing checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
-    /// Webhooks that must answer 2xx before the rollout starts, steps or is promoted.
+    /// Webhooks that must answer 2xx, or load bursts the canary must pass, before the
+    /// rollout starts, steps or is promoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateSpec>,
     /// Failed gate answers in a row that roll the rollout back (default 10; 0: hold forever).
@@ -370,7 +371,7 @@ impl RolloutSpec {
             .as_ref()
             .map(AnalysisSpec::validate)
             .transpose()?;
-        let gates = crate::gate::validate_all(&self.gates)?;
+        let gates = crate::gate::validate_all(&self.gates, self)?;
         crate::alerts::validate(&self.alerts)?;
         crate::notify::validate_all("notify", &self.notify)?;
         Ok(Plan {

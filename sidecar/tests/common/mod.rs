@@ -211,11 +211,13 @@ pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// An HTTP receiver on loopback that answers every request with the status it is set to, and
-/// keeps each request's path, headers and body.
+/// An HTTP receiver on loopback that answers every request with the status it is set to (or
+/// every nth with 500, see [`Receiver::fail_every`]), and keeps each request's path, headers
+/// and body.
 pub struct Receiver {
     pub url: String,
     status: Arc<std::sync::atomic::AtomicU16>,
+    fail_every: Arc<std::sync::atomic::AtomicUsize>,
     seen: Arc<std::sync::Mutex<Vec<Received>>>,
     task: JoinHandle<()>,
 }
@@ -248,10 +250,15 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (st, sn) = (Arc::clone(&status), Arc::clone(&seen));
+        let fail_every = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (st, sn, fe) = (
+            Arc::clone(&status),
+            Arc::clone(&seen),
+            Arc::clone(&fail_every),
+        );
         let task = tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
-                let (st, sn) = (Arc::clone(&st), Arc::clone(&sn));
+                let (st, sn, fe) = (Arc::clone(&st), Arc::clone(&sn), Arc::clone(&fe));
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -286,8 +293,17 @@ impl Receiver {
                         buf.extend_from_slice(&chunk[..n]);
                     }
                     let body = buf[body_at..body_at + len].to_vec();
-                    sn.lock().unwrap().push(Received { head, body });
-                    let code = st.load(Ordering::SeqCst);
+                    let nth = {
+                        let mut seen = sn.lock().unwrap();
+                        seen.push(Received { head, body });
+                        seen.len()
+                    };
+                    let every = fe.load(Ordering::SeqCst);
+                    let code = if every > 0 && nth % every == 0 {
+                        500
+                    } else {
+                        st.load(Ordering::SeqCst)
+                    };
                     let text = format!("receiver says {code}");
                     let reply = format!(
                         "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
@@ -301,9 +317,15 @@ impl Receiver {
         Receiver {
             url,
             status,
+            fail_every,
             seen,
             task,
         }
+    }
+
+    /// Answers the nth, 2nth… request (counting from the first ever) with 500; 0: none.
+    pub fn fail_every(&self, n: usize) {
+        self.fail_every.store(n, Ordering::SeqCst);
     }
 
     pub fn answer(&self, status: u16) {
