@@ -27,6 +27,38 @@ pub enum Need {
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// What a key may do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Rollouts, history, audit, events, reports, metrics.
+    Read,
+    /// Also pause, resume, promote, abort, weight, complete, retry.
+    Operate,
+    /// Also create, the kill switches, receivers and keys.
+    Admin,
+}
+
+/// Who is calling, as the audit names them, and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's name (`admin` for the token `serve` was given or made; `anonymous` for a
+    /// read without a token under `--open-reads`).
+    pub key: String,
+    pub scope: Scope,
+}
+
+// === impl Scope ===
+
+impl Scope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
 // === impl Auth ===
 
 impl Auth {
@@ -68,6 +100,26 @@ impl Auth {
         } else {
             Err("wrong token".into())
         }
+    }
+}
+
+impl Auth {
+    /// The caller behind a request's token (or `?token=` where allowed): the admin token is
+    /// the `admin` key; with `--open-reads`, no token is an `anonymous` reader. `Err` is the
+    /// message for a 401.
+    pub fn caller(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Caller, String> {
+        let sent = presented(headers).or(query_token);
+        if sent.is_none() && self.open_reads {
+            return Ok(Caller {
+                key: "anonymous".into(),
+                scope: Scope::Read,
+            });
+        }
+        self.check(Need::Write, headers, query_token)?;
+        Ok(Caller {
+            key: "admin".into(),
+            scope: Scope::Admin,
+        })
     }
 }
 
@@ -170,5 +222,34 @@ mod tests {
         assert!(poll_only.check(Need::Poll, &none, None).is_err());
         assert!(poll_only.check(Need::Poll, &poll, None).is_ok());
         assert!(poll_only.check(Need::Write, &poll, None).is_err());
+    }
+
+    #[test]
+    fn callers() {
+        let auth = Auth {
+            admin: Some("adm".into()),
+            poll: Some("pol".into()),
+            open_reads: true,
+        };
+        let admin = auth.caller(&headers("x-api-key", "adm"), None).unwrap();
+        assert_eq!((admin.key.as_str(), admin.scope), ("admin", Scope::Admin));
+        let reader = auth.caller(&HeaderMap::new(), None).unwrap();
+        assert_eq!(
+            (reader.key.as_str(), reader.scope),
+            ("anonymous", Scope::Read)
+        );
+        assert_eq!(
+            auth.caller(&headers("x-api-key", "pol"), None).unwrap_err(),
+            "wrong token"
+        );
+        let closed = Auth {
+            open_reads: false,
+            ..auth
+        };
+        assert!(closed
+            .caller(&HeaderMap::new(), None)
+            .unwrap_err()
+            .contains("missing"));
+        assert!(Scope::Read < Scope::Operate && Scope::Operate < Scope::Admin);
     }
 }
