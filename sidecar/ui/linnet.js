@@ -72,7 +72,7 @@ const Linnet = (() => {
   // until the next (a weight holds until it changes). The figure says how many points it drew.
   function chart(id, title, unit, series, opts) {
     opts = opts || {};
-    const W = 520, H = 170, L = 48, R = 12, T = 10, B = 24;
+    const W = 520, H = 170, L = 62, R = 12, T = 10, B = 24;
     const all = series.flatMap((x) => x.points).filter((p) => Number.isFinite(p[1]));
     const fig = h("figure", { class: "chart", "data-chart": id, "data-points": all.length },
       h("figcaption", {}, title));
