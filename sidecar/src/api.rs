@@ -438,6 +438,7 @@ fn routes() -> Vec<Op> {
         op::<__path_delete_receiver, _, _>(delete_receiver, WRITE),
         op::<__path_snapshot, _, _>(snapshot, POLL),
         op::<__path_events, _, _>(events, READ_OR_QUERY_TOKEN),
+        op::<__path_mcp, _, _>(mcp, READ),
     ]
 }
 
@@ -1221,6 +1222,39 @@ async fn explain(
     }))
 }
 
+/// The MCP server for AI agents (Streamable HTTP, stateless): one JSON-RPC 2.0 message per
+/// POST. The caller's scope decides which tools it lists and may call.
+#[utoipa::path(post, path = "/mcp", tag = "mcp",
+    request_body(content = Value, content_type = "application/json",
+        description = "One JSON-RPC 2.0 message (MCP Streamable HTTP)."),
+    responses(
+        (status = 200, description = "The JSON-RPC response (a result, or an error with its code).", body = Value),
+        (status = 202, description = "A notification, taken."),
+        (status = 400, description = "Not a JSON-RPC request (-32700 or -32600), or an unsupported MCP-Protocol-Version: a JSON-RPC error without id.", body = Value),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Response {
+    use crate::mcp::{self, Reply};
+    let caller = match s.config.auth.caller(&headers, None) {
+        Ok(c) => c,
+        Err(m) => return ApiError::new(StatusCode::UNAUTHORIZED, m).into_response(),
+    };
+    let version = headers
+        .get(mcp::PROTOCOL_VERSION_HEADER)
+        .map(|v| v.to_str().unwrap_or_default());
+    if let Some(v) = version.filter(|v| !mcp::PROTOCOL_VERSIONS.contains(v)) {
+        let e = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+            "code": mcp::INVALID_REQUEST,
+            "message": format!("{}: {v:?} is not one of {}", mcp::PROTOCOL_VERSION_HEADER, mcp::PROTOCOL_VERSIONS.join(", ")),
+        }});
+        return (StatusCode::BAD_REQUEST, Json(e)).into_response();
+    }
+    match mcp::handle(&s.ctl, &caller, &body).await {
+        Reply::Response(v) => Json(v).into_response(),
+        Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+        Reply::Rejected(v) => (StatusCode::BAD_REQUEST, Json(v)).into_response(),
+    }
+}
+
 /// The evidence report: JSON when the `Accept` header asks for `application/json`, else one
 /// self-contained HTML file.
 #[utoipa::path(get, path = "/v1/rollouts/{name}/report", tag = "rollouts",
@@ -1572,7 +1606,7 @@ mod tests {
             assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
             seen.push(key);
         }
-        assert_eq!(seen.len(), 32);
+        assert_eq!(seen.len(), 33);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod explain;
 pub mod gate;
 pub mod load;
 pub mod machine;
+pub mod mcp;
+pub mod mcp_stdio;
 pub mod metrics;
 pub mod named;
 pub mod notify;
