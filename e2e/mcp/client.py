@@ -69,9 +69,16 @@ async def expect_rpc_error(call, code, needle, what):
 
 
 async def admin_session(base, token):
+    updates = asyncio.Queue()
+
+    async def on_message(m):
+        m = getattr(m, "root", m)
+        if getattr(m, "method", None) == "notifications/resources/updated":
+            updates.put_nowait(str(m.params.uri))
+
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
     async with http, streamable_http_client(f"{base}/mcp", http_client=http) as (read, write):
-        async with ClientSession(read, write) as s:
+        async with ClientSession(read, write, message_handler=on_message) as s:
             init = await s.initialize()
             check(init.server_info.name == "linnet", f"server name {init.server_info.name}")
             print(f"ok: initialized, protocol {init.protocol_version}")
@@ -95,6 +102,17 @@ async def admin_session(base, token):
             status = structured(r)
             check(not r.is_error and status["weight"] == 10, f"status {status}")
             print(f"ok: rollout_status -> {status['state']} at {status['weight']}%")
+
+            uri = f"linnet://rollouts/{NAME}"
+            await s.subscribe_resource(uri)
+            r = await s.call_tool("pause", {"name": NAME})
+            check(not r.is_error and structured(r)["state"] == "paused", f"pause: {text(r)}")
+            got = await asyncio.wait_for(updates.get(), TIMEOUT_S)
+            check(got == uri, f"updated {got}")
+            print(f"ok: subscribed, pause -> notifications/resources/updated {got}")
+            await s.unsubscribe_resource(uri)
+            r = await s.call_tool("resume", {"name": NAME})
+            check(not r.is_error, f"resume: {text(r)}")
 
             r = await s.call_tool("whereis", {"name": NAME, "key": "alice"})
             check(not r.is_error and "alice" in structured(r)["answer"], f"whereis: {text(r)}")
@@ -213,6 +231,7 @@ def bad_input(base, token):
         ("limit too big", rpc("tools/call", {"name": "explain", "arguments": {"name": NAME, "limit": 10**9}}), 200, -32602),
         ("spec a number", rpc("tools/call", {"name": "start_rollout", "arguments": {"spec": 3}}), 200, -32602),
         ("unknown resource", rpc("resources/read", {"uri": "file:///etc/passwd"}), 200, -32002),
+        ("subscribe without a session", rpc("resources/subscribe", {"uri": f"linnet://rollouts/{NAME}"}), 200, -32600),
     ]
     for what, body, want_status, want_code in cases:
         status, answer = raw(base, body, token)
@@ -225,6 +244,10 @@ def bad_input(base, token):
     status, answer = raw(base, rpc("tools/list"), token, {"MCP-Protocol-Version": "1999-01-01"})
     check(status == 400 and answer["error"]["code"] == -32600, f"bad protocol version: {status} {answer}")
     print(f"ok: unsupported MCP-Protocol-Version -> 400 {answer['error']['message']}")
+
+    status, answer = raw(base, rpc("tools/list"), token, {"Mcp-Session-Id": "no-such-session"})
+    check(status == 404, f"unknown session: {status} {answer}")
+    print(f"ok: an unknown session -> 404 {answer and answer.get('error')}")
 
     status, answer = raw(base, rpc("tools/list"), "wrong-token")
     check(status == 401, f"wrong token: {status} {answer}")
@@ -242,7 +265,7 @@ def bad_input(base, token):
 
     after = (get(base, "/v1/rollouts"), get(base, "/v1/audit?limit=1000"))
     check(before == after, "bad input changed the rollouts or the audit")
-    print(f"ok: after {len(cases) + 4} bad inputs the rollouts and the audit are unchanged")
+    print(f"ok: after {len(cases) + 5} bad inputs the rollouts and the audit are unchanged")
 
 
 async def main():

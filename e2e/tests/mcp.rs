@@ -1,6 +1,7 @@
 //! The MCP server as an agent sees it: the official MCP Python SDK (`mcp`, in the project's
 //! venv) drives a real `linnet serve` over Streamable HTTP at `/mcp` and `linnet mcp` over
-//! stdio (e2e/mcp/client.py): it starts a rollout from a YAML spec, reads it, aborts it; a
+//! stdio (e2e/mcp/client.py): it starts a rollout from a YAML spec, reads it, subscribes to it
+//! and is told of its pause on the session's stream, aborts it; a
 //! bad spec is a tool error naming the field; a read-only caller lists only the read tools
 //! and is refused `abort`; malformed JSON-RPC, unknown methods and tools, wrong argument
 //! types and an oversized body get the spec's error codes, and change nothing.
@@ -64,6 +65,7 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
     for expected in [
         "ok: admin lists all 10 tools with hints",
         "ok: start_rollout -> progressing",
+        "ok: subscribed, pause -> notifications/resources/updated linnet://rollouts/mcp-demo",
         "ok: bad spec -> tool error: invalid rollout spec: steps[1].weight",
         "ok: abort -> aborted at 0%",
         "ok: read-only key lists only ['explain', 'list_rollouts', 'rollout_status', 'whereis']",

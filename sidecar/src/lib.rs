@@ -16,6 +16,7 @@ pub mod gate;
 pub mod load;
 pub mod machine;
 pub mod mcp;
+pub mod mcp_session;
 pub mod mcp_stdio;
 pub mod metrics;
 pub mod named;

@@ -2,9 +2,10 @@
 //! timeline, start a canary from a spec and control it, within their key's scope.
 //!
 //! JSON-RPC 2.0 over the Streamable HTTP transport (MCP 2025-11-25, negotiated down to
-//! 2025-03-26), stateless: every POST carries one message and is answered with one JSON body,
-//! so the route sits in the API's one table behind its body limit and token check like any
-//! other. The JSON-RPC layer is written here rather than taken from `rmcp`: rmcp's Streamable
+//! 2025-03-26): every POST carries one message and is answered with one JSON body, so the
+//! route sits in the API's one table behind its body limit and token check like any other.
+//! `initialize` makes a session ([`crate::mcp_session`]) only for subscriptions, told on
+//! `GET /mcp`; everything else needs none. The JSON-RPC layer is written here rather than taken from `rmcp`: rmcp's Streamable
 //! HTTP server is its own tower service with its own sessions and body handling, so it would
 //! sit beside the route table (outside its body limit, its 413 and its metrics) and hand
 //! tools no request headers to find the caller by; the protocol this server needs is five
@@ -20,6 +21,7 @@ use crate::api::{Created, Explanation, RolloutList};
 use crate::auth::{Caller, Scope};
 use crate::controller::{Controller, CtlError, RolloutRef};
 use crate::machine::Control;
+use crate::mcp_session::Sessions;
 use crate::spec::{Format, RolloutSpec};
 use linnet_core::SnapshotDoc;
 use serde::Serialize;
@@ -49,6 +51,8 @@ const TIMELINE_SUFFIX: &str = "/timeline";
 pub enum Reply {
     /// A response to a request (200).
     Response(Value),
+    /// `initialize`'s response, and the session it made (sent as `Mcp-Session-Id`).
+    Initialized(Value, String),
     /// A notification or a client's response was taken (202, no body).
     Accepted,
     /// Not a JSON-RPC message this server takes: a 400 carrying a JSON-RPC error without id.
@@ -360,8 +364,19 @@ fn check_arguments(tool: &Tool, args: &Map<String, Value>) -> Result<(), String>
 
 // === the JSON-RPC layer ===
 
-/// Answers one POSTed body for `caller`.
-pub async fn handle(ctl: &Controller, caller: &Caller, body: &[u8]) -> Reply {
+/// Who asks, in which session, of what.
+pub struct Context<'a> {
+    pub ctl: &'a Controller,
+    pub caller: &'a Caller,
+    pub sessions: &'a Sessions,
+    /// The `Mcp-Session-Id` sent, already checked to be one of the caller's.
+    pub session: Option<&'a str>,
+}
+
+/// Answers one POSTed body.
+pub async fn handle(cx: &Context<'_>, body: &[u8]) -> Reply {
+    let ctl = cx.ctl;
+    let caller = cx.caller;
     let msg: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return rejected(PARSE_ERROR, format!("parse error: not JSON: {e}")),
@@ -414,14 +429,29 @@ pub async fn handle(ctl: &Controller, caller: &Caller, body: &[u8]) -> Reply {
             ))
         }
     };
+    if method == "initialize" {
+        let result = initialize(&params);
+        return match cx.sessions.open(&caller.key) {
+            Ok(session) => Reply::Initialized(
+                json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                session,
+            ),
+            // Without a session everything but subscriptions still works.
+            Err(e) => {
+                tracing::warn!("mcp: {e}");
+                Reply::Response(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+            }
+        };
+    }
     let answer = match method {
-        "initialize" => Ok(initialize(&params)),
         "ping" => Ok(json!({})),
         "tools/list" => Ok(tools_list(caller)),
         "tools/call" => tools_call(ctl, caller, &params).await,
         "resources/list" => resources_list(ctl).await,
         "resources/templates/list" => Ok(resource_templates()),
         "resources/read" => resources_read(ctl, &params).await,
+        "resources/subscribe" => subscribe(cx, &params, true).await,
+        "resources/unsubscribe" => subscribe(cx, &params, false).await,
         other => Err(RpcError {
             code: METHOD_NOT_FOUND,
             message: format!("method not found: {other}"),
@@ -459,7 +489,7 @@ fn initialize(params: &Map<String, Value>) -> Value {
         "protocolVersion": version,
         "capabilities": {
             "tools": {"listChanged": false},
-            "resources": {"subscribe": false, "listChanged": false},
+            "resources": {"subscribe": true, "listChanged": false},
         },
         "serverInfo": {"name": "linnet", "title": "Linnet canary rollouts", "version": env!("CARGO_PKG_VERSION")},
         "instructions": "Linnet runs canary rollouts for Envoy. list_rollouts and rollout_status show where each stands; explain says why; start_rollout takes the same spec as `linnet rollout create`; abort sends all traffic back to stable. The tools listed are the ones this key's scope allows.",
@@ -698,16 +728,69 @@ fn resource_templates() -> Value {
     ]})
 }
 
-async fn resources_read(ctl: &Controller, params: &Map<String, Value>) -> Result<Value, RpcError> {
-    let uri = match params.get("uri") {
-        Some(Value::String(u)) => u.as_str(),
-        Some(other) => {
-            return Err(invalid_params(format!(
-                "uri: must be a string, got {other}"
-            )))
-        }
-        None => return Err(invalid_params("uri: missing")),
+/// Whether resource `uri` is one of `rollout`'s.
+pub fn uri_names(uri: &str, rollout: &str) -> bool {
+    match Resource::parse(uri) {
+        Some(Resource::Status(n) | Resource::Timeline(n)) => n == rollout,
+        None => false,
+    }
+}
+
+fn uri_param(params: &Map<String, Value>) -> Result<&str, RpcError> {
+    match params.get("uri") {
+        Some(Value::String(u)) => Ok(u.as_str()),
+        Some(other) => Err(invalid_params(format!(
+            "uri: must be a string, got {other}"
+        ))),
+        None => Err(invalid_params("uri: missing")),
+    }
+}
+
+/// `resources/subscribe` (`on`) and `resources/unsubscribe`: the session's, told on its
+/// `GET /mcp` stream. A subscription is to a rollout that exists, by its name.
+async fn subscribe(
+    cx: &Context<'_>,
+    params: &Map<String, Value>,
+    on: bool,
+) -> Result<Value, RpcError> {
+    let uri = uri_param(params)?;
+    let Some(session) = cx.session else {
+        return Err(RpcError {
+            code: INVALID_REQUEST,
+            message:
+                "subscriptions need a session: send the Mcp-Session-Id header initialize answered"
+                    .into(),
+        });
     };
+    if !on {
+        cx.sessions.unsubscribe(session, uri);
+        return Ok(json!({}));
+    }
+    let not_found = |why: String| RpcError {
+        code: RESOURCE_NOT_FOUND,
+        message: format!("resource not found: {uri}: {why}"),
+    };
+    let (Resource::Status(name) | Resource::Timeline(name)) =
+        Resource::parse(uri).ok_or_else(|| {
+            not_found(format!(
+                "expected {URI_PREFIX}{{name}} or {URI_PREFIX}{{name}}{TIMELINE_SUFFIX}"
+            ))
+        })?;
+    cx.ctl
+        .status(RolloutRef::Name(name))
+        .await
+        .map_err(|e| match e {
+            CtlError::NotFound(m) => not_found(m),
+            other => internal(other),
+        })?;
+    cx.sessions
+        .subscribe(session, uri)
+        .map_err(invalid_params)?;
+    Ok(json!({}))
+}
+
+async fn resources_read(ctl: &Controller, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    let uri = uri_param(params)?;
     let not_found = |why: String| RpcError {
         code: RESOURCE_NOT_FOUND,
         message: format!("resource not found: {uri}: {why}"),
