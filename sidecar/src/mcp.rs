@@ -26,6 +26,8 @@ use crate::spec::{Format, RolloutSpec};
 use linnet_core::SnapshotDoc;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::pin::Pin;
 
 /// Protocol revisions this server speaks, newest first; `initialize` answers the client's
 /// if listed, else the newest.
@@ -113,7 +115,13 @@ pub struct Tool {
     scope: Scope,
     hints: Hints,
     params: &'static [Param],
+    call: Call,
 }
+
+type Args = Map<String, Value>;
+type ToolFuture<'a> = Pin<Box<dyn Future<Output = ToolResult> + Send + 'a>>;
+/// A tool's handler, given arguments [`check_arguments`] passed.
+type Call = for<'a> fn(&'a Controller, &'a Args) -> ToolFuture<'a>;
 
 const READS: Hints = Hints {
     read_only: true,
@@ -149,6 +157,7 @@ pub const TOOLS: &[Tool] = &[
         scope: Scope::Read,
         hints: READS,
         params: &[],
+        call: list_rollouts,
     },
     Tool {
         name: "rollout_status",
@@ -157,6 +166,7 @@ pub const TOOLS: &[Tool] = &[
         scope: Scope::Read,
         hints: READS,
         params: &[NAME],
+        call: rollout_status,
     },
     Tool {
         name: "explain",
@@ -173,6 +183,7 @@ pub const TOOLS: &[Tool] = &[
                 description: "How many of the latest events to read (default 100, at most 1000)",
             },
         ],
+        call: tool_explain,
     },
     Tool {
         name: "whereis",
@@ -189,6 +200,7 @@ pub const TOOLS: &[Tool] = &[
                 description: "The user key a request carries (the rollout's stickiness source)",
             },
         ],
+        call: tool_whereis,
     },
     Tool {
         name: "pause",
@@ -197,6 +209,7 @@ pub const TOOLS: &[Tool] = &[
         scope: Scope::Operate,
         hints: STEERS,
         params: &[NAME],
+        call: pause,
     },
     Tool {
         name: "resume",
@@ -205,6 +218,7 @@ pub const TOOLS: &[Tool] = &[
         scope: Scope::Operate,
         hints: STEERS,
         params: &[NAME],
+        call: resume,
     },
     Tool {
         name: "promote",
@@ -221,6 +235,7 @@ pub const TOOLS: &[Tool] = &[
                 description: "Skip the remaining steps and send all traffic to the canary",
             },
         ],
+        call: promote,
     },
     Tool {
         name: "abort",
@@ -229,6 +244,7 @@ pub const TOOLS: &[Tool] = &[
         scope: Scope::Operate,
         hints: ENDS,
         params: &[NAME],
+        call: abort,
     },
     Tool {
         name: "complete",
@@ -237,6 +253,7 @@ pub const TOOLS: &[Tool] = &[
         scope: Scope::Operate,
         hints: ENDS,
         params: &[NAME],
+        call: complete,
     },
     Tool {
         name: "start_rollout",
@@ -258,6 +275,7 @@ pub const TOOLS: &[Tool] = &[
                 description: "`yaml` (the default for text; JSON is YAML too) or `json`",
             },
         ],
+        call: tool_start_rollout,
     },
 ];
 
@@ -539,7 +557,7 @@ async fn tools_call(
         }
     };
     check_arguments(tool, &args).map_err(invalid_params)?;
-    match call(ctl, tool, &args).await {
+    match (tool.call)(ctl, &args).await {
         Ok(v) => Ok(tool_result(v, false)),
         Err(ToolFailure::Refused(m)) => Ok(tool_result(Value::from(m), true)),
         Err(ToolFailure::Internal(m)) => Err(RpcError {
@@ -573,27 +591,49 @@ fn rollout(args: &Map<String, Value>) -> RolloutRef {
     RolloutRef::parse(arg_str(args, "name"))
 }
 
-async fn call(ctl: &Controller, tool: &Tool, args: &Map<String, Value>) -> ToolResult {
-    match tool.name {
-        "list_rollouts" => to_json(&RolloutList {
+fn list_rollouts<'a>(ctl: &'a Controller, _: &'a Args) -> ToolFuture<'a> {
+    Box::pin(async move {
+        to_json(&RolloutList {
             rollouts: ctl.list().await?,
-        }),
-        "rollout_status" => to_json(&ctl.status(rollout(args)).await?),
-        "explain" => explain(ctl, args).await,
-        "whereis" => whereis(ctl, args),
-        "pause" => control(ctl, args, Control::Pause).await,
-        "resume" => control(ctl, args, Control::Resume).await,
-        "promote" => {
-            let full = args.get("full").and_then(Value::as_bool).unwrap_or(false);
-            control(ctl, args, Control::Promote { full }).await
-        }
-        "abort" => control(ctl, args, Control::Abort).await,
-        "complete" => control(ctl, args, Control::Complete).await,
-        "start_rollout" => start_rollout(ctl, args).await,
-        other => Err(ToolFailure::Internal(format!(
-            "tool {other} has no handler"
-        ))),
-    }
+        })
+    })
+}
+
+fn rollout_status<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(async move { to_json(&ctl.status(rollout(args)).await?) })
+}
+
+fn tool_explain<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(explain(ctl, args))
+}
+
+fn tool_whereis<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(std::future::ready(whereis(ctl, args)))
+}
+
+fn pause<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, args, Control::Pause))
+}
+
+fn resume<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, args, Control::Resume))
+}
+
+fn promote<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    let full = args.get("full").and_then(Value::as_bool).unwrap_or(false);
+    Box::pin(control(ctl, args, Control::Promote { full }))
+}
+
+fn abort<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, args, Control::Abort))
+}
+
+fn complete<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, args, Control::Complete))
+}
+
+fn tool_start_rollout<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(start_rollout(ctl, args))
 }
 
 fn to_json<T: Serialize>(v: &T) -> ToolResult {
