@@ -169,7 +169,9 @@ pub fn stream(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = beat.tick() => {
-                    if tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
+                    // A session ended (or dropped for a newer one) ends its quiet stream too.
+                    let open = sessions.lock().contains_key(&id);
+                    if !open || tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
                         return;
                     }
                     continue;

@@ -252,3 +252,83 @@ async fn a_session_belongs_to_its_key() {
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     h.close().await;
 }
+
+/// The next SSE message of `body` that is not a comment, or `None` when the stream ends.
+async fn next_message(body: &mut linnet_sidecar::api::Body, buf: &mut String) -> Option<Value> {
+    use http_body_util::BodyExt;
+    // Bounded: a stream that says nothing for a minute of (paused) time fails the test.
+    for _ in 0..100 {
+        if let Some(end) = buf.find("\n\n") {
+            let raw: String = buf.drain(..end + 2).collect();
+            if let Some(data) = raw.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return Some(serde_json::from_str(data).unwrap());
+            }
+            continue;
+        }
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), body.frame())
+            .await
+            .expect("no frame within 60 s");
+        match frame {
+            None => return None,
+            Some(f) => buf.push_str(std::str::from_utf8(f.unwrap().data_ref().unwrap()).unwrap()),
+        }
+    }
+    panic!("no message in 100 frames: {buf:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscribed_session_is_told_of_changes_until_it_ends() {
+    let (_d, h) = harness().await;
+    h.create_yaml(SPEC).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let session = mcp(&h, &init.to_string(), true).await.headers["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("mcp-session-id", session.as_str()),
+        ("authorization", auth.as_str()),
+    ];
+    let mut get = hyper::Request::get("/mcp");
+    for (k, v) in headers {
+        get = get.header(k, v);
+    }
+    let resp = h
+        .app
+        .handle(
+            get.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+
+    let sub = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
+        "params": {"uri": "linnet://rollouts/web"}});
+    let r = h
+        .request(Method::POST, "/mcp", &sub.to_string(), &headers)
+        .await;
+    assert_eq!(r.json()["result"], json!({}), "{:?}", r.body);
+    let pause = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "pause", "arguments": {"name": "web"}}});
+    let r = h
+        .request(Method::POST, "/mcp", &pause.to_string(), &headers)
+        .await;
+    assert_eq!(r.json()["result"]["structuredContent"]["state"], "paused");
+
+    let told = next_message(&mut body, &mut buf).await.unwrap();
+    assert_eq!(
+        told,
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+            "params": {"uri": "linnet://rollouts/web"}})
+    );
+    let end = h.request(Method::DELETE, "/mcp", "", &headers).await;
+    assert_eq!(end.status, StatusCode::NO_CONTENT);
+    // Its stream ends at the next heartbeat, its place freed.
+    assert_eq!(next_message(&mut body, &mut buf).await, None);
+    h.close().await;
+}
