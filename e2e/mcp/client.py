@@ -68,13 +68,20 @@ async def expect_rpc_error(call, code, needle, what):
     raise AssertionError(f"{what}: no error")
 
 
-async def admin_session(base, token):
+def updates_queue():
+    """A queue of the URIs of `notifications/resources/updated`, and the handler that fills it."""
     updates = asyncio.Queue()
 
     async def on_message(m):
         m = getattr(m, "root", m)
         if getattr(m, "method", None) == "notifications/resources/updated":
             updates.put_nowait(str(m.params.uri))
+
+    return updates, on_message
+
+
+async def admin_session(base, token):
+    updates, on_message = updates_queue()
 
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
     async with http, streamable_http_client(f"{base}/mcp", http_client=http) as (read, write):
@@ -164,8 +171,9 @@ async def read_only_session(base):
 
 async def stdio_session(base, token, linnet):
     params = StdioServerParameters(command=linnet, args=["mcp", "--server", base, "--token", token])
+    updates, on_message = updates_queue()
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as s:
+        async with ClientSession(read, write, message_handler=on_message) as s:
             await s.initialize()
             tools = {t.name for t in (await s.list_tools()).tools}
             check(tools == ALL_TOOLS, f"stdio tools: {sorted(tools)}")
@@ -174,6 +182,19 @@ async def stdio_session(base, token, linnet):
             r = await s.call_tool("rollout_status", {"name": NAME})
             check(structured(r)["state"] == "aborted", f"stdio status: {structured(r)}")
             print(f"ok: linnet mcp (stdio) lists {len(tools)} tools, calls list_rollouts and rollout_status")
+
+            spec = SPEC.replace(f"name: {NAME}", "name: mcp-stdio").replace("mcp.local", "stdio.local")
+            r = await s.call_tool("start_rollout", {"spec": spec})
+            check(not r.is_error, f"stdio start_rollout: {text(r)}")
+            uri = "linnet://rollouts/mcp-stdio"
+            await s.subscribe_resource(uri)
+            r = await s.call_tool("pause", {"name": "mcp-stdio"})
+            check(not r.is_error, f"stdio pause: {text(r)}")
+            got = await asyncio.wait_for(updates.get(), TIMEOUT_S)
+            check(got == uri, f"stdio updated {got}")
+            r = await s.call_tool("abort", {"name": "mcp-stdio"})
+            check(structured(r)["state"] == "aborted", f"stdio abort: {text(r)}")
+            print(f"ok: linnet mcp (stdio) subscribed, pause -> notifications/resources/updated {got}")
 
 
 def raw(base, body, token=None, headers=None):

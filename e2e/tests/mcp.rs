@@ -71,6 +71,7 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
         "ok: read-only key lists only ['explain', 'list_rollouts', 'rollout_status', 'whereis']",
         "ok: read-only abort: -32602 tool abort needs scope operate",
         "ok: linnet mcp (stdio) lists 10 tools",
+        "ok: linnet mcp (stdio) subscribed, pause -> notifications/resources/updated",
         "ok: malformed JSON -> 400 -32700",
         "ok: unknown method -> 200 -32601",
         "ok: unknown tool -> 200 -32602",
