@@ -1226,8 +1226,9 @@ async fn explain(
     }))
 }
 
-/// The MCP server for AI agents (Streamable HTTP, stateless): one JSON-RPC 2.0 message per
-/// POST. The caller's scope decides which tools it lists and may call.
+/// The MCP server for AI agents (Streamable HTTP): one JSON-RPC 2.0 message per POST,
+/// answered with one JSON body. The caller's scope decides which tools it lists and may call;
+/// `initialize` answers an `Mcp-Session-Id` for subscriptions.
 #[utoipa::path(post, path = "/mcp", tag = "mcp",
     request_body(content = Value, content_type = "application/json",
         description = "One JSON-RPC 2.0 message (MCP Streamable HTTP)."),

@@ -432,7 +432,7 @@ pub async fn handle(cx: &Context<'_>, body: &[u8]) -> Reply {
         None if msg.contains_key("result") || msg.contains_key("error") => return Reply::Accepted,
         None => return rejected(INVALID_REQUEST, "invalid request: method: missing"),
     };
-    // Notifications (initialized, cancelled) need nothing of a stateless server.
+    // Notifications (initialized, cancelled) need nothing: no request of ours is pending.
     let Some(id) = id else {
         return Reply::Accepted;
     };
