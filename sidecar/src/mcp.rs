@@ -5,11 +5,16 @@
 //! 2025-03-26): every POST carries one message and is answered with one JSON body, so the
 //! route sits in the API's one table behind its body limit and token check like any other.
 //! `initialize` makes a session ([`crate::mcp_session`]) only for subscriptions, told on
-//! `GET /mcp`; everything else needs none. The JSON-RPC layer is written here rather than taken from `rmcp`: rmcp's Streamable
-//! HTTP server is its own tower service with its own sessions and body handling, so it would
-//! sit beside the route table (outside its body limit, its 413 and its metrics) and hand
-//! tools no request headers to find the caller by; the protocol this server needs is five
-//! methods over one request/response pair.
+//! `GET /mcp`; everything else needs none.
+//!
+//! The JSON-RPC layer is written here rather than taken from `rmcp`. rmcp's Streamable HTTP
+//! server is a tower service with its own sessions, SSE framing and error answers: mounted at
+//! `/mcp` it would sit beside the route table, not in it (the guard, the 405s, the 413 and
+//! 408 with their `ErrorBody`, the metrics labels, the OpenAPI operation), and the codes and
+//! words for bad input would be its own rather than ones that name the field. It would have
+//! found the caller (it hands tool handlers the HTTP request's parts). What this server
+//! needs is nine methods over one request/response pair and one event stream. Not
+//! measured: rmcp's build time and binary size.
 //!
 //! Tools are one table ([`TOOLS`]): name, scope, hints, parameters. `tools/list` shows a
 //! caller the tools its scope allows; calling any other is `-32602` naming the scope needed.
