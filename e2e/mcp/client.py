@@ -14,10 +14,11 @@ import sys
 import urllib.parse
 import urllib.request
 
+import httpx2
+
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 TIMEOUT_S = 20
@@ -83,7 +84,11 @@ def updates_queue():
 async def admin_session(base, token):
     updates, on_message = updates_queue()
 
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    # The SDK takes its HTTP client ready-made to send a token (its docs' way to add headers);
+    # reads wait longer, as the session's stream is quiet between heartbeats.
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(TIMEOUT_S, read=300)
+    )
     async with http, streamable_http_client(f"{base}/mcp", http_client=http) as (read, write):
         async with ClientSession(read, write, message_handler=on_message) as s:
             init = await s.initialize()
