@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+MCP_VERSION="${MCP_VERSION:-2.3.0}"
 APT_UPDATED=""
 
 # apt_install [--apt-option ...] package ...: installs the packages not yet installed.
@@ -78,6 +79,14 @@ if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSI
     .venv/bin/pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 echo "setup: $(.venv/bin/schemathesis --version 2>/dev/null)"
+
+# The official MCP Python SDK, the client of e2e/tests/mcp.rs.
+if ! .venv/bin/pip show mcp 2>/dev/null | grep -qx "Version: $MCP_VERSION"; then
+    echo "setup: mcp==$MCP_VERSION into .venv"
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "mcp==$MCP_VERSION"
+fi
+echo "setup: mcp $(.venv/bin/pip show mcp 2>/dev/null | sed -n 's/^Version: //p')"
 
 # The page tests (the dashboard at /ui, the evidence reports) run in Debian's Chromium, driven
 # by playwright-core from the npm registry, pinned by e2e/browser/package-lock.json.

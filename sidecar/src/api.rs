@@ -103,6 +103,7 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     sse: Arc<Slots>,
     polls: Arc<Slots>,
+    mcp: Arc<crate::mcp_session::Sessions>,
 }
 
 type Api = State<Arc<Shared>>;
@@ -438,6 +439,9 @@ fn routes() -> Vec<Op> {
         op::<__path_delete_receiver, _, _>(delete_receiver, WRITE),
         op::<__path_snapshot, _, _>(snapshot, POLL),
         op::<__path_events, _, _>(events, READ_OR_QUERY_TOKEN),
+        op::<__path_mcp, _, _>(mcp, READ),
+        op::<__path_mcp_stream, _, _>(mcp_stream, READ),
+        op::<__path_mcp_end, _, _>(mcp_end, READ),
     ]
 }
 
@@ -875,6 +879,7 @@ impl App {
             shutdown,
             sse,
             polls,
+            mcp: Arc::default(),
         });
         // `/v1/rollouts/` is `/v1/rollouts`.
         let service = NormalizePathLayer::trim_trailing_slash().layer(router(Arc::clone(&shared)));
@@ -1219,6 +1224,122 @@ async fn explain(
         weight: status.weight,
         timeline: crate::explain::timeline(&events),
     }))
+}
+
+/// The MCP server for AI agents (Streamable HTTP): one JSON-RPC 2.0 message per POST,
+/// answered with one JSON body. The caller's scope decides which tools it lists and may call;
+/// `initialize` answers an `Mcp-Session-Id` for subscriptions.
+#[utoipa::path(post, path = "/mcp", tag = "mcp",
+    request_body(content = Value, content_type = "application/json",
+        description = "One JSON-RPC 2.0 message (MCP Streamable HTTP)."),
+    responses(
+        (status = 200, description = "The JSON-RPC response (a result, or an error with its code).", body = Value),
+        (status = 202, description = "A notification, taken."),
+        (status = 400, description = "Not a JSON-RPC request (-32700 or -32600), or an unsupported MCP-Protocol-Version: a JSON-RPC error without id.", body = Value),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Response {
+    use crate::mcp::{self, Reply};
+    let (caller, session) = match mcp_session(&s, &headers, false) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let version = headers
+        .get(mcp::PROTOCOL_VERSION_HEADER)
+        .map(|v| v.to_str().unwrap_or_default());
+    if let Some(v) = version.filter(|v| !mcp::PROTOCOL_VERSIONS.contains(v)) {
+        let e = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+            "code": mcp::INVALID_REQUEST,
+            "message": format!("{}: {v:?} is not one of {}", mcp::PROTOCOL_VERSION_HEADER, mcp::PROTOCOL_VERSIONS.join(", ")),
+        }});
+        return (StatusCode::BAD_REQUEST, Json(e)).into_response();
+    }
+    let cx = mcp::Context {
+        ctl: &s.ctl,
+        caller: &caller,
+        sessions: &s.mcp,
+        session: session.as_deref(),
+    };
+    match mcp::handle(&cx, &body).await {
+        Reply::Response(v) => Json(v).into_response(),
+        Reply::Initialized(v, id) => {
+            let mut r = Json(v).into_response();
+            if let Ok(id) = HeaderValue::from_str(&id) {
+                r.headers_mut()
+                    .insert(crate::mcp_session::SESSION_HEADER, id);
+            }
+            r
+        }
+        Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+        Reply::Rejected(v) => (StatusCode::BAD_REQUEST, Json(v)).into_response(),
+    }
+}
+
+/// The caller, and the MCP session its request names (required with `need_session`): 401
+/// for no caller, 400 for no session where one is needed, 404 for one that is not the
+/// caller's (ended, dropped, or never made), as the transport says.
+fn mcp_session(
+    s: &Shared,
+    headers: &HeaderMap,
+    need_session: bool,
+) -> Result<(crate::auth::Caller, Option<String>), ApiError> {
+    use crate::mcp_session::SESSION_HEADER;
+    let caller = s
+        .config
+        .auth
+        .caller(headers, None)
+        .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
+    let session = headers
+        .get(SESSION_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    match &session {
+        None if need_session => Err(ApiError::bad(format!(
+            "{SESSION_HEADER}: missing: send the session initialize answered"
+        ))),
+        Some(id) if !s.mcp.exists(id, &caller.key) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{SESSION_HEADER}: no such session: initialize again"),
+        )),
+        _ => Ok((caller, session)),
+    }
+}
+
+/// The MCP session's stream: `notifications/resources/updated` for its subscriptions.
+#[utoipa::path(get, path = "/mcp", tag = "mcp",
+    params(("mcp-session-id" = String, Header, description = "The session `initialize` answered")),
+    responses(
+        (status = 200, description = "Server-sent events: a JSON-RPC notification per change of a subscribed resource, with heartbeats.", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "No session header.", body = ErrorBody),
+        (status = 404, description = "No such session: initialize again.", body = ErrorBody),
+        (status = 503, description = "All event streams are open; see Retry-After.", body = ErrorBody)))]
+async fn mcp_stream(State(s): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (_, session) = mcp_session(&s, &headers, true)?;
+    let slot = s.take(Limit::Sse)?;
+    let body = crate::mcp_session::stream(
+        slot,
+        &s.ctl,
+        Arc::clone(&s.mcp),
+        session.unwrap_or_default(),
+        s.config.heartbeat,
+        s.shutdown.clone(),
+    );
+    let mut r = Response::new(Body::new(body));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// Ends an MCP session (its subscriptions and stream).
+#[utoipa::path(delete, path = "/mcp", tag = "mcp",
+    params(("mcp-session-id" = String, Header, description = "The session `initialize` answered")),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 400, description = "No session header.", body = ErrorBody),
+        (status = 404, description = "No such session.", body = ErrorBody)))]
+async fn mcp_end(State(s): Api, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let (caller, session) = mcp_session(&s, &headers, true)?;
+    s.mcp.close(&session.unwrap_or_default(), &caller.key);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The evidence report: JSON when the `Accept` header asks for `application/json`, else one
@@ -1572,7 +1693,7 @@ mod tests {
             assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
             seen.push(key);
         }
-        assert_eq!(seen.len(), 32);
+        assert_eq!(seen.len(), 35);
     }
 
     #[test]

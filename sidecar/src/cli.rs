@@ -76,6 +76,9 @@ pub enum Command {
     Validate { spec_file: PathBuf },
     /// Print the admin API's OpenAPI 3.1 document (as shipped in sidecar/openapi.json).
     Openapi,
+    /// An MCP server on stdio for a local AI agent: each JSON-RPC line goes to the sidecar's
+    /// `/mcp` with this CLI's --server and --token, so the key's scope decides the tools.
+    Mcp,
     /// Which variant a user key gets, and why, from the live snapshot.
     Whereis { rollout: String, key: String },
     /// A rollout's decisions in plain words: steps, analysis checks, rollbacks, and why.
@@ -538,6 +541,7 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
         Command::Status(args) => status(c, args).await,
         Command::KillSwitch { state, rollout } => kill_switch(c, state, rollout).await,
         Command::Whereis { rollout, key } => whereis(c, &rollout, &key).await,
+        Command::Mcp => crate::mcp_stdio::run(c).await,
         Command::Explain { rollout, limit } => explain(c, &rollout, limit).await,
         Command::Report { rollout, json, out } => report(c, &rollout, json, out).await,
         Command::Notifications {

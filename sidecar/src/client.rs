@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Request, StatusCode};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -64,15 +66,67 @@ impl Client {
         path: &str,
         body: Option<(Bytes, &str)>,
     ) -> Result<(StatusCode, Bytes), String> {
+        let (status, _, body) = self.exchange(method, path, body, &[]).await?;
+        Ok((status, body))
+    }
+
+    /// Sends a request with `extra` headers; returns the status, the headers and the body,
+    /// whatever the status.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+        extra: &[(&str, &str)],
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
         let url = format!("{}{path}", self.base);
+        let req = self.request(method, &url, body, extra)?;
+        let call = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let (head, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((head.status, head.headers, body))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
+    }
+
+    /// A GET whose answer stays open (an event stream): its head within the timeout, its
+    /// body for the caller to read as it comes.
+    pub async fn open(
+        &self,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<hyper::Response<Incoming>, String> {
+        let url = format!("{}{path}", self.base);
+        let req = self.request(Method::GET, &url, None, extra)?;
+        tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
+            .map_err(|e| format!("{url}: {e}"))
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(Bytes, &str)>,
+        extra: &[(&str, &str)],
+    ) -> Result<Request<Full<Bytes>>, String> {
         // Every answer the CLI and the sources read is JSON (the report route would answer
-        // HTML); a load burst says what it accepts itself.
-        let mut b = Request::builder().method(method).uri(&url);
-        if !self
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
-        {
+        // HTML); a load burst and an event stream say what they accept themselves.
+        let mut b = Request::builder().method(method).uri(url);
+        let named = |k: &str| k.eq_ignore_ascii_case("accept");
+        if !self.headers.iter().any(|(k, _)| named(k)) && !extra.iter().any(|(k, _)| named(k)) {
             b = b.header(ACCEPT, "application/json");
         }
         if let Some(t) = &self.token {
@@ -81,6 +135,9 @@ impl Client {
         for (k, v) in &self.headers {
             b = b.header(k.as_str(), v.as_str());
         }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
         let body = match body {
             Some((bytes, ct)) => {
                 b = b.header(CONTENT_TYPE, ct);
@@ -88,25 +145,7 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = b.body(Full::new(body)).map_err(|e| format!("{url}: {e}"))?;
-        let call = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("{url}: reading the answer: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, body))
-        };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
+        b.body(Full::new(body)).map_err(|e| format!("{url}: {e}"))
     }
 
     /// Sends and parses JSON; a 4xx or 5xx becomes `Err` with the server's message.

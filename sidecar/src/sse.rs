@@ -26,6 +26,13 @@ pub struct ChannelBody {
     _slot: Slot,
 }
 
+impl ChannelBody {
+    /// A body of what `rx` receives, holding `slot` until it is dropped.
+    pub fn new(rx: mpsc::Receiver<Bytes>, slot: Slot) -> ChannelBody {
+        ChannelBody { rx, _slot: slot }
+    }
+}
+
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;

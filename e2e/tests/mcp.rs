@@ -1,0 +1,90 @@
+//! The MCP server as an agent sees it: the official MCP Python SDK (`mcp`, in the project's
+//! venv) drives a real `linnet serve` over Streamable HTTP at `/mcp` and `linnet mcp` over
+//! stdio (e2e/mcp/client.py): it starts a rollout from a YAML spec, reads it, subscribes to it
+//! and is told of its pause on the session's stream, aborts it; a
+//! bad spec is a tool error naming the field; a read-only caller lists only the read tools
+//! and is refused `abort`; malformed JSON-RPC, unknown methods and tools, wrong argument
+//! types and an oversized body get the spec's error codes, and change nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use linnet_e2e::sidecar::{linnet_bin, Sidecar, ADMIN_TOKEN};
+use linnet_e2e::{repo_root, TestDir};
+use std::fs;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Past this the client is killed and the test fails; it takes a few seconds.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+#[test]
+fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "no {}: run `make setup` (scripts/setup.sh installs the MCP SDK)",
+        python.display()
+    );
+    let dir = TestDir::new("mcp", "client").unwrap();
+    let sidecar = Sidecar::start(dir.path()).unwrap();
+    let out_path = dir.path().join("client.out");
+    let out = fs::File::create(&out_path).unwrap();
+    let mut child = Command::new(&python)
+        .arg(repo_root().join("e2e/mcp/client.py"))
+        .args(["--base", &format!("http://{}", sidecar.addr)])
+        .args(["--token", ADMIN_TOKEN])
+        .arg("--linnet")
+        .arg(linnet_bin().unwrap())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the MCP client ran past {DEADLINE:?}:\n{}",
+                fs::read_to_string(&out_path).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let report = fs::read_to_string(&out_path).unwrap();
+    assert!(
+        status.success(),
+        "the MCP client failed ({status}):\n{report}\nsidecar log:\n{}",
+        sidecar.log()
+    );
+    // Each check prints one `ok:` line; a check skipped by mistake shows as a missing line.
+    for expected in [
+        "ok: admin lists all 10 tools with hints",
+        "ok: start_rollout -> progressing",
+        "ok: subscribed, pause -> notifications/resources/updated linnet://rollouts/mcp-demo",
+        "ok: bad spec -> tool error: invalid rollout spec: steps[1].weight",
+        "ok: abort -> aborted at 0%",
+        "ok: read-only key lists only ['explain', 'list_rollouts', 'rollout_status', 'whereis']",
+        "ok: read-only abort: -32602 tool abort needs scope operate",
+        "ok: linnet mcp (stdio) lists 10 tools",
+        "ok: linnet mcp (stdio) subscribed, pause -> notifications/resources/updated",
+        "ok: malformed JSON -> 400 -32700",
+        "ok: unknown method -> 200 -32601",
+        "ok: unknown tool -> 200 -32602",
+        "ok: name an integer -> 200 -32602 argument name",
+        "ok: oversized",
+        "the rollouts and the audit are unchanged",
+        "all ok",
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(expected) || l.contains(expected)),
+            "no {expected:?} in:\n{report}"
+        );
+    }
+}

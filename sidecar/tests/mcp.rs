@@ -1,0 +1,334 @@
+//! The MCP server at `/mcp` called without a socket: what each scope lists and may call, a
+//! rollout started and aborted by tools, a bad spec as a tool error naming its field, and
+//! every bad JSON-RPC message answered with the spec's code and changing nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const SPEC: &str =
+    "name: web\nmatch: {authority: web.example}\nsteps: [{weight: 10, pause: until promoted}, {weight: 100}]";
+
+async fn harness() -> (tempfile::TempDir, Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::open(&dir.path().join("l.db"), EPOCH_MS);
+    (dir, h)
+}
+
+/// POSTs `body` to `/mcp`, as the admin (`token`) or anonymously.
+async fn mcp(h: &Harness, body: &str, admin: bool) -> Reply {
+    let auth = format!("Bearer {ADMIN}");
+    let mut headers = vec![("content-type", "application/json")];
+    if admin {
+        headers.push(("authorization", auth.as_str()));
+    }
+    h.request(Method::POST, "/mcp", body, &headers).await
+}
+
+async fn call(h: &Harness, tool: &str, args: Value, admin: bool) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": tool, "arguments": args}});
+    let r = mcp(h, &body.to_string(), admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["id"], 7);
+    v
+}
+
+fn tool_names(v: &Value) -> Vec<String> {
+    let mut names: Vec<String> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_scope_lists_and_calls_only_its_tools() {
+    let (_d, h) = harness().await;
+    let list = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#;
+    let admin = mcp(&h, list, true).await.json();
+    assert_eq!(tool_names(&admin).len(), 10);
+    let anonymous = mcp(&h, list, false).await.json();
+    assert_eq!(
+        tool_names(&anonymous),
+        ["explain", "list_rollouts", "rollout_status", "whereis"]
+    );
+
+    let started = call(&h, "start_rollout", json!({"spec": SPEC}), true).await;
+    assert_eq!(started["result"]["isError"], false, "{started}");
+    assert_eq!(started["result"]["structuredContent"]["weight"], 10.0);
+
+    let before = h.fingerprint().await;
+    for (tool, needs) in [
+        ("abort", "operate"),
+        ("pause", "operate"),
+        ("start_rollout", "admin"),
+    ] {
+        let args = if tool == "start_rollout" {
+            json!({"spec": SPEC})
+        } else {
+            json!({"name": "web"})
+        };
+        let refused = call(&h, tool, args, false).await;
+        assert_eq!(refused["error"]["code"], -32602, "{refused}");
+        let msg = refused["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("needs scope {needs}")), "{msg}");
+    }
+    assert_eq!(
+        h.fingerprint().await,
+        before,
+        "a refused call changed something"
+    );
+
+    let status = call(&h, "rollout_status", json!({"name": "web"}), false).await;
+    assert_eq!(
+        status["result"]["structuredContent"]["state"],
+        "progressing"
+    );
+    let aborted = call(&h, "abort", json!({"name": "web"}), true).await;
+    assert_eq!(aborted["result"]["structuredContent"]["state"], "aborted");
+    assert_eq!(h.status("web").await["weight"], 0.0);
+    h.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_spec_is_a_tool_error_naming_the_field() {
+    let (_d, h) = harness().await;
+    let before = h.fingerprint().await;
+    let bad = "name: web\nmatch: {authority: web.example}\nsteps: [{weight: 10}, {weight: 250}]";
+    let r = call(&h, "start_rollout", json!({"spec": bad}), true).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("steps[1].weight"), "{text}");
+    // A rollout that is not there is the tool's refusal too, not the protocol's.
+    let r = call(&h, "pause", json!({"name": "nope"}), true).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(h.fingerprint().await, before);
+    h.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_messages_get_the_spec_codes_and_change_nothing() {
+    let (_d, h) = harness().await;
+    h.create_yaml(SPEC).await;
+    let before = h.fingerprint().await;
+    let cases: &[(&str, StatusCode, i64)] = &[
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "#,
+            StatusCode::BAD_REQUEST,
+            -32700,
+        ),
+        ("", StatusCode::BAD_REQUEST, -32700),
+        (
+            r#"[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]"#,
+            StatusCode::BAD_REQUEST,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc": "1.0", "id": 1, "method": "ping"}"#,
+            StatusCode::BAD_REQUEST,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": null, "method": "ping"}"#,
+            StatusCode::BAD_REQUEST,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1}"#,
+            StatusCode::BAD_REQUEST,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "rollouts/drop"}"#,
+            StatusCode::OK,
+            -32601,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "rm"}}"#,
+            StatusCode::OK,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "abort", "arguments": {"name": 3}}}"#,
+            StatusCode::OK,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "abort", "arguments": {}}}"#,
+            StatusCode::OK,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "promote", "arguments": {"name": "web", "full": 1}}}"#,
+            StatusCode::OK,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "linnet://rollouts/nope"}}"#,
+            StatusCode::OK,
+            -32002,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "linnet://rollouts/web"}}"#,
+            StatusCode::OK,
+            -32600,
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = mcp(&h, body, true).await;
+        assert_eq!(r.status, *status, "{body}: {:?}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"]["code"], *code, "{body}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+    }
+    let notification = mcp(
+        &h,
+        r#"{"jsonrpc": "2.0", "method": "notifications/initialized"}"#,
+        true,
+    )
+    .await;
+    assert_eq!(notification.status, StatusCode::ACCEPTED);
+    assert!(notification.body.is_empty());
+    let big = format!(
+        r#"{{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {{"name": "start_rollout", "arguments": {{"spec": "{}"}}}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(
+        mcp(&h, &big, true).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let stranger = h
+        .request(
+            Method::POST,
+            "/mcp",
+            "{}",
+            &[("authorization", "Bearer wrong")],
+        )
+        .await;
+    assert_eq!(stranger.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.fingerprint().await,
+        before,
+        "a bad message changed something"
+    );
+    h.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_belongs_to_its_key() {
+    let (_d, h) = harness().await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = mcp(&h, &init.to_string(), true).await;
+    assert_eq!(r.json()["result"]["protocolVersion"], "2025-06-18");
+    let session = r.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let ping = r#"{"jsonrpc": "2.0", "id": 2, "method": "ping"}"#;
+    let auth = format!("Bearer {ADMIN}");
+    let with = |admin: bool| {
+        let mut hs = vec![("mcp-session-id", session.as_str())];
+        if admin {
+            hs.push(("authorization", auth.as_str()));
+        }
+        hs
+    };
+    let ok = h.request(Method::POST, "/mcp", ping, &with(true)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // Another key (here the anonymous reader) cannot use it, nor end it.
+    let other = h.request(Method::POST, "/mcp", ping, &with(false)).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    let end = h.request(Method::DELETE, "/mcp", "", &with(false)).await;
+    assert_eq!(end.status, StatusCode::NOT_FOUND);
+    let end = h.request(Method::DELETE, "/mcp", "", &with(true)).await;
+    assert_eq!(end.status, StatusCode::NO_CONTENT);
+    let gone = h.request(Method::POST, "/mcp", ping, &with(true)).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    h.close().await;
+}
+
+/// The next SSE message of `body` that is not a comment, or `None` when the stream ends.
+async fn next_message(body: &mut linnet_sidecar::api::Body, buf: &mut String) -> Option<Value> {
+    use http_body_util::BodyExt;
+    // Bounded: a stream that says nothing for a minute of (paused) time fails the test.
+    for _ in 0..100 {
+        if let Some(end) = buf.find("\n\n") {
+            let raw: String = buf.drain(..end + 2).collect();
+            if let Some(data) = raw.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return Some(serde_json::from_str(data).unwrap());
+            }
+            continue;
+        }
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), body.frame())
+            .await
+            .expect("no frame within 60 s");
+        match frame {
+            None => return None,
+            Some(f) => buf.push_str(std::str::from_utf8(f.unwrap().data_ref().unwrap()).unwrap()),
+        }
+    }
+    panic!("no message in 100 frames: {buf:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscribed_session_is_told_of_changes_until_it_ends() {
+    let (_d, h) = harness().await;
+    h.create_yaml(SPEC).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let session = mcp(&h, &init.to_string(), true).await.headers["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("mcp-session-id", session.as_str()),
+        ("authorization", auth.as_str()),
+    ];
+    let mut get = hyper::Request::get("/mcp");
+    for (k, v) in headers {
+        get = get.header(k, v);
+    }
+    let resp = h
+        .app
+        .handle(
+            get.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+
+    let sub = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
+        "params": {"uri": "linnet://rollouts/web"}});
+    let r = h
+        .request(Method::POST, "/mcp", &sub.to_string(), &headers)
+        .await;
+    assert_eq!(r.json()["result"], json!({}), "{:?}", r.body);
+    let pause = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "pause", "arguments": {"name": "web"}}});
+    let r = h
+        .request(Method::POST, "/mcp", &pause.to_string(), &headers)
+        .await;
+    assert_eq!(r.json()["result"]["structuredContent"]["state"], "paused");
+
+    let told = next_message(&mut body, &mut buf).await.unwrap();
+    assert_eq!(
+        told,
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+            "params": {"uri": "linnet://rollouts/web"}})
+    );
+    let end = h.request(Method::DELETE, "/mcp", "", &headers).await;
+    assert_eq!(end.status, StatusCode::NO_CONTENT);
+    // Its stream ends at the next heartbeat, its place freed.
+    assert_eq!(next_message(&mut body, &mut buf).await, None);
+    h.close().await;
+}
