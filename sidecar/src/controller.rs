@@ -15,6 +15,7 @@ use crate::analysis::runner::{self, Run, Target};
 use crate::clock::{Millis, SharedClock};
 use crate::event::{AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, Payload};
 use crate::gate::{Answer, Gate, GateRequest, Gated};
+use crate::keys::{KeyInfo, KeySpec, Keyring, StoredKey};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::notify::{Delivery, DeliveryState, ReceiverSpec};
@@ -49,6 +50,8 @@ struct Shared {
     snapshot: watch::Sender<Arc<Published>>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// The store's keys in memory, changed under `inner`'s lock with the store.
+    keyring: Keyring,
 }
 
 struct Inner {
@@ -262,6 +265,7 @@ impl Controller {
         metrics: Arc<Metrics>,
     ) -> Result<Controller, StoreError> {
         let store = Store::open(path)?;
+        let keyring = Keyring::new(&store.keys()?);
         let Loaded {
             version,
             kill_switch,
@@ -291,12 +295,74 @@ impl Controller {
                 snapshot: watch::Sender::new(published),
                 wake: Notify::new(),
                 metrics,
+                keyring,
             }),
         })
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// The keys requests may present.
+    pub fn keyring(&self) -> &Keyring {
+        &self.shared.keyring
+    }
+
+    /// Makes a key; its secret is in the answer and nowhere else, ever.
+    pub async fn create_key(&self, spec: KeySpec) -> Result<(KeyInfo, String), CtlError> {
+        spec.validate().map_err(CtlError::Invalid)?;
+        let secret = crate::keys::new_secret().map_err(|e| CtlError::Store(StoreError(e)))?;
+        self.blocking(move |c| {
+            let key = StoredKey {
+                name: spec.name,
+                scope: spec.scope,
+                hash: crate::keys::hash(&secret),
+                rate: spec.rate,
+                burst: spec.burst,
+                created_ms: c.now_ms(),
+                revoked_ms: None,
+            };
+            let mut inner = c.lock();
+            if !inner.store.insert_key(&key)? {
+                return Err(CtlError::Conflict(format!(
+                    "a key named {:?} exists or existed; names of revoked keys are not used again, so the audit stays unambiguous",
+                    key.name
+                )));
+            }
+            c.shared.keyring.put(&key);
+            Ok((key.info(), secret))
+        })
+        .await
+    }
+
+    /// Every key, revoked ones included; no secret, no hash.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>, CtlError> {
+        self.blocking(|c| Ok(c.lock().store.keys()?.iter().map(StoredKey::info).collect()))
+            .await
+    }
+
+    /// Revokes a key: refused from the next request on.
+    pub async fn revoke_key(&self, name: String) -> Result<KeyInfo, CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            let revoked = inner.store.revoke_key(&name, now)?;
+            let key = inner
+                .store
+                .keys()?
+                .into_iter()
+                .find(|k| k.name == name)
+                .ok_or_else(|| CtlError::NotFound(format!("no key named {name:?}")))?;
+            if !revoked {
+                return Err(CtlError::Conflict(format!(
+                    "key {name:?} is already revoked"
+                )));
+            }
+            c.shared.keyring.put(&key);
+            Ok(key.info())
+        })
+        .await
     }
 
     pub fn now_ms(&self) -> Millis {

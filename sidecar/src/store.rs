@@ -8,9 +8,11 @@
 //! row is never deleted, and neither is anything of an unfinished rollout.
 
 use crate::analysis::Memory;
+use crate::auth::Scope;
 use crate::clock::Millis;
 pub use crate::event::Event;
 use crate::event::Payload;
+use crate::keys::StoredKey;
 use crate::machine::{Holds, Runtime, State};
 use crate::notify::{Delivery, DeliveryState, NewDelivery, ReceiverSpec};
 use crate::spec::{Pause, Plan, RolloutSpec};
@@ -209,6 +211,20 @@ CREATE INDEX deliveries_waiting ON deliveries (receiver, id) WHERE state IN ('pe
 CREATE INDEX deliveries_by_rollout ON deliveries (rollout, id);
 CREATE TABLE notify_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), after INTEGER NOT NULL);
 INSERT INTO notify_cursor VALUES (1, (SELECT COALESCE(MAX(id), 0) FROM events));
+"#,
+    // Named API keys: the SHA-256 of each secret, never the secret. A revoked key keeps its
+    // row, so its name is never used again and the audit's names stay unambiguous. No rate
+    // or burst: the defaults.
+    r#"
+CREATE TABLE keys (
+    name TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    rate REAL,
+    burst INTEGER,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
 "#,
 ];
 
@@ -1014,6 +1030,61 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(existed)
+    }
+
+    /// Every key, revoked ones included, by name.
+    pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, scope, hash, rate, burst, created_ms, revoked_ms FROM keys ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(1)?,
+                StoredKey {
+                    name: r.get(0)?,
+                    scope: Scope::Read,
+                    hash: r.get(2)?,
+                    rate: r.get(3)?,
+                    burst: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    revoked_ms: r.get(6)?,
+                },
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (scope, mut key) = row?;
+            key.scope = Scope::parse(&scope).ok_or_else(|| {
+                StoreError(format!("key {:?}: unknown scope {scope:?}", key.name))
+            })?;
+            out.push(key);
+        }
+        Ok(out)
+    }
+
+    /// Adds a key; `false` when a key of that name exists or existed (revoked).
+    pub fn insert_key(&mut self, k: &StoredKey) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT INTO keys (name, scope, hash, rate, burst, created_ms, revoked_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
+            params![
+                k.name,
+                k.scope.as_str(),
+                k.hash,
+                k.rate,
+                k.burst,
+                k.created_ms,
+                k.revoked_ms
+            ],
+        )? > 0)
+    }
+
+    /// Marks a key revoked at `now`; `false` when it was revoked already (or never existed).
+    pub fn revoke_key(&mut self, name: &str, now: Millis) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE keys SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
+            params![name, now],
+        )? > 0)
     }
 
     /// Removes a global receiver; `false` when there was none. Its stored deliveries stay.

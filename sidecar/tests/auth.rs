@@ -76,13 +76,15 @@ async fn every_call_needs_its_token() {
             assert_eq!(mutate(&h, Some("nope")).await, NO, "{case}");
             assert_eq!(mutate(&h, Some(ADMIN)).await, OK, "{case}");
 
-            // Reads: the admin token, unless reads are open; the poll token is not for them.
+            // Reads: the admin token, unless reads are open; the poll token is not for them,
+            // and a wrong token is refused even where none is needed, so a client learns it
+            // (and a revoked key is refused at once).
             let anyone = if open_reads { OK } else { NO };
             for path in READS {
                 assert_eq!(status_of(&h, path, None).await, anyone, "{case}: {path}");
                 assert_eq!(
                     status_of(&h, path, Some(POLL)).await,
-                    anyone,
+                    NO,
                     "{case}: {path} with the poll token"
                 );
                 assert_eq!(status_of(&h, path, Some(ADMIN)).await, OK, "{case}: {path}");
