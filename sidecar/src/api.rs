@@ -869,6 +869,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Name {
     }
 }
 
+/// Who calls, as the audit names them: the key its route's guard admitted.
+struct By(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for By {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut hyper::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Caller>() {
+            Some(c) => Ok(By(c.key.clone())),
+            // Only a route without a key guard has no caller, and none of those changes a thing.
+            None => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this route admitted no caller to name in the audit",
+            )),
+        }
+    }
+}
+
 /// The request body, refused with 413 past the limit (declared or streamed).
 struct Payload(Bytes);
 
@@ -1089,8 +1110,13 @@ impl Shared {
         })
     }
 
-    async fn control(&self, name: RolloutRef, control: Control) -> Result<Json<Status>, ApiError> {
-        Ok(Json(self.ctl.control(name, control).await?))
+    async fn control(
+        &self,
+        name: RolloutRef,
+        control: Control,
+        By(by): By,
+    ) -> Result<Json<Status>, ApiError> {
+        Ok(Json(self.ctl.control(name, control, by).await?))
     }
 
     /// A control without parameters.
@@ -1099,9 +1125,10 @@ impl Shared {
         name: RolloutRef,
         body: &[u8],
         control: Control,
+        by: By,
     ) -> Result<Json<Status>, ApiError> {
         empty_body(body)?;
-        self.control(name, control).await
+        self.control(name, control, by).await
     }
 }
 
@@ -1204,6 +1231,7 @@ async fn list(State(s): Api) -> Answer<RolloutList> {
         (status = 415, description = "Neither JSON nor YAML.", body = ErrorBody)))]
 async fn create(
     State(s): Api,
+    By(by): By,
     req: Request<Body>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let ct = req
@@ -1227,7 +1255,7 @@ async fn create(
     for w in &warnings {
         tracing::warn!(rollout = %spec.name, "{w}");
     }
-    let status = s.ctl.create(spec, plan).await?;
+    let status = s.ctl.create(spec, plan, by).await?;
     Ok((StatusCode::CREATED, Json(Created { status, warnings })))
 }
 
@@ -1247,8 +1275,8 @@ async fn status(State(s): Api, Name(name): Name) -> Answer<Status> {
         (status = 200, description = "Aborted.", body = Status),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody)))]
-async fn delete(State(s): Api, Name(name): Name) -> Answer<Status> {
-    s.control(name, Control::Abort).await
+async fn delete(State(s): Api, Name(name): Name, by: By) -> Answer<Status> {
+    s.control(name, Control::Abort, by).await
 }
 
 /// Declares a control without parameters: its path and its handler.
@@ -1264,8 +1292,13 @@ macro_rules! plain_control {
                 (status = 404, description = "No such rollout.", body = ErrorBody),
                 (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
                 (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-        async fn $fn(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
-            s.plain(name, &body, $control).await
+        async fn $fn(
+            State(s): Api,
+            Name(name): Name,
+            by: By,
+            Payload(body): Payload,
+        ) -> Answer<Status> {
+            s.plain(name, &body, $control, by).await
         }
     };
 }
@@ -1310,13 +1343,18 @@ plain_control!(
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn promote(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+async fn promote(
+    State(s): Api,
+    Name(name): Name,
+    by: By,
+    Payload(body): Payload,
+) -> Answer<Status> {
     let p: PromoteBody = if is_blank(&body) {
         PromoteBody::default()
     } else {
         json_body(&body)?
     };
-    s.control(name, Control::Promote { full: p.full }).await
+    s.control(name, Control::Promote { full: p.full }, by).await
 }
 
 /// Sets a manual weight (and pauses).
@@ -1329,10 +1367,15 @@ async fn promote(State(s): Api, Name(name): Name, Payload(body): Payload) -> Ans
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn set_weight(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+async fn set_weight(
+    State(s): Api,
+    Name(name): Name,
+    by: By,
+    Payload(body): Payload,
+) -> Answer<Status> {
     let w: WeightBody = json_body(&body)?;
     spec::percent("weight", w.weight).map_err(|e| ApiError::bad(e.to_string()))?;
-    s.control(name, Control::SetWeight(w.weight)).await
+    s.control(name, Control::SetWeight(w.weight), by).await
 }
 
 /// The same as PUT.
@@ -1345,8 +1388,8 @@ async fn set_weight(State(s): Api, Name(name): Name, Payload(body): Payload) -> 
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn post_weight(state: Api, name: Name, body: Payload) -> Answer<Status> {
-    set_weight(state, name, body).await
+async fn post_weight(state: Api, name: Name, by: By, body: Payload) -> Answer<Status> {
+    set_weight(state, name, by, body).await
 }
 
 #[utoipa::path(post, path = "/v1/rollouts/{name}/kill-switch", tag = "controls",
@@ -1361,10 +1404,11 @@ async fn post_weight(state: Api, name: Name, body: Payload) -> Answer<Status> {
 async fn rollout_kill_switch(
     State(s): Api,
     Name(name): Name,
+    by: By,
     Payload(body): Payload,
 ) -> Answer<Status> {
     let k: KillBody = json_body(&body)?;
-    s.control(name, Control::KillSwitch(k.on)).await
+    s.control(name, Control::KillSwitch(k.on), by).await
 }
 
 #[utoipa::path(get, path = "/v1/rollouts/{name}/explain", tag = "rollouts",
@@ -1452,10 +1496,10 @@ async fn kill_switch(State(s): Api) -> Answer<KillSwitch> {
         (status = 200, description = "Set.", body = KillSwitch),
         (status = 400, description = "An invalid body.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn set_kill_switch(State(s): Api, Payload(body): Payload) -> Answer<KillSwitch> {
+async fn set_kill_switch(State(s): Api, By(by): By, Payload(body): Payload) -> Answer<KillSwitch> {
     let k: KillBody = json_body(&body)?;
     Ok(Json(KillSwitch {
-        on: s.ctl.set_kill_switch(k.on).await?,
+        on: s.ctl.set_kill_switch(k.on, by).await?,
     }))
 }
 
@@ -1475,13 +1519,13 @@ pub struct AlertsReceived {
         (status = 200, description = "Taken: each match and what it did.", body = AlertsReceived),
         (status = 400, description = "Not an Alertmanager webhook payload, naming the field.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn alertmanager(State(s): Api, Payload(body): Payload) -> Answer<AlertsReceived> {
+async fn alertmanager(State(s): Api, By(by): By, Payload(body): Payload) -> Answer<AlertsReceived> {
     let hook = crate::alerts::parse(&body)
         .map_err(|e| ApiError::bad(format!("invalid Alertmanager payload: {e}")))?;
     let received = hook.alerts.len();
     Ok(Json(AlertsReceived {
         received,
-        matched: s.ctl.alerts(hook).await?,
+        matched: s.ctl.alerts(hook, by).await?,
     }))
 }
 

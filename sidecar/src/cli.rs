@@ -890,7 +890,8 @@ async fn create(c: &Client, spec_file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The timeline as terminal lines: time, what happened, and indented what did not pass.
+/// The timeline as terminal lines: time, what happened, who did it, and indented what did
+/// not pass.
 pub fn render_explain(e: &Explanation) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
@@ -911,7 +912,13 @@ pub fn render_explain(e: &Explanation) -> String {
         } else {
             format!("{}         ", crate::explain::clock_time(at))
         };
-        let _ = writeln!(out, "{when}  {}", line.text);
+        // Who acted, where the API says (a server before actors does not).
+        let by = if line.actor.is_empty() {
+            String::new()
+        } else {
+            format!("  [by {}]", line.actor)
+        };
+        let _ = writeln!(out, "{when}  {}{by}", line.text);
         for d in &line.details {
             let _ = writeln!(out, "{:19}  - {d}", "");
         }

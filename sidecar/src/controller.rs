@@ -13,7 +13,7 @@ use crate::alerts::{Alert, AlertStatus, Webhook};
 use crate::analysis::policy::Severity;
 use crate::analysis::runner::{self, Run, Target};
 use crate::clock::{Millis, SharedClock};
-use crate::event::{AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, Payload};
+use crate::event::{actor, AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, Payload};
 use crate::gate::{Answer, Gate, GateRequest, Gated};
 use crate::keys::{KeyInfo, KeySpec, Keyring, StoredKey};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
@@ -379,11 +379,23 @@ impl Controller {
         self.shared.events.subscribe()
     }
 
-    pub async fn create(&self, spec: RolloutSpec, plan: Plan) -> Result<Status, CtlError> {
-        self.blocking(move |c| c.create_now(spec, plan)).await
+    /// `by`: who creates it, as the audit names them (a key's name).
+    pub async fn create(
+        &self,
+        spec: RolloutSpec,
+        plan: Plan,
+        by: String,
+    ) -> Result<Status, CtlError> {
+        self.blocking(move |c| c.create_now(spec, plan, &by)).await
     }
 
-    pub async fn control(&self, rollout: RolloutRef, control: Control) -> Result<Status, CtlError> {
+    /// `by`: who applies it, as the audit names them (a key's name).
+    pub async fn control(
+        &self,
+        rollout: RolloutRef,
+        control: Control,
+        by: String,
+    ) -> Result<Status, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
@@ -409,7 +421,7 @@ impl Controller {
             };
             let id = inner.rollouts.get(&name).map_or(0, |e| e.id);
             // A control may make a step due at once (e.g. resume with nothing left).
-            if let Err(e) = c.settle(&mut inner, &name, Some(&control), now) {
+            if let Err(e) = c.settle(&mut inner, &name, Some(&control), &by, now) {
                 // A retry that did not happen leaves the rollout in the archive.
                 if inner
                     .rollouts
@@ -497,7 +509,7 @@ impl Controller {
         self.blocking(|c| Ok(c.lock().kill_switch)).await
     }
 
-    pub async fn set_kill_switch(&self, on: bool) -> Result<bool, CtlError> {
+    pub async fn set_kill_switch(&self, on: bool, by: String) -> Result<bool, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             if inner.kill_switch == on {
@@ -513,6 +525,7 @@ impl Controller {
                 kill_switch: Some(on),
                 bump_version: true,
                 payload: Payload::KillSwitch(KillSwitch { on, reason }),
+                actor: &by,
             })?;
             inner.kill_switch = on;
             inner.version = version;
@@ -656,11 +669,11 @@ impl Controller {
                 observed: run.observed,
             });
             tracing::info!(rollout = %run.name, decision = action.as_str(), %reason, "analysis");
-            c.commit_runtime(&mut inner, &run.name, rt, payload, now)?;
+            c.commit_runtime(&mut inner, &run.name, rt, payload, actor::ANALYSIS, now)?;
             c.shared.metrics.count_analysis(&run.name, action.as_str());
             // The decision's control, and any step that enough passes made due.
             for (next, outcome) in run.transitions {
-                c.commit_transition(&mut inner, &run.name, next, &outcome, now)?;
+                c.commit_transition(&mut inner, &run.name, next, &outcome, actor::ANALYSIS, now)?;
             }
             // Anything that fell due since the run began.
             c.advance(&mut inner, &run.name, now)?;
@@ -780,13 +793,16 @@ impl Controller {
                 limit,
                 reason,
             });
-            c.commit_runtime(&mut inner, &target.name, rt, payload, now)?;
-            match rollback {
-                Some(why) => {
-                    c.settle(&mut inner, &target.name, Some(&Control::RollBack(why)), now)?
-                }
-                None => c.advance(&mut inner, &target.name, now)?,
-            }
+            c.commit_runtime(&mut inner, &target.name, rt, payload, actor::GATE, now)?;
+            // The move the gates let (or the rollback they caused) is theirs.
+            let rollback = rollback.map(Control::RollBack);
+            c.settle(
+                &mut inner,
+                &target.name,
+                rollback.as_ref(),
+                actor::GATE,
+                now,
+            )?;
             c.shared.wake.notify_one();
             Ok(true)
         })
@@ -909,7 +925,8 @@ impl Controller {
 
     /// Acts on Alertmanager's alerts: each live rollout whose selectors match one is rolled
     /// back (critical) or held while it fires (warning); every match is recorded.
-    pub async fn alerts(&self, hook: Webhook) -> Result<Vec<AlertOutcome>, CtlError> {
+    /// `by`: the key Alertmanager calls with, as the audit names it.
+    pub async fn alerts(&self, hook: Webhook, by: String) -> Result<Vec<AlertOutcome>, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
@@ -930,7 +947,7 @@ impl Controller {
                     })
                     .collect();
                 for (name, severity) in matched {
-                    if let Some(o) = c.alert_one(&mut inner, &name, alert, severity, now)? {
+                    if let Some(o) = c.alert_one(&mut inner, &name, alert, severity, &by, now)? {
                         out.push(o);
                     }
                 }
@@ -947,6 +964,7 @@ impl Controller {
         name: &str,
         alert: &Alert,
         severity: Severity,
+        by: &str,
         now: Millis,
     ) -> Result<Option<AlertOutcome>, CtlError> {
         let Some(entry) = inner.rollouts.get(name) else {
@@ -981,9 +999,9 @@ impl Controller {
             action: action.to_owned(),
             reason: reason.clone(),
         });
-        self.commit_runtime(inner, name, rt, payload, now)?;
+        self.commit_runtime(inner, name, rt, payload, by, now)?;
         if action == "rolled_back" {
-            self.settle(inner, name, Some(&Control::RollBack(reason)), now)?;
+            self.settle(inner, name, Some(&Control::RollBack(reason)), by, now)?;
         } else {
             self.advance(inner, name, now)?;
         }
@@ -1003,6 +1021,7 @@ impl Controller {
         name: &str,
         rt: Runtime,
         payload: Payload,
+        by: &str,
         now: Millis,
     ) -> Result<(), CtlError> {
         let Inner {
@@ -1023,6 +1042,7 @@ impl Controller {
             kill_switch: None,
             bump_version: false,
             payload,
+            actor: by,
         })?;
         self.shared.metrics.set_rollout(&entry.spec, &rt);
         entry.rt = rt;
@@ -1087,7 +1107,7 @@ impl Controller {
         })
     }
 
-    fn create_now(&self, spec: RolloutSpec, plan: Plan) -> Result<Status, CtlError> {
+    fn create_now(&self, spec: RolloutSpec, plan: Plan, by: &str) -> Result<Status, CtlError> {
         let mut inner = self.lock();
         let name = spec.name.clone();
         if let Some(e) = inner.rollouts.get(&name) {
@@ -1118,6 +1138,7 @@ impl Controller {
             kill_switch: None,
             bump_version: true,
             payload,
+            actor: by,
         })?;
         let id = event
             .rollout_id
@@ -1135,23 +1156,26 @@ impl Controller {
             },
         );
         self.published(&inner, event, true);
-        // Enter the first step at once, as its own recorded transition.
-        self.advance(&mut inner, &name, now)?;
+        // Enter the first step at once, as its own recorded transition, by the creator.
+        self.settle(&mut inner, &name, None, by, now)?;
         self.shared.wake.notify_one();
         inner.status(&RolloutRef::Id(id), now, true)
     }
 
-    /// Ticks one rollout until nothing more is due (pause-0 steps pass in one go).
+    /// Ticks one rollout until nothing more is due (pause-0 steps pass in one go): the
+    /// schedule's moves (and the deadline's).
     fn advance(&self, inner: &mut Inner, name: &str, now: Millis) -> Result<(), CtlError> {
-        self.settle(inner, name, None, now)
+        self.settle(inner, name, None, actor::SCHEDULE, now)
     }
 
-    /// Applies a control and what it makes due, committing each transition in order.
+    /// Applies a control and what it makes due, committing each transition in order, each
+    /// by `by` but a timeout, which is always the deadline's.
     fn settle(
         &self,
         inner: &mut Inner,
         name: &str,
         control: Option<&Control>,
+        by: &str,
         now: Millis,
     ) -> Result<(), CtlError> {
         let Some(entry) = inner.rollouts.get(name) else {
@@ -1160,7 +1184,12 @@ impl Controller {
         };
         let chain = machine::settle(&entry.plan, &entry.rt, control, now)?;
         for (rt, outcome) in chain {
-            self.commit_transition(inner, name, rt, &outcome, now)?;
+            let by = if outcome.kind == machine::Move::TimedOut {
+                actor::DEADLINE
+            } else {
+                by
+            };
+            self.commit_transition(inner, name, rt, &outcome, by, now)?;
         }
         Ok(())
     }
@@ -1172,6 +1201,7 @@ impl Controller {
         name: &str,
         rt: Runtime,
         outcome: &Outcome,
+        by: &str,
         now: Millis,
     ) -> Result<(), CtlError> {
         let Inner {
@@ -1208,6 +1238,7 @@ impl Controller {
             kill_switch: None,
             bump_version: bump,
             payload,
+            actor: by,
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
         self.shared.metrics.set_rollout(&entry.spec, &rt);

@@ -27,10 +27,9 @@ pub const RESERVED_NAMES: &[&str] = &[
     "admin",
     "anonymous",
     "analysis",
+    "schedule",
     "deadline",
-    "timer",
     "gate",
-    "alertmanager",
     "system",
 ];
 
@@ -39,8 +38,8 @@ pub const RESERVED_NAMES: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     /// 1 to 63 of a-z, 0-9, '-' and '_', starting with a letter or digit; not a name the
-    /// audit uses (`admin`, `anonymous`, `analysis`, `deadline`, `timer`, `gate`,
-    /// `alertmanager`, `system`), and not one any key ever had.
+    /// audit uses (`admin`, `anonymous`, `analysis`, `schedule`, `deadline`, `gate`,
+    /// `system`), and not one any key ever had.
     pub name: String,
     pub scope: Scope,
     /// Requests per second, sustained (default 20).

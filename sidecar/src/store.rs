@@ -226,6 +226,11 @@ CREATE TABLE keys (
     revoked_ms INTEGER
 );
 "#,
+    // Who acted, per event: a key's name or `analysis`, `schedule`, `deadline`, `gate`.
+    // Older rows have none; reading them infers it as reports did ([`Event::from_row`]).
+    r#"
+ALTER TABLE events ADD COLUMN actor TEXT;
+"#,
 ];
 
 /// The columns a [`Release`] is read from, in [`release_row`]'s order.
@@ -299,6 +304,8 @@ pub struct Change<'a> {
     pub bump_version: bool,
     /// The event's payload; an analysis run's checks also go in a row each, tied to the event.
     pub payload: Payload,
+    /// Who acted: a key's name, or one of [`crate::event::actor`]'s.
+    pub actor: &'a str,
 }
 
 pub struct RolloutWrite<'a> {
@@ -464,16 +471,19 @@ impl Store {
             rollout: rollout_name,
             rollout_id,
             version: Some(u64::try_from(version).unwrap_or(0)),
+            actor: change.actor.to_owned(),
             payload: change.payload,
         };
         tx.execute(
-            "INSERT INTO events (at_ms, rollout, rollout_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO events (at_ms, rollout, rollout_id, kind, data, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 event.at_ms,
                 event.rollout,
                 event.rollout_id,
                 event.kind(),
-                serde_json::to_string(&event.data()?)?
+                serde_json::to_string(&event.data()?)?,
+                event.actor
             ],
         )?;
         event.id = tx.last_insert_rowid();
@@ -513,7 +523,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, at_ms, rollout, rollout_id, kind, data FROM events
+            "SELECT id, at_ms, rollout, rollout_id, kind, data, actor FROM events
              WHERE id > ?1 AND (?2 IS NULL OR rollout = ?2) ORDER BY id LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -528,7 +538,7 @@ impl Store {
     /// The latest `limit` events of one release, oldest first.
     pub fn latest_events(&self, rollout_id: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, at_ms, rollout, rollout_id, kind, data FROM events
+            "SELECT id, at_ms, rollout, rollout_id, kind, data, actor FROM events
              WHERE rollout_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1132,6 +1142,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         r.get(3)?,
         r.get(4)?,
         &data,
+        r.get(6)?,
     ))
 }
 
@@ -1184,6 +1195,7 @@ mod tests {
         rt: &Runtime,
     ) -> Event {
         s.commit(Change {
+            actor: "admin",
             at_ms: 10,
             rollout: Some(RolloutWrite {
                 id,
@@ -1240,6 +1252,7 @@ mod tests {
         // A second unfinished `a` is refused by the store itself, and nothing is written.
         let e = s
             .commit(Change {
+                actor: "admin",
                 at_ms: 11,
                 rollout: Some(RolloutWrite {
                     id: None,
@@ -1310,6 +1323,7 @@ mod tests {
             text: "fine".into(),
         };
         s.commit(Change {
+            actor: "admin",
             at_ms,
             rollout: Some(RolloutWrite {
                 id,
@@ -1354,6 +1368,7 @@ mod tests {
         let last = change_at(&mut s, 70, Some(3), &b, State::Aborted);
         let global = |s: &mut Store, at_ms| {
             s.commit(Change {
+                actor: "admin",
                 at_ms,
                 rollout: None,
                 kill_switch: Some(true),

@@ -161,6 +161,41 @@ async fn an_operate_key_pauses_and_a_read_key_is_refused_with_nothing_changed() 
     let (status, body) = call(&h, Method::POST, "/v1/rollouts/checkout/pause", &ci).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "paused");
+    // The audit, the report and the timeline name the key that paused.
+    let audit = h.get("/v1/audit?rollout=checkout").await.json();
+    let events = audit["events"].as_array().unwrap();
+    let paused = events.iter().rfind(|e| e["kind"] == "paused").unwrap();
+    assert_eq!(paused["actor"], "ci", "{paused}");
+    assert_eq!(
+        paused["data"]["reason"],
+        "paused by operator; analysis keeps judging"
+    );
+    let created = events.iter().find(|e| e["kind"] == "created").unwrap();
+    assert_eq!(
+        created["actor"], "admin",
+        "the admin token is the bootstrap admin"
+    );
+    let r = h
+        .request(
+            Method::GET,
+            "/v1/rollouts/checkout/report",
+            "",
+            &[("accept", "application/json")],
+        )
+        .await;
+    let report = r.json();
+    assert_eq!(report["decision"]["actor"], "ci", "{report}");
+    let explained = h.get("/v1/rollouts/checkout/explain").await.json();
+    let last = explained["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["actor"].as_str()),
+        (Some("paused"), Some("ci"))
+    );
     // Operate is not admin.
     let (status, body) = call(&h, Method::POST, "/v1/keys", &ci).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
