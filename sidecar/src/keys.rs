@@ -245,13 +245,6 @@ impl Keyring {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_hash
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    }
-
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Holder>> {
         self.by_hash.write().unwrap_or_else(PoisonError::into_inner)
     }
