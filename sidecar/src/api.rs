@@ -1655,10 +1655,11 @@ async fn list_keys(State(s): Api) -> Answer<KeyList> {
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
 async fn create_key(
     State(s): Api,
+    By(by): By,
     Payload(body): Payload,
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     let spec: KeySpec = json_body(&body)?;
-    let (key, secret) = s.ctl.create_key(spec).await?;
+    let (key, secret) = s.ctl.create_key(spec, by).await?;
     Ok((StatusCode::CREATED, Json(KeyCreated { key, secret })))
 }
 
@@ -1669,8 +1670,8 @@ async fn create_key(
         (status = 200, description = "Revoked.", body = KeyInfo),
         (status = 404, description = "No such key.", body = ErrorBody),
         (status = 409, description = "Revoked already.", body = ErrorBody)))]
-async fn revoke_key(State(s): Api, Path(name): Path<String>) -> Answer<KeyInfo> {
-    Ok(Json(s.ctl.revoke_key(name).await?))
+async fn revoke_key(State(s): Api, By(by): By, Path(name): Path<String>) -> Answer<KeyInfo> {
+    Ok(Json(s.ctl.revoke_key(name, by).await?))
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",

@@ -13,14 +13,18 @@ use crate::alerts::{Alert, AlertStatus, Webhook};
 use crate::analysis::policy::Severity;
 use crate::analysis::runner::{self, Run, Target};
 use crate::clock::{Millis, SharedClock};
-use crate::event::{actor, AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, Payload};
+use crate::event::{
+    actor, AlertSeen, AnalysisRun, Created, GateRun, KeyChanged, KillSwitch, Moved, Payload,
+};
 use crate::gate::{Answer, Gate, GateRequest, Gated};
 use crate::keys::{KeyInfo, KeySpec, Keyring, StoredKey};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::notify::{Delivery, DeliveryState, ReceiverSpec};
 use crate::spec::{Plan, RolloutSpec};
-use crate::store::{Change, Event, Loaded, Release, RolloutWrite, Store, StoreError, Transition};
+use crate::store::{
+    Change, Event, KeyWrite, Loaded, Release, RolloutWrite, Store, StoreError, Transition,
+};
 use bytes::Bytes;
 use linnet_core::config::{MatchConfig, MirrorConfig, RolloutConfig};
 use linnet_core::snapshot::Matcher;
@@ -309,27 +313,39 @@ impl Controller {
         &self.shared.keyring
     }
 
-    /// Makes a key; its secret is in the answer and nowhere else, ever.
-    pub async fn create_key(&self, spec: KeySpec) -> Result<(KeyInfo, String), CtlError> {
+    /// Makes a key; its secret is in the answer and nowhere else, ever. `by`: who makes it.
+    pub async fn create_key(
+        &self,
+        spec: KeySpec,
+        by: String,
+    ) -> Result<(KeyInfo, String), CtlError> {
         spec.validate().map_err(CtlError::Invalid)?;
         let secret = crate::keys::new_secret().map_err(|e| CtlError::Store(StoreError(e)))?;
         self.blocking(move |c| {
+            let now = c.now_ms();
             let key = StoredKey {
                 name: spec.name,
                 scope: spec.scope,
                 hash: crate::keys::hash(&secret),
                 rate: spec.rate,
                 burst: spec.burst,
-                created_ms: c.now_ms(),
+                created_ms: now,
                 revoked_ms: None,
             };
             let mut inner = c.lock();
-            if !inner.store.insert_key(&key)? {
+            if inner.store.keys()?.iter().any(|k| k.name == key.name) {
                 return Err(CtlError::Conflict(format!(
                     "a key named {:?} exists or existed; names of revoked keys are not used again, so the audit stays unambiguous",
                     key.name
                 )));
             }
+            let payload = Payload::Key(KeyChanged {
+                action: "created".into(),
+                name: key.name.clone(),
+                scope: key.scope,
+                reason: format!("key {:?} ({}) created by {by}", key.name, key.scope),
+            });
+            c.commit_key(&mut inner, payload, &by, KeyWrite::Insert(&key), now)?;
             c.shared.keyring.put(&key);
             Ok((key.info(), secret))
         })
@@ -342,23 +358,30 @@ impl Controller {
             .await
     }
 
-    /// Revokes a key: refused from the next request on.
-    pub async fn revoke_key(&self, name: String) -> Result<KeyInfo, CtlError> {
+    /// Revokes a key: refused from the next request on. `by`: who revokes it.
+    pub async fn revoke_key(&self, name: String, by: String) -> Result<KeyInfo, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
-            let revoked = inner.store.revoke_key(&name, now)?;
-            let key = inner
+            let mut key = inner
                 .store
                 .keys()?
                 .into_iter()
                 .find(|k| k.name == name)
                 .ok_or_else(|| CtlError::NotFound(format!("no key named {name:?}")))?;
-            if !revoked {
+            if key.revoked_ms.is_some() {
                 return Err(CtlError::Conflict(format!(
                     "key {name:?} is already revoked"
                 )));
             }
+            let payload = Payload::Key(KeyChanged {
+                action: "revoked".into(),
+                name: name.clone(),
+                scope: key.scope,
+                reason: format!("key {name:?} ({}) revoked by {by}", key.scope),
+            });
+            c.commit_key(&mut inner, payload, &by, KeyWrite::Revoke(&name), now)?;
+            key.revoked_ms = Some(now);
             c.shared.keyring.put(&key);
             Ok(key.info())
         })
@@ -526,6 +549,7 @@ impl Controller {
                 bump_version: true,
                 payload: Payload::KillSwitch(KillSwitch { on, reason }),
                 actor: &by,
+                key: None,
             })?;
             inner.kill_switch = on;
             inner.version = version;
@@ -1043,6 +1067,7 @@ impl Controller {
             bump_version: false,
             payload,
             actor: by,
+            key: None,
         })?;
         self.shared.metrics.set_rollout(&entry.spec, &rt);
         entry.rt = rt;
@@ -1139,6 +1164,7 @@ impl Controller {
             bump_version: true,
             payload,
             actor: by,
+            key: None,
         })?;
         let id = event
             .rollout_id
@@ -1239,6 +1265,7 @@ impl Controller {
             bump_version: bump,
             payload,
             actor: by,
+            key: None,
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
         self.shared.metrics.set_rollout(&entry.spec, &rt);
@@ -1253,6 +1280,28 @@ impl Controller {
             self.shared.metrics.count_transition(name);
         }
         self.published(inner, event, bump);
+        Ok(())
+    }
+
+    /// Commits a key's change and its event (no rollout, no snapshot change).
+    fn commit_key(
+        &self,
+        inner: &mut Inner,
+        payload: Payload,
+        by: &str,
+        key: KeyWrite<'_>,
+        now: Millis,
+    ) -> Result<(), CtlError> {
+        let (event, _) = inner.store.commit(Change {
+            at_ms: now,
+            rollout: None,
+            kill_switch: None,
+            bump_version: false,
+            payload,
+            actor: by,
+            key: Some(key),
+        })?;
+        self.published(inner, event, false);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 use crate::alerts::AlertStatus;
 use crate::analysis::policy::Severity;
 use crate::analysis::{Action, Check};
+use crate::auth::Scope;
 use crate::clock::Millis;
 use crate::gate::{Answer, GateOn, Gated};
 use crate::machine::{Move, State};
@@ -63,6 +64,8 @@ pub enum Payload {
     Gate(GateRun),
     /// `kind: alert`: an Alertmanager alert that judges the rollout fired or resolved.
     Alert(AlertSeen),
+    /// `kind: key`, without a rollout: an API key made or revoked.
+    Key(KeyChanged),
     /// A stored row this version does not read: its kind and data as they were.
     Unread { kind: String, data: Value },
 }
@@ -128,6 +131,16 @@ pub struct AlertSeen {
     pub annotations: BTreeMap<String, String>,
     /// `rolled_back`, `held`, `released` or `recorded`.
     pub action: String,
+    pub reason: String,
+}
+
+/// An API key made or revoked: never its secret or the secret's hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyChanged {
+    /// `created` or `revoked`.
+    pub action: String,
+    pub name: String,
+    pub scope: Scope,
     pub reason: String,
 }
 
@@ -272,6 +285,7 @@ impl Payload {
             Payload::KillSwitch(_) => "kill_switch",
             Payload::Gate(_) => "gate",
             Payload::Alert(_) => "alert",
+            Payload::Key(_) => "key",
             Payload::Unread { kind, .. } => kind,
         }
     }
@@ -280,7 +294,9 @@ impl Payload {
     /// call of the API was the admin token's.
     fn legacy_actor(&self) -> &'static str {
         match self {
-            Payload::Created(_) | Payload::KillSwitch(_) | Payload::Alert(_) => actor::ADMIN,
+            Payload::Created(_) | Payload::KillSwitch(_) | Payload::Alert(_) | Payload::Key(_) => {
+                actor::ADMIN
+            }
             Payload::Analysis(_) => actor::ANALYSIS,
             Payload::Gate(_) => actor::GATE,
             Payload::Moved(kind, m) => report::legacy_actor(*kind, &m.reason),
@@ -296,6 +312,7 @@ impl Payload {
             Payload::KillSwitch(k) => serde_json::to_value(k),
             Payload::Gate(g) => serde_json::to_value(g),
             Payload::Alert(a) => serde_json::to_value(a),
+            Payload::Key(k) => serde_json::to_value(k),
             Payload::Unread { data, .. } => Ok(data.clone()),
         }
     }
@@ -312,6 +329,7 @@ impl Payload {
             ("gate", _) => typed(&data).map(Payload::Gate),
             ("alert", _) => typed(&data).map(Payload::Alert),
             ("kill_switch", _) if !of_rollout => typed(&data).map(Payload::KillSwitch),
+            ("key", _) if !of_rollout => typed(&data).map(Payload::Key),
             (_, Some(m)) => typed(&data).map(|d| Payload::Moved(m, d)),
             _ => None,
         };

@@ -66,6 +66,7 @@ pub fn timeline(events: &[Event]) -> Vec<Line> {
                 trim(m.weight)
             ),
             Payload::KillSwitch(k) => k.reason.clone(),
+            Payload::Key(k) => k.reason.clone(),
             Payload::Gate(g) => g.reason.clone(),
             Payload::Alert(a) => a.reason.clone(),
             // Written by another version: shown as stored.

@@ -159,6 +159,7 @@ pub fn build(
             // In the timeline, in words.
             Payload::Created(_)
             | Payload::KillSwitch(_)
+            | Payload::Key(_)
             | Payload::Gate(_)
             | Payload::Alert(_)
             | Payload::Unread { .. } => {}

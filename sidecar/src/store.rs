@@ -306,6 +306,15 @@ pub struct Change<'a> {
     pub payload: Payload,
     /// Who acted: a key's name, or one of [`crate::event::actor`]'s.
     pub actor: &'a str,
+    /// A key made or revoked, with the event that says so.
+    pub key: Option<KeyWrite<'a>>,
+}
+
+pub enum KeyWrite<'a> {
+    /// A new key; its name must be new (the caller checks, under the controller's lock).
+    Insert(&'a StoredKey),
+    /// Marks a key revoked at the change's time.
+    Revoke(&'a str),
 }
 
 pub struct RolloutWrite<'a> {
@@ -458,6 +467,30 @@ impl Store {
         }
         if let Some(on) = change.kill_switch {
             set_meta(&tx, "kill_switch", i64::from(on))?;
+        }
+        match change.key {
+            Some(KeyWrite::Insert(k)) => {
+                tx.execute(
+                    "INSERT INTO keys (name, scope, hash, rate, burst, created_ms, revoked_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        k.name,
+                        k.scope.as_str(),
+                        k.hash,
+                        k.rate,
+                        k.burst,
+                        k.created_ms,
+                        k.revoked_ms
+                    ],
+                )?;
+            }
+            Some(KeyWrite::Revoke(name)) => {
+                tx.execute(
+                    "UPDATE keys SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
+                    params![name, change.at_ms],
+                )?;
+            }
+            None => {}
         }
         let mut rollout_name = None;
         let mut rollout_id = None;
@@ -1072,31 +1105,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds a key; `false` when a key of that name exists or existed (revoked).
-    pub fn insert_key(&mut self, k: &StoredKey) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "INSERT INTO keys (name, scope, hash, rate, burst, created_ms, revoked_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
-            params![
-                k.name,
-                k.scope.as_str(),
-                k.hash,
-                k.rate,
-                k.burst,
-                k.created_ms,
-                k.revoked_ms
-            ],
-        )? > 0)
-    }
-
-    /// Marks a key revoked at `now`; `false` when it was revoked already (or never existed).
-    pub fn revoke_key(&mut self, name: &str, now: Millis) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "UPDATE keys SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
-            params![name, now],
-        )? > 0)
-    }
-
     /// Removes a global receiver; `false` when there was none. Its stored deliveries stay.
     pub fn delete_receiver(&mut self, name: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -1196,6 +1204,7 @@ mod tests {
     ) -> Event {
         s.commit(Change {
             actor: "admin",
+            key: None,
             at_ms: 10,
             rollout: Some(RolloutWrite {
                 id,
@@ -1253,6 +1262,7 @@ mod tests {
         let e = s
             .commit(Change {
                 actor: "admin",
+                key: None,
                 at_ms: 11,
                 rollout: Some(RolloutWrite {
                     id: None,
@@ -1324,6 +1334,7 @@ mod tests {
         };
         s.commit(Change {
             actor: "admin",
+            key: None,
             at_ms,
             rollout: Some(RolloutWrite {
                 id,
@@ -1369,6 +1380,7 @@ mod tests {
         let global = |s: &mut Store, at_ms| {
             s.commit(Change {
                 actor: "admin",
+                key: None,
                 at_ms,
                 rollout: None,
                 kill_switch: Some(true),

@@ -268,6 +268,37 @@ async fn keys_survive_a_restart_a_revoked_one_is_refused_at_once_and_no_read_sho
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
         assert!(r.error().contains(field), "{body}: {}", r.error());
     }
+    // Making and revoking keys is audited, by who did it, without the secret.
+    let audit = h.get("/v1/audit").await.json();
+    let keyed: Vec<(String, String)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "key")
+        .map(|e| {
+            (
+                e["data"]["reason"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keyed,
+        [
+            (
+                "key \"ci\" (operate) created by admin".to_owned(),
+                "admin".to_owned()
+            ),
+            (
+                "key \"old\" (read) created by admin".to_owned(),
+                "admin".to_owned()
+            ),
+            (
+                "key \"old\" (read) revoked by admin".to_owned(),
+                "admin".to_owned()
+            ),
+        ]
+    );
     let r = h
         .request(
             Method::DELETE,
