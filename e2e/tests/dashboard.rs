@@ -377,7 +377,8 @@ fn reports_of_a_promoted_and_a_rolled_back_release_say_what_the_store_says() {
         .unwrap();
     rig.wait_state(&first.to_string(), "completed");
     let promoted = check_report(&rig, &mut b, first, "report-promoted.png");
-    assert_eq!(promoted["decision"]["actor"], "operator");
+    // The operator's CLI calls with the admin token: the bootstrap `admin` key.
+    assert_eq!(promoted["decision"]["actor"], "admin");
     let kinds: Vec<&str> = promoted["changes"]
         .as_array()
         .unwrap()

@@ -2,13 +2,15 @@
 //! log, the filters' snapshot long-poll, server-sent events, health and metrics.
 //!
 //! Every route is declared once, in [`routes`]: its handler (whose `#[utoipa::path]` gives
-//! the path, the method and the OpenAPI operation) and the token it needs. The router, the
+//! the path, the method and the OpenAPI operation) and who may call it (nobody needs a
+//! token, the filters' poll token, or a key of at least a scope). The router, the
 //! 405s' `Allow`, the metrics labels and the OpenAPI document ([`openapi`]) all come from
 //! that table. [`App::handle`] takes any request body, so tests call it without a socket.
 
-use crate::auth::{Auth, Need};
+use crate::auth::{Auth, Caller, Need, Scope};
 use crate::controller::{Controller, CtlError, HistoryEntry, RolloutRef, Status, MAX_HISTORY};
 use crate::explain::Line;
+use crate::keys::{Buckets, KeyInfo, KeySpec, Limit as RateLimit};
 use crate::machine::{Control, State as RolloutState};
 use crate::report::Report;
 use crate::slots::{Slot, Slots};
@@ -74,7 +76,15 @@ pub struct ApiConfig {
     pub max_sse: usize,
     /// Snapshot polls held at once (waiting for a change); one more is answered 503.
     pub max_polls: usize,
+    /// The snapshot polls' own token bucket (`serve --poll-rate`, `--poll-burst`): polls
+    /// never draw from a key's, so no caller's flood slows the filters.
+    pub poll_limit: RateLimit,
 }
+
+/// Snapshot polls per second, sustained, from all filters together.
+pub const DEFAULT_POLL_RATE: f64 = 500.0;
+/// Snapshot polls at once (every filter answered by one change polls again).
+pub const DEFAULT_POLL_BURST: u32 = 1000;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -85,6 +95,10 @@ impl Default for ApiConfig {
             heartbeat: Duration::from_secs(15),
             max_sse: DEFAULT_MAX_SSE,
             max_polls: DEFAULT_MAX_POLLS,
+            poll_limit: RateLimit {
+                rate: DEFAULT_POLL_RATE,
+                burst: DEFAULT_POLL_BURST,
+            },
         }
     }
 }
@@ -104,7 +118,12 @@ struct Shared {
     sse: Arc<Slots>,
     polls: Arc<Slots>,
     mcp: Arc<crate::mcp_session::Sessions>,
+    /// A token bucket per key, and one (`POLL_BUCKET`) for the snapshot polls.
+    rates: Buckets,
 }
+
+/// The snapshot polls' bucket and metrics label: not a valid key name, so no key shares it.
+const POLL_BUCKET: &str = "_poll";
 
 type Api = State<Arc<Shared>>;
 
@@ -366,32 +385,48 @@ impl Limit {
 
 // === the route table ===
 
-/// Who may call an operation: nobody needs a token (`None`), or `Need`; `query` also takes
-/// the token as `?token=` (only the event stream: EventSource cannot send headers).
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anybody: health, the dashboard page, the OpenAPI document.
+    Open,
+    /// The filters: the poll token or the admin token.
+    Poll,
+    /// A key of at least this scope (the admin token is an `admin` key; under
+    /// `--open-reads`, no token is an `anonymous` reader).
+    Key(Scope),
+}
+
+/// `access` and, with `query`, the token also as `?token=` (only the event stream:
+/// EventSource cannot send headers).
 #[derive(Debug, Clone, Copy)]
 struct Guard {
-    need: Option<Need>,
+    access: Access,
     query: bool,
 }
 
 const OPEN: Guard = Guard {
-    need: None,
+    access: Access::Open,
     query: false,
 };
 const POLL: Guard = Guard {
-    need: Some(Need::Poll),
+    access: Access::Poll,
     query: false,
 };
 const READ: Guard = Guard {
-    need: Some(Need::Read),
+    access: Access::Key(Scope::Read),
     query: false,
 };
-const WRITE: Guard = Guard {
-    need: Some(Need::Write),
+const OPERATE: Guard = Guard {
+    access: Access::Key(Scope::Operate),
+    query: false,
+};
+const ADMIN: Guard = Guard {
+    access: Access::Key(Scope::Admin),
     query: false,
 };
 const READ_OR_QUERY_TOKEN: Guard = Guard {
-    need: Some(Need::Read),
+    access: Access::Key(Scope::Read),
     query: true,
 };
 
@@ -413,36 +448,47 @@ fn routes() -> Vec<Op> {
         op::<__path_metrics, _, _>(metrics, READ),
         op::<__path_openapi_json, _, _>(openapi_json, OPEN),
         op::<__path_list, _, _>(list, READ),
-        op::<__path_create, _, _>(create, WRITE),
+        op::<__path_create, _, _>(create, ADMIN),
         op::<__path_status, _, _>(status, READ),
-        op::<__path_delete, _, _>(delete, WRITE),
-        op::<__path_pause, _, _>(pause, WRITE),
-        op::<__path_resume, _, _>(resume, WRITE),
-        op::<__path_promote, _, _>(promote, WRITE),
-        op::<__path_abort, _, _>(abort, WRITE),
-        op::<__path_retry, _, _>(retry, WRITE),
-        op::<__path_complete, _, _>(complete, WRITE),
-        op::<__path_set_weight, _, _>(set_weight, WRITE),
-        op::<__path_post_weight, _, _>(post_weight, WRITE),
-        op::<__path_rollout_kill_switch, _, _>(rollout_kill_switch, WRITE),
+        op::<__path_delete, _, _>(delete, OPERATE),
+        op::<__path_pause, _, _>(pause, OPERATE),
+        op::<__path_resume, _, _>(resume, OPERATE),
+        op::<__path_promote, _, _>(promote, OPERATE),
+        op::<__path_abort, _, _>(abort, OPERATE),
+        op::<__path_retry, _, _>(retry, OPERATE),
+        op::<__path_complete, _, _>(complete, OPERATE),
+        op::<__path_set_weight, _, _>(set_weight, OPERATE),
+        op::<__path_post_weight, _, _>(post_weight, OPERATE),
+        op::<__path_rollout_kill_switch, _, _>(rollout_kill_switch, ADMIN),
         op::<__path_explain, _, _>(explain, READ),
         op::<__path_report, _, _>(report, READ),
         op::<__path_history, _, _>(history, READ),
         op::<__path_kill_switch, _, _>(kill_switch, READ),
-        op::<__path_set_kill_switch, _, _>(set_kill_switch, WRITE),
+        op::<__path_set_kill_switch, _, _>(set_kill_switch, ADMIN),
         op::<__path_audit, _, _>(audit, READ),
-        op::<__path_alertmanager, _, _>(alertmanager, WRITE),
+        op::<__path_alertmanager, _, _>(alertmanager, OPERATE),
         op::<__path_notifications, _, _>(notifications, READ),
-        op::<__path_resend, _, _>(resend, WRITE),
+        op::<__path_resend, _, _>(resend, OPERATE),
         op::<__path_receivers, _, _>(receivers, READ),
-        op::<__path_put_receiver, _, _>(put_receiver, WRITE),
-        op::<__path_delete_receiver, _, _>(delete_receiver, WRITE),
+        op::<__path_put_receiver, _, _>(put_receiver, ADMIN),
+        op::<__path_delete_receiver, _, _>(delete_receiver, ADMIN),
+        op::<__path_list_keys, _, _>(list_keys, ADMIN),
+        op::<__path_create_key, _, _>(create_key, ADMIN),
+        op::<__path_revoke_key, _, _>(revoke_key, ADMIN),
         op::<__path_snapshot, _, _>(snapshot, POLL),
         op::<__path_events, _, _>(events, READ_OR_QUERY_TOKEN),
         op::<__path_mcp, _, _>(mcp, READ),
         op::<__path_mcp_stream, _, _>(mcp_stream, READ),
         op::<__path_mcp_end, _, _>(mcp_end, READ),
     ]
+}
+
+/// Every route's method, path and who may call it, in the table's order.
+pub fn access() -> Vec<(Method, String, Access)> {
+    routes()
+        .into_iter()
+        .map(|o| (o.method, o.path, o.guard.access))
+        .collect()
 }
 
 fn op<P, H, T>(handler: H, guard: Guard) -> Op
@@ -459,14 +505,45 @@ where
     };
     let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
     let mut operation = P::operation();
-    if guard.need.is_some() {
-        // What the guard answers is documented by the guard, once.
-        operation.security = Some(security(guard.query));
-        error_response(
-            &mut operation,
-            StatusCode::UNAUTHORIZED,
-            "No token, or a wrong one.",
-        );
+    // What the guard answers is documented by the guard, once.
+    match guard.access {
+        Access::Open => {}
+        Access::Poll => {
+            operation.security = Some(security(guard.query));
+            error_response(
+                &mut operation,
+                StatusCode::UNAUTHORIZED,
+                "No token, or a wrong one.",
+            );
+            error_response(
+                &mut operation,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Over the snapshot polls' rate limit (serve --poll-rate); see Retry-After.",
+            );
+        }
+        Access::Key(scope) => {
+            operation.security = Some(security(guard.query));
+            let needs = format!("Needs a key of scope `{scope}` or above.");
+            operation.description = Some(match operation.description.take() {
+                Some(d) if !d.is_empty() => format!("{d}\n\n{needs}"),
+                _ => needs,
+            });
+            error_response(
+                &mut operation,
+                StatusCode::UNAUTHORIZED,
+                "No token, a wrong one, or a revoked key.",
+            );
+            error_response(
+                &mut operation,
+                StatusCode::FORBIDDEN,
+                &format!("The key's scope is below `{scope}`."),
+            );
+            error_response(
+                &mut operation,
+                StatusCode::TOO_MANY_REQUESTS,
+                "The key is over its rate limit; see Retry-After.",
+            );
+        }
     }
     if operation.request_body.is_some() {
         // Every body is read by `Payload`, which bounds it in time.
@@ -536,7 +613,8 @@ fn router(shared: Arc<Shared>) -> Router {
         };
         let mut methods = MethodRouter::new();
         for op in ops {
-            methods = methods.merge(guarded(&shared, op.guard, op.router));
+            let what = format!("{} {}", op.method, op.path);
+            methods = methods.merge(guarded(&shared, op.guard, what, op.router));
         }
         methods = methods
             .on(MethodFilter::HEAD, not_allowed.clone())
@@ -559,31 +637,41 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// `router` behind the token check of `guard`.
+/// `router` behind `guard`: the token, the scope and the rate limit. `what` is the route
+/// (`POST /v1/rollouts/{name}/abort`) as a 403 names it. The caller goes to the handler as a
+/// request extension.
 fn guarded(
     shared: &Arc<Shared>,
     guard: Guard,
+    what: String,
     router: MethodRouter<Arc<Shared>>,
 ) -> MethodRouter<Arc<Shared>> {
-    let Some(need) = guard.need else {
+    if guard.access == Access::Open {
         return router;
-    };
+    }
     let shared = Arc::clone(shared);
+    let what = Arc::new(what);
     router.route_layer(middleware::from_fn(
-        move |req: Request<Body>, next: Next| {
+        move |mut req: Request<Body>, next: Next| {
             let shared = Arc::clone(&shared);
+            let what = Arc::clone(&what);
             async move {
                 let token = guard
                     .query
                     .then(|| query::<TokenQuery>(req.uri()).ok()?.token)
                     .flatten();
-                match shared
-                    .config
-                    .auth
-                    .check(need, req.headers(), token.as_deref())
-                {
+                let admitted = match guard.access {
+                    Access::Open => Ok(()),
+                    Access::Poll => shared.admit_poll(req.headers()),
+                    Access::Key(needs) => shared
+                        .admit(needs, &what, req.headers(), token.as_deref())
+                        .map(|caller| {
+                            req.extensions_mut().insert(caller);
+                        }),
+                };
+                match admitted {
                     Ok(()) => next.run(req).await,
-                    Err(m) => ApiError::new(StatusCode::UNAUTHORIZED, m).into_response(),
+                    Err(e) => e.into_response(),
                 }
             }
         },
@@ -675,7 +763,7 @@ pub fn openapi_json_text() -> Result<String, String> {
 #[openapi(
     info(
         title = "Linnet admin API",
-        description = "Rollouts and their controls, the kill switch, the audit log, the filters' snapshot long-poll, server-sent events, health and metrics. Every change needs the admin token; reads too unless the server runs with --open-reads; the snapshot needs the poll token or the admin token."
+        description = "Rollouts and their controls, the kill switch, the audit log, API keys, the filters' snapshot long-poll, server-sent events, health and metrics. A call presents the admin token or a named API key; each operation says the scope it needs (read < operate < admin); reads need none under --open-reads; the snapshot needs the poll token or the admin token. Keys are rate limited (429 with Retry-After)."
     ),
     components(schemas(
         ErrorBody, NoParameters, PromoteBody, WeightBody, KillBody, RolloutSpec, RolloutList,
@@ -683,7 +771,7 @@ pub fn openapi_json_text() -> Result<String, String> {
         crate::alerts::Webhook, crate::alerts::Alert, crate::alerts::AlertStatus,
         crate::controller::AlertOutcome, NotificationsPage, Receivers, ReceiverPut,
         crate::notify::ReceiverSpec, crate::notify::Delivery, crate::notify::DeliveryState,
-        crate::notify::Topic, crate::notify::Format
+        crate::notify::Topic, crate::notify::Format, Scope, KeySpec, KeyInfo, KeyCreated, KeyList
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -702,7 +790,7 @@ impl utoipa::Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "The admin token (or, for the snapshot, the poll token).",
+                        "The admin token or an API key (or, for the snapshot, the poll token).",
                     ))
                     .build(),
             ),
@@ -711,14 +799,14 @@ impl utoipa::Modify for SecuritySchemes {
             API_KEY,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 crate::auth::API_KEY_HEADER,
-                "The same token as the bearer one.",
+                "The same token or key as the bearer one.",
             ))),
         );
         c.add_security_scheme(
             QUERY_TOKEN,
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                 "token",
-                "The admin token as ?token=, on the event stream only (EventSource cannot send headers).",
+                "The admin token or a key as ?token=, on the event stream only (EventSource cannot send headers).",
             ))),
         );
     }
@@ -782,6 +870,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Name {
             .await
             .map_err(|e| ApiError::bad(format!("name: {}", e.body_text())))?;
         Ok(Name(RolloutRef::parse(&name)))
+    }
+}
+
+/// Who calls, as the audit names them: the key its route's guard admitted.
+struct By(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for By {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut hyper::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Caller>() {
+            Some(c) => Ok(By(c.key.clone())),
+            // Only a route without a key guard has no caller, and none of those changes a thing.
+            None => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this route admitted no caller to name in the audit",
+            )),
+        }
     }
 }
 
@@ -864,7 +973,9 @@ fn text(body: impl Into<String>) -> Response {
 
 impl App {
     /// `shutdown` turning true ends long-polls and event streams, so a drain can finish.
-    pub fn new(ctl: Controller, config: ApiConfig, shutdown: watch::Receiver<bool>) -> App {
+    /// The API answers to the controller's keys, whatever `config.auth.keys` held.
+    pub fn new(ctl: Controller, mut config: ApiConfig, shutdown: watch::Receiver<bool>) -> App {
+        config.auth.keys = ctl.keyring().clone();
         let sse = Slots::new(
             config.max_sse,
             ctl.metrics().slots_in_use(Limit::Sse.label()),
@@ -880,6 +991,7 @@ impl App {
             sse,
             polls,
             mcp: Arc::default(),
+            rates: Buckets::default(),
         });
         // `/v1/rollouts/` is `/v1/rollouts`.
         let service = NormalizePathLayer::trim_trailing_slash().layer(router(Arc::clone(&shared)));
@@ -909,6 +1021,84 @@ impl App {
 // === impl Shared ===
 
 impl Shared {
+    /// The caller, if its token is good (else 401), its scope at least `needs` (else 403,
+    /// naming both) and its bucket not empty (else 429).
+    fn admit(
+        &self,
+        needs: Scope,
+        what: &str,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        let caller = self
+            .config
+            .auth
+            .caller(headers, query_token)
+            .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
+        if caller.scope < needs && caller.key == crate::auth::ANONYMOUS {
+            // No token at all: authenticate first (401), as before keys had scopes.
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "missing token: {what} needs a key of scope {needs}; send `Authorization: Bearer <token>` or `{}: <token>`",
+                    crate::auth::API_KEY_HEADER
+                ),
+            ));
+        }
+        if caller.scope < needs {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "key {:?} has scope {}; {what} needs {needs}",
+                    caller.key, caller.scope
+                ),
+            ));
+        }
+        if let Some(limit) = caller.limit {
+            self.draw(&caller.key, limit, || {
+                format!(
+                    "key {:?} is over its rate limit of {} requests/s (burst {})",
+                    caller.key, limit.rate, limit.burst
+                )
+            })?;
+        }
+        Ok(caller)
+    }
+
+    /// A snapshot poll with a good token (else 401), within the polls' own bucket (else 429).
+    fn admit_poll(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.config
+            .auth
+            .check(Need::Poll, headers, None)
+            .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, m))?;
+        let limit = self.config.poll_limit;
+        self.draw(POLL_BUCKET, limit, || {
+            format!(
+                "snapshot polls are over their rate limit of {} requests/s (burst {}; serve --poll-rate, --poll-burst)",
+                limit.rate, limit.burst
+            )
+        })
+    }
+
+    /// One request from `bucket`, or a 429 with `Retry-After` and the words of `over`.
+    fn draw(
+        &self,
+        bucket: &str,
+        limit: RateLimit,
+        over: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        self.rates
+            .take(bucket, limit, self.ctl.now_ms())
+            .map_err(|secs| {
+                self.ctl.metrics().count_rate_limited(bucket);
+                ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: format!("{}; retry in {secs} s", over()),
+                    retry_after: Some(secs),
+                }
+            })
+    }
+
     /// A place under `limit`, or a 503 that names the cap and says what to do.
     fn take(&self, limit: Limit) -> Result<Slot, ApiError> {
         let slots = match limit {
@@ -925,8 +1115,13 @@ impl Shared {
         })
     }
 
-    async fn control(&self, name: RolloutRef, control: Control) -> Result<Json<Status>, ApiError> {
-        Ok(Json(self.ctl.control(name, control).await?))
+    async fn control(
+        &self,
+        name: RolloutRef,
+        control: Control,
+        By(by): By,
+    ) -> Result<Json<Status>, ApiError> {
+        Ok(Json(self.ctl.control(name, control, by).await?))
     }
 
     /// A control without parameters.
@@ -935,9 +1130,10 @@ impl Shared {
         name: RolloutRef,
         body: &[u8],
         control: Control,
+        by: By,
     ) -> Result<Json<Status>, ApiError> {
         empty_body(body)?;
-        self.control(name, control).await
+        self.control(name, control, by).await
     }
 }
 
@@ -1040,6 +1236,7 @@ async fn list(State(s): Api) -> Answer<RolloutList> {
         (status = 415, description = "Neither JSON nor YAML.", body = ErrorBody)))]
 async fn create(
     State(s): Api,
+    By(by): By,
     req: Request<Body>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let ct = req
@@ -1063,7 +1260,7 @@ async fn create(
     for w in &warnings {
         tracing::warn!(rollout = %spec.name, "{w}");
     }
-    let status = s.ctl.create(spec, plan).await?;
+    let status = s.ctl.create(spec, plan, by).await?;
     Ok((StatusCode::CREATED, Json(Created { status, warnings })))
 }
 
@@ -1083,8 +1280,8 @@ async fn status(State(s): Api, Name(name): Name) -> Answer<Status> {
         (status = 200, description = "Aborted.", body = Status),
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody)))]
-async fn delete(State(s): Api, Name(name): Name) -> Answer<Status> {
-    s.control(name, Control::Abort).await
+async fn delete(State(s): Api, Name(name): Name, by: By) -> Answer<Status> {
+    s.control(name, Control::Abort, by).await
 }
 
 /// Declares a control without parameters: its path and its handler.
@@ -1100,8 +1297,13 @@ macro_rules! plain_control {
                 (status = 404, description = "No such rollout.", body = ErrorBody),
                 (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
                 (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-        async fn $fn(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
-            s.plain(name, &body, $control).await
+        async fn $fn(
+            State(s): Api,
+            Name(name): Name,
+            by: By,
+            Payload(body): Payload,
+        ) -> Answer<Status> {
+            s.plain(name, &body, $control, by).await
         }
     };
 }
@@ -1146,13 +1348,18 @@ plain_control!(
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn promote(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+async fn promote(
+    State(s): Api,
+    Name(name): Name,
+    by: By,
+    Payload(body): Payload,
+) -> Answer<Status> {
     let p: PromoteBody = if is_blank(&body) {
         PromoteBody::default()
     } else {
         json_body(&body)?
     };
-    s.control(name, Control::Promote { full: p.full }).await
+    s.control(name, Control::Promote { full: p.full }, by).await
 }
 
 /// Sets a manual weight (and pauses).
@@ -1165,10 +1372,15 @@ async fn promote(State(s): Api, Name(name): Name, Payload(body): Payload) -> Ans
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn set_weight(State(s): Api, Name(name): Name, Payload(body): Payload) -> Answer<Status> {
+async fn set_weight(
+    State(s): Api,
+    Name(name): Name,
+    by: By,
+    Payload(body): Payload,
+) -> Answer<Status> {
     let w: WeightBody = json_body(&body)?;
     spec::percent("weight", w.weight).map_err(|e| ApiError::bad(e.to_string()))?;
-    s.control(name, Control::SetWeight(w.weight)).await
+    s.control(name, Control::SetWeight(w.weight), by).await
 }
 
 /// The same as PUT.
@@ -1181,8 +1393,8 @@ async fn set_weight(State(s): Api, Name(name): Name, Payload(body): Payload) -> 
         (status = 404, description = "No such rollout.", body = ErrorBody),
         (status = 409, description = "Not in a state that allows it.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn post_weight(state: Api, name: Name, body: Payload) -> Answer<Status> {
-    set_weight(state, name, body).await
+async fn post_weight(state: Api, name: Name, by: By, body: Payload) -> Answer<Status> {
+    set_weight(state, name, by, body).await
 }
 
 #[utoipa::path(post, path = "/v1/rollouts/{name}/kill-switch", tag = "controls",
@@ -1197,10 +1409,11 @@ async fn post_weight(state: Api, name: Name, body: Payload) -> Answer<Status> {
 async fn rollout_kill_switch(
     State(s): Api,
     Name(name): Name,
+    by: By,
     Payload(body): Payload,
 ) -> Answer<Status> {
     let k: KillBody = json_body(&body)?;
-    s.control(name, Control::KillSwitch(k.on)).await
+    s.control(name, Control::KillSwitch(k.on), by).await
 }
 
 #[utoipa::path(get, path = "/v1/rollouts/{name}/explain", tag = "rollouts",
@@ -1404,10 +1617,10 @@ async fn kill_switch(State(s): Api) -> Answer<KillSwitch> {
         (status = 200, description = "Set.", body = KillSwitch),
         (status = 400, description = "An invalid body.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn set_kill_switch(State(s): Api, Payload(body): Payload) -> Answer<KillSwitch> {
+async fn set_kill_switch(State(s): Api, By(by): By, Payload(body): Payload) -> Answer<KillSwitch> {
     let k: KillBody = json_body(&body)?;
     Ok(Json(KillSwitch {
-        on: s.ctl.set_kill_switch(k.on).await?,
+        on: s.ctl.set_kill_switch(k.on, by).await?,
     }))
 }
 
@@ -1427,13 +1640,13 @@ pub struct AlertsReceived {
         (status = 200, description = "Taken: each match and what it did.", body = AlertsReceived),
         (status = 400, description = "Not an Alertmanager webhook payload, naming the field.", body = ErrorBody),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
-async fn alertmanager(State(s): Api, Payload(body): Payload) -> Answer<AlertsReceived> {
+async fn alertmanager(State(s): Api, By(by): By, Payload(body): Payload) -> Answer<AlertsReceived> {
     let hook = crate::alerts::parse(&body)
         .map_err(|e| ApiError::bad(format!("invalid Alertmanager payload: {e}")))?;
     let received = hook.alerts.len();
     Ok(Json(AlertsReceived {
         received,
-        matched: s.ctl.alerts(hook).await?,
+        matched: s.ctl.alerts(hook, by).await?,
     }))
 }
 
@@ -1526,6 +1739,60 @@ async fn delete_receiver(State(s): Api, Path(name): Path<String>) -> Answer<Rece
     Ok(Json(Receivers {
         receivers: s.ctl.receivers().await?,
     }))
+}
+
+/// `POST /v1/keys`: the key, and its secret, which is never shown again.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyCreated {
+    #[serde(flatten)]
+    pub key: KeyInfo,
+    /// Send as `Authorization: Bearer <secret>` or `x-api-key: <secret>`. Shown once: only
+    /// its hash is stored.
+    pub secret: String,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses(
+        (status = 200, description = "Every key, revoked ones included; never a secret or its hash.", body = KeyList)))]
+async fn list_keys(State(s): Api) -> Answer<KeyList> {
+    Ok(Json(KeyList {
+        keys: s.ctl.keys().await?,
+    }))
+}
+
+/// Makes a named key. Its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys",
+    request_body(content = KeySpec, example = json!({"name": "ci", "scope": "operate"})),
+    responses(
+        (status = 201, description = "Made; the secret is shown this once.", body = KeyCreated),
+        (status = 400, description = "An invalid spec, naming the field.", body = ErrorBody),
+        (status = 409, description = "A key of that name exists, or existed and was revoked.", body = ErrorBody),
+        (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
+async fn create_key(
+    State(s): Api,
+    By(by): By,
+    Payload(body): Payload,
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+    let spec: KeySpec = json_body(&body)?;
+    let (key, secret) = s.ctl.create_key(spec, by).await?;
+    Ok((StatusCode::CREATED, Json(KeyCreated { key, secret })))
+}
+
+/// Revokes a key: it is refused from the next request on. Its name is not used again.
+#[utoipa::path(delete, path = "/v1/keys/{name}", tag = "keys",
+    params(("name" = String, Path, description = "The key's name")),
+    responses(
+        (status = 200, description = "Revoked.", body = KeyInfo),
+        (status = 404, description = "No such key.", body = ErrorBody),
+        (status = 409, description = "Revoked already.", body = ErrorBody)))]
+async fn revoke_key(State(s): Api, By(by): By, Path(name): Path<String>) -> Answer<KeyInfo> {
+    Ok(Json(s.ctl.revoke_key(name, by).await?))
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
@@ -1693,7 +1960,7 @@ mod tests {
             assert!(!seen.contains(&key), "{} {} twice", op.method, op.path);
             seen.push(key);
         }
-        assert_eq!(seen.len(), 35);
+        assert_eq!(seen.len(), 38);
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Who may call what. Every change needs the admin token, and so does every read unless the
-//! server opens reads on purpose (`serve --open-reads`); where the sidecar listens grants
-//! nothing. The filters' snapshot carries the override tokens that reads redact, so it needs
+//! Who may call what. A caller presents the admin token (the bootstrap `admin` key) or a
+//! named API key ([`crate::keys`]), whose scope says what it may do; every read needs one
+//! unless the server opens reads on purpose (`serve --open-reads`); where the sidecar listens
+//! grants nothing. The filters' snapshot carries the override tokens that reads redact, so it needs
 //! the poll token (or the admin token) whenever any token is configured, open reads or not.
 //! Tokens are compared in constant time.
 
+use crate::keys::{Found, Keyring, Limit};
 use hyper::header::{HeaderMap, AUTHORIZATION};
 pub use linnet_core::decide::constant_time_eq;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
@@ -16,6 +19,8 @@ pub struct Auth {
     pub poll: Option<String>,
     /// Reads need no token (`serve --open-reads`). Never the snapshot.
     pub open_reads: bool,
+    /// The named keys; the API is built with the controller's, which the store fills.
+    pub keys: Keyring,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +31,24 @@ pub enum Need {
 }
 
 pub const API_KEY_HEADER: &str = "x-api-key";
+/// Who reads without a token under `--open-reads`.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// What a key may do; each scope includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Rollouts, history, audit, events, reports, metrics.
     Read,
@@ -39,12 +59,14 @@ pub enum Scope {
 }
 
 /// Who is calling, as the audit names them, and what they may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     /// The key's name (`admin` for the token `serve` was given or made; `anonymous` for a
     /// read without a token under `--open-reads`).
     pub key: String,
     pub scope: Scope,
+    /// Its request rate; `None` for the admin token and anonymous reads, which are not limited.
+    pub limit: Option<Limit>,
 }
 
 // === impl Scope ===
@@ -56,6 +78,18 @@ impl Scope {
             Scope::Operate => "operate",
             Scope::Admin => "admin",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        [Scope::Read, Scope::Operate, Scope::Admin]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -105,20 +139,32 @@ impl Auth {
 
 impl Auth {
     /// The caller behind a request's token (or `?token=` where allowed): the admin token is
-    /// the `admin` key; with `--open-reads`, no token is an `anonymous` reader. `Err` is the
-    /// message for a 401.
+    /// the `admin` key; a named key is itself, with its scope; with `--open-reads`, no token
+    /// is an `anonymous` reader. `Err` is the message for a 401 (a revoked key says so).
     pub fn caller(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Caller, String> {
         let sent = presented(headers).or(query_token);
         if sent.is_none() && self.open_reads {
             return Ok(Caller {
-                key: "anonymous".into(),
+                key: ANONYMOUS.into(),
                 scope: Scope::Read,
+                limit: None,
             });
+        }
+        if let Some(found) = sent.and_then(|t| self.keys.find(t)) {
+            return match found {
+                Found::Key { name, scope, limit } => Ok(Caller {
+                    key: name,
+                    scope,
+                    limit: Some(limit),
+                }),
+                Found::Revoked { name } => Err(format!("key {name:?} is revoked")),
+            };
         }
         self.check(Need::Write, headers, query_token)?;
         Ok(Caller {
             key: "admin".into(),
             scope: Scope::Admin,
+            limit: None,
         })
     }
 }
@@ -156,6 +202,7 @@ mod tests {
             admin: Some("adm".into()),
             poll: Some("pol".into()),
             open_reads: false,
+            ..Auth::default()
         };
         let none = HeaderMap::new();
         assert!(auth
@@ -230,6 +277,7 @@ mod tests {
             admin: Some("adm".into()),
             poll: Some("pol".into()),
             open_reads: true,
+            ..Auth::default()
         };
         let admin = auth.caller(&headers("x-api-key", "adm"), None).unwrap();
         assert_eq!((admin.key.as_str(), admin.scope), ("admin", Scope::Admin));

@@ -4,11 +4,12 @@
 use crate::analysis::policy::SourceKind;
 use crate::api::{self, ApiConfig};
 use crate::api::{Created, Explanation, HistoryPage, KillSwitch, RolloutList};
-use crate::api::{NotificationsPage, ReceiverPut, Receivers};
+use crate::api::{KeyCreated, KeyList, NotificationsPage, ReceiverPut, Receivers};
 use crate::auth::Auth;
 use crate::client::Client;
 use crate::clock::{Millis, SystemClock};
 use crate::controller::{HistoryEntry, Status};
+use crate::keys::KeyInfo;
 use crate::load;
 use crate::notify::{Delivery, DeliveryState};
 use crate::retention::{self, Retention};
@@ -106,6 +107,9 @@ pub enum Command {
     /// The receivers every rollout notifies (a rollout's own are in its spec's `notify`).
     #[command(subcommand)]
     Receiver(ReceiverCmd),
+    /// Named API keys with a scope (read, operate, admin) and a rate limit.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Send a bounded burst of GETs from a few users (a load gate by hand) and print its
     /// success rate and latency; exits non-zero when it misses a threshold given.
     Load(LoadArgs),
@@ -163,6 +167,15 @@ pub struct ServeArgs {
     #[arg(long, env = "LINNET_MAX_POLLS", default_value_t = api::DEFAULT_MAX_POLLS as u64,
         value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_polls: u64,
+    /// Snapshot polls per second, sustained, from all filters together; over it, 429 with
+    /// Retry-After. Polls have their own bucket: no key's calls draw from it.
+    #[arg(long, env = "LINNET_POLL_RATE", default_value_t = api::DEFAULT_POLL_RATE,
+        value_parser = positive_rate)]
+    pub poll_rate: f64,
+    /// Snapshot polls at once above the rate (every filter polls again after a change).
+    #[arg(long, env = "LINNET_POLL_BURST", default_value_t = api::DEFAULT_POLL_BURST,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub poll_burst: u32,
     /// Write each release's evidence report (`<name>-<id>.html` and `.json`) here when it ends.
     #[arg(long, env = "LINNET_REPORTS")]
     pub reports: Option<PathBuf>,
@@ -302,6 +315,36 @@ pub enum ReceiverCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Make a key and print its secret, once: only its hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// read: every read; operate: also pause, resume, promote, abort, weight, complete,
+        /// retry; admin: also create, the kill switches, receivers and keys.
+        #[arg(long, value_enum)]
+        scope: KeyScope,
+        /// Requests per second, sustained (default 20).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Requests at once after a quiet spell (default 40).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Every key, revoked ones included; never a secret.
+    List,
+    /// Refuse a key from now on. Its name is not used again.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyScope {
+    Read,
+    Operate,
+    Admin,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReceiverFormat {
     Json,
@@ -337,6 +380,16 @@ pub enum OnOff {
 
 fn duration(s: &str) -> Result<Duration, String> {
     spec::parse_duration(s)
+}
+
+/// Requests per second: a finite number above 0.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of requests per second"
+        )),
+    }
 }
 
 /// Runs a command; `Err` is the message to print.
@@ -415,12 +468,17 @@ async fn serve(args: ServeArgs, db: PathBuf, admin: String) -> Result<(), String
                 admin: Some(admin),
                 poll: args.poll_token,
                 open_reads: args.open_reads,
+                ..Auth::default()
             },
             max_body_bytes: args.max_body_bytes,
             body_timeout: args.body_timeout,
             heartbeat: args.sse_heartbeat,
             max_sse: usize::try_from(args.max_sse).unwrap_or(usize::MAX),
             max_polls: usize::try_from(args.max_polls).unwrap_or(usize::MAX),
+            poll_limit: crate::keys::Limit {
+                rate: args.poll_rate,
+                burst: args.poll_burst,
+            },
         },
         retention: Retention::days(args.retain_days, args.retain_events),
         clock: Arc::new(SystemClock),
@@ -551,7 +609,62 @@ async fn run_client(c: &Client, command: Command) -> Result<(), String> {
             resend,
         } => notifications(c, rollout, state, limit, resend).await,
         Command::Receiver(cmd) => receiver(c, cmd).await,
+        Command::Key(cmd) => key(c, cmd).await,
     }
+}
+
+async fn key(c: &Client, cmd: KeyCmd) -> Result<(), String> {
+    let keys = match cmd {
+        KeyCmd::Create {
+            name,
+            scope,
+            rate,
+            burst,
+        } => {
+            let scope = match scope {
+                KeyScope::Read => "read",
+                KeyScope::Operate => "operate",
+                KeyScope::Admin => "admin",
+            };
+            let mut body = json!({ "name": name, "scope": scope });
+            if let Some(r) = rate {
+                body["rate"] = json!(r);
+            }
+            if let Some(b) = burst {
+                body["burst"] = json!(b);
+            }
+            let made: KeyCreated = c.typed(Method::POST, "/v1/keys", Some(body)).await?;
+            println!("{}", made.secret);
+            eprintln!(
+                "key {:?} ({}): the secret above will not be shown again; store it now",
+                made.key.name, made.key.scope
+            );
+            return Ok(());
+        }
+        KeyCmd::List => {
+            c.typed::<KeyList>(Method::GET, "/v1/keys", None)
+                .await?
+                .keys
+        }
+        KeyCmd::Revoke { name } => {
+            let path = format!("/v1/keys/{}", percent_encode(&name));
+            vec![c.typed::<KeyInfo>(Method::DELETE, &path, None).await?]
+        }
+    };
+    for k in &keys {
+        println!(
+            "{:<24} {:<8} {:>8}/s burst {:<6} created {}{}",
+            k.name,
+            k.scope,
+            k.rate,
+            k.burst,
+            crate::explain::clock_time(k.created_at_ms),
+            k.revoked_at_ms
+                .map(|t| format!("  revoked {}", crate::explain::clock_time(t)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 async fn notifications(
@@ -781,7 +894,8 @@ async fn create(c: &Client, spec_file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The timeline as terminal lines: time, what happened, and indented what did not pass.
+/// The timeline as terminal lines: time, what happened, who did it, and indented what did
+/// not pass.
 pub fn render_explain(e: &Explanation) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
@@ -802,7 +916,13 @@ pub fn render_explain(e: &Explanation) -> String {
         } else {
             format!("{}         ", crate::explain::clock_time(at))
         };
-        let _ = writeln!(out, "{when}  {}", line.text);
+        // Who acted, where the API says (a server before actors does not).
+        let by = if line.actor.is_empty() {
+            String::new()
+        } else {
+            format!("  [by {}]", line.actor)
+        };
+        let _ = writeln!(out, "{when}  {}{by}", line.text);
         for d in &line.details {
             let _ = writeln!(out, "{:19}  - {d}", "");
         }

@@ -13,13 +13,18 @@ use crate::alerts::{Alert, AlertStatus, Webhook};
 use crate::analysis::policy::Severity;
 use crate::analysis::runner::{self, Run, Target};
 use crate::clock::{Millis, SharedClock};
-use crate::event::{AlertSeen, AnalysisRun, Created, GateRun, KillSwitch, Moved, Payload};
+use crate::event::{
+    actor, AlertSeen, AnalysisRun, Created, GateRun, KeyChanged, KillSwitch, Moved, Payload,
+};
 use crate::gate::{Answer, Gate, GateRequest, Gated};
+use crate::keys::{KeyInfo, KeySpec, Keyring, StoredKey};
 use crate::machine::{self, Control, Illegal, Outcome, Runtime, State};
 use crate::metrics::Metrics;
 use crate::notify::{Delivery, DeliveryState, ReceiverSpec};
 use crate::spec::{Plan, RolloutSpec};
-use crate::store::{Change, Event, Loaded, Release, RolloutWrite, Store, StoreError, Transition};
+use crate::store::{
+    Change, Event, KeyWrite, Loaded, Release, RolloutWrite, Store, StoreError, Transition,
+};
 use bytes::Bytes;
 use linnet_core::config::{MatchConfig, MirrorConfig, RolloutConfig};
 use linnet_core::snapshot::Matcher;
@@ -49,6 +54,8 @@ struct Shared {
     snapshot: watch::Sender<Arc<Published>>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// The store's keys in memory, changed under `inner`'s lock with the store.
+    keyring: Keyring,
 }
 
 struct Inner {
@@ -262,6 +269,7 @@ impl Controller {
         metrics: Arc<Metrics>,
     ) -> Result<Controller, StoreError> {
         let store = Store::open(path)?;
+        let keyring = Keyring::new(&store.keys()?);
         let Loaded {
             version,
             kill_switch,
@@ -291,12 +299,93 @@ impl Controller {
                 snapshot: watch::Sender::new(published),
                 wake: Notify::new(),
                 metrics,
+                keyring,
             }),
         })
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// The keys requests may present.
+    pub fn keyring(&self) -> &Keyring {
+        &self.shared.keyring
+    }
+
+    /// Makes a key; its secret is in the answer and nowhere else, ever. `by`: who makes it.
+    pub async fn create_key(
+        &self,
+        spec: KeySpec,
+        by: String,
+    ) -> Result<(KeyInfo, String), CtlError> {
+        spec.validate().map_err(CtlError::Invalid)?;
+        let secret = crate::keys::new_secret().map_err(|e| CtlError::Store(StoreError(e)))?;
+        self.blocking(move |c| {
+            let now = c.now_ms();
+            let key = StoredKey {
+                name: spec.name,
+                scope: spec.scope,
+                hash: crate::keys::hash(&secret),
+                rate: spec.rate,
+                burst: spec.burst,
+                created_ms: now,
+                revoked_ms: None,
+            };
+            let mut inner = c.lock();
+            if inner.store.keys()?.iter().any(|k| k.name == key.name) {
+                return Err(CtlError::Conflict(format!(
+                    "a key named {:?} exists or existed; names of revoked keys are not used again, so the audit stays unambiguous",
+                    key.name
+                )));
+            }
+            let payload = Payload::Key(KeyChanged {
+                action: "created".into(),
+                name: key.name.clone(),
+                scope: key.scope,
+                reason: format!("key {:?} ({}) created by {by}", key.name, key.scope),
+            });
+            c.commit_key(&mut inner, payload, &by, KeyWrite::Insert(&key), now)?;
+            c.shared.keyring.put(&key);
+            Ok((key.info(), secret))
+        })
+        .await
+    }
+
+    /// Every key, revoked ones included; no secret, no hash.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>, CtlError> {
+        self.blocking(|c| Ok(c.lock().store.keys()?.iter().map(StoredKey::info).collect()))
+            .await
+    }
+
+    /// Revokes a key: refused from the next request on. `by`: who revokes it.
+    pub async fn revoke_key(&self, name: String, by: String) -> Result<KeyInfo, CtlError> {
+        self.blocking(move |c| {
+            let mut inner = c.lock();
+            let now = c.now_ms();
+            let mut key = inner
+                .store
+                .keys()?
+                .into_iter()
+                .find(|k| k.name == name)
+                .ok_or_else(|| CtlError::NotFound(format!("no key named {name:?}")))?;
+            if key.revoked_ms.is_some() {
+                return Err(CtlError::Conflict(format!(
+                    "key {name:?} is already revoked"
+                )));
+            }
+            let payload = Payload::Key(KeyChanged {
+                action: "revoked".into(),
+                name: name.clone(),
+                scope: key.scope,
+                reason: format!("key {name:?} ({}) revoked by {by}", key.scope),
+            });
+            c.commit_key(&mut inner, payload, &by, KeyWrite::Revoke(&name), now)?;
+            key.revoked_ms = Some(now);
+            c.shared.keyring.put(&key);
+            Ok(key.info())
+        })
+        .await
     }
 
     pub fn now_ms(&self) -> Millis {
@@ -313,11 +402,23 @@ impl Controller {
         self.shared.events.subscribe()
     }
 
-    pub async fn create(&self, spec: RolloutSpec, plan: Plan) -> Result<Status, CtlError> {
-        self.blocking(move |c| c.create_now(spec, plan)).await
+    /// `by`: who creates it, as the audit names them (a key's name).
+    pub async fn create(
+        &self,
+        spec: RolloutSpec,
+        plan: Plan,
+        by: String,
+    ) -> Result<Status, CtlError> {
+        self.blocking(move |c| c.create_now(spec, plan, &by)).await
     }
 
-    pub async fn control(&self, rollout: RolloutRef, control: Control) -> Result<Status, CtlError> {
+    /// `by`: who applies it, as the audit names them (a key's name).
+    pub async fn control(
+        &self,
+        rollout: RolloutRef,
+        control: Control,
+        by: String,
+    ) -> Result<Status, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
@@ -343,7 +444,7 @@ impl Controller {
             };
             let id = inner.rollouts.get(&name).map_or(0, |e| e.id);
             // A control may make a step due at once (e.g. resume with nothing left).
-            if let Err(e) = c.settle(&mut inner, &name, Some(&control), now) {
+            if let Err(e) = c.settle(&mut inner, &name, Some(&control), &by, now) {
                 // A retry that did not happen leaves the rollout in the archive.
                 if inner
                     .rollouts
@@ -431,7 +532,7 @@ impl Controller {
         self.blocking(|c| Ok(c.lock().kill_switch)).await
     }
 
-    pub async fn set_kill_switch(&self, on: bool) -> Result<bool, CtlError> {
+    pub async fn set_kill_switch(&self, on: bool, by: String) -> Result<bool, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             if inner.kill_switch == on {
@@ -447,6 +548,8 @@ impl Controller {
                 kill_switch: Some(on),
                 bump_version: true,
                 payload: Payload::KillSwitch(KillSwitch { on, reason }),
+                actor: &by,
+                key: None,
             })?;
             inner.kill_switch = on;
             inner.version = version;
@@ -590,11 +693,11 @@ impl Controller {
                 observed: run.observed,
             });
             tracing::info!(rollout = %run.name, decision = action.as_str(), %reason, "analysis");
-            c.commit_runtime(&mut inner, &run.name, rt, payload, now)?;
+            c.commit_runtime(&mut inner, &run.name, rt, payload, actor::ANALYSIS, now)?;
             c.shared.metrics.count_analysis(&run.name, action.as_str());
             // The decision's control, and any step that enough passes made due.
             for (next, outcome) in run.transitions {
-                c.commit_transition(&mut inner, &run.name, next, &outcome, now)?;
+                c.commit_transition(&mut inner, &run.name, next, &outcome, actor::ANALYSIS, now)?;
             }
             // Anything that fell due since the run began.
             c.advance(&mut inner, &run.name, now)?;
@@ -714,13 +817,16 @@ impl Controller {
                 limit,
                 reason,
             });
-            c.commit_runtime(&mut inner, &target.name, rt, payload, now)?;
-            match rollback {
-                Some(why) => {
-                    c.settle(&mut inner, &target.name, Some(&Control::RollBack(why)), now)?
-                }
-                None => c.advance(&mut inner, &target.name, now)?,
-            }
+            c.commit_runtime(&mut inner, &target.name, rt, payload, actor::GATE, now)?;
+            // The move the gates let (or the rollback they caused) is theirs.
+            let rollback = rollback.map(Control::RollBack);
+            c.settle(
+                &mut inner,
+                &target.name,
+                rollback.as_ref(),
+                actor::GATE,
+                now,
+            )?;
             c.shared.wake.notify_one();
             Ok(true)
         })
@@ -843,7 +949,8 @@ impl Controller {
 
     /// Acts on Alertmanager's alerts: each live rollout whose selectors match one is rolled
     /// back (critical) or held while it fires (warning); every match is recorded.
-    pub async fn alerts(&self, hook: Webhook) -> Result<Vec<AlertOutcome>, CtlError> {
+    /// `by`: the key Alertmanager calls with, as the audit names it.
+    pub async fn alerts(&self, hook: Webhook, by: String) -> Result<Vec<AlertOutcome>, CtlError> {
         self.blocking(move |c| {
             let mut inner = c.lock();
             let now = c.now_ms();
@@ -864,7 +971,7 @@ impl Controller {
                     })
                     .collect();
                 for (name, severity) in matched {
-                    if let Some(o) = c.alert_one(&mut inner, &name, alert, severity, now)? {
+                    if let Some(o) = c.alert_one(&mut inner, &name, alert, severity, &by, now)? {
                         out.push(o);
                     }
                 }
@@ -881,6 +988,7 @@ impl Controller {
         name: &str,
         alert: &Alert,
         severity: Severity,
+        by: &str,
         now: Millis,
     ) -> Result<Option<AlertOutcome>, CtlError> {
         let Some(entry) = inner.rollouts.get(name) else {
@@ -915,9 +1023,9 @@ impl Controller {
             action: action.to_owned(),
             reason: reason.clone(),
         });
-        self.commit_runtime(inner, name, rt, payload, now)?;
+        self.commit_runtime(inner, name, rt, payload, by, now)?;
         if action == "rolled_back" {
-            self.settle(inner, name, Some(&Control::RollBack(reason)), now)?;
+            self.settle(inner, name, Some(&Control::RollBack(reason)), by, now)?;
         } else {
             self.advance(inner, name, now)?;
         }
@@ -937,6 +1045,7 @@ impl Controller {
         name: &str,
         rt: Runtime,
         payload: Payload,
+        by: &str,
         now: Millis,
     ) -> Result<(), CtlError> {
         let Inner {
@@ -957,6 +1066,8 @@ impl Controller {
             kill_switch: None,
             bump_version: false,
             payload,
+            actor: by,
+            key: None,
         })?;
         self.shared.metrics.set_rollout(&entry.spec, &rt);
         entry.rt = rt;
@@ -1021,7 +1132,7 @@ impl Controller {
         })
     }
 
-    fn create_now(&self, spec: RolloutSpec, plan: Plan) -> Result<Status, CtlError> {
+    fn create_now(&self, spec: RolloutSpec, plan: Plan, by: &str) -> Result<Status, CtlError> {
         let mut inner = self.lock();
         let name = spec.name.clone();
         if let Some(e) = inner.rollouts.get(&name) {
@@ -1052,6 +1163,8 @@ impl Controller {
             kill_switch: None,
             bump_version: true,
             payload,
+            actor: by,
+            key: None,
         })?;
         let id = event
             .rollout_id
@@ -1069,23 +1182,26 @@ impl Controller {
             },
         );
         self.published(&inner, event, true);
-        // Enter the first step at once, as its own recorded transition.
-        self.advance(&mut inner, &name, now)?;
+        // Enter the first step at once, as its own recorded transition, by the creator.
+        self.settle(&mut inner, &name, None, by, now)?;
         self.shared.wake.notify_one();
         inner.status(&RolloutRef::Id(id), now, true)
     }
 
-    /// Ticks one rollout until nothing more is due (pause-0 steps pass in one go).
+    /// Ticks one rollout until nothing more is due (pause-0 steps pass in one go): the
+    /// schedule's moves (and the deadline's).
     fn advance(&self, inner: &mut Inner, name: &str, now: Millis) -> Result<(), CtlError> {
-        self.settle(inner, name, None, now)
+        self.settle(inner, name, None, actor::SCHEDULE, now)
     }
 
-    /// Applies a control and what it makes due, committing each transition in order.
+    /// Applies a control and what it makes due, committing each transition in order, each
+    /// by `by` but a timeout, which is always the deadline's.
     fn settle(
         &self,
         inner: &mut Inner,
         name: &str,
         control: Option<&Control>,
+        by: &str,
         now: Millis,
     ) -> Result<(), CtlError> {
         let Some(entry) = inner.rollouts.get(name) else {
@@ -1094,7 +1210,12 @@ impl Controller {
         };
         let chain = machine::settle(&entry.plan, &entry.rt, control, now)?;
         for (rt, outcome) in chain {
-            self.commit_transition(inner, name, rt, &outcome, now)?;
+            let by = if outcome.kind == machine::Move::TimedOut {
+                actor::DEADLINE
+            } else {
+                by
+            };
+            self.commit_transition(inner, name, rt, &outcome, by, now)?;
         }
         Ok(())
     }
@@ -1106,6 +1227,7 @@ impl Controller {
         name: &str,
         rt: Runtime,
         outcome: &Outcome,
+        by: &str,
         now: Millis,
     ) -> Result<(), CtlError> {
         let Inner {
@@ -1142,6 +1264,8 @@ impl Controller {
             kill_switch: None,
             bump_version: bump,
             payload,
+            actor: by,
+            key: None,
         })?;
         tracing::info!(rollout = name, from = %entry.rt.state, to = %rt.state, step = rt.step, weight = rt.weight, reason = %outcome.reason, "{}", outcome.kind);
         self.shared.metrics.set_rollout(&entry.spec, &rt);
@@ -1156,6 +1280,28 @@ impl Controller {
             self.shared.metrics.count_transition(name);
         }
         self.published(inner, event, bump);
+        Ok(())
+    }
+
+    /// Commits a key's change and its event (no rollout, no snapshot change).
+    fn commit_key(
+        &self,
+        inner: &mut Inner,
+        payload: Payload,
+        by: &str,
+        key: KeyWrite<'_>,
+        now: Millis,
+    ) -> Result<(), CtlError> {
+        let (event, _) = inner.store.commit(Change {
+            at_ms: now,
+            rollout: None,
+            kill_switch: None,
+            bump_version: false,
+            payload,
+            actor: by,
+            key: Some(key),
+        })?;
+        self.published(inner, event, false);
         Ok(())
     }
 

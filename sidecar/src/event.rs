@@ -1,17 +1,19 @@
 //! The audit events, typed: one struct per kind of event the controller writes, serialized
 //! once for the store, the audit API and the event stream, and read back by the timeline.
 //!
-//! On the wire (and in the store's `kind` and `data` columns) an event is
-//! `{"id", "at_ms", "rollout"?, "rollout_id"?, "kind", "data"}`, with the store's snapshot
-//! `version` inside `data`. A row this version cannot read (an older writer, an unknown kind,
+//! On the wire (and in the store's `kind`, `data` and `actor` columns) an event is
+//! `{"id", "at_ms", "rollout"?, "rollout_id"?, "kind", "actor", "data"}`, with the store's
+//! snapshot `version` inside `data`. The actor is who acted ([`actor`]). A row this version cannot read (an older writer, an unknown kind,
 //! data that is not JSON) is kept as it was stored and shown plainly, never dropped.
 
 use crate::alerts::AlertStatus;
 use crate::analysis::policy::Severity;
 use crate::analysis::{Action, Check};
+use crate::auth::Scope;
 use crate::clock::Millis;
 use crate::gate::{Answer, GateOn, Gated};
 use crate::machine::{Move, State};
+use crate::report;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -26,7 +28,25 @@ pub struct Event {
     pub rollout_id: Option<i64>,
     /// The snapshot version once the event was committed (`None` in rows that lack it).
     pub version: Option<u64>,
+    /// Who acted: a key's name, or one of [`actor`]'s.
+    pub actor: String,
     pub payload: Payload,
+}
+
+/// Who acts besides the keys (whose names cannot be these).
+pub mod actor {
+    /// The admin token `serve` was given or made: the bootstrap admin.
+    pub const ADMIN: &str = "admin";
+    /// An analysis run, and what its decision did.
+    pub const ANALYSIS: &str = "analysis";
+    /// The plan's own schedule: a pause elapsed.
+    pub const SCHEDULE: &str = "schedule";
+    /// The rollout's deadline.
+    pub const DEADLINE: &str = "deadline";
+    /// A gate's answers, and the moves they let or the rollback they caused.
+    pub const GATE: &str = "gate";
+    /// An event from before actors were recorded that names none.
+    pub const SYSTEM: &str = "system";
 }
 
 /// What happened.
@@ -44,6 +64,8 @@ pub enum Payload {
     Gate(GateRun),
     /// `kind: alert`: an Alertmanager alert that judges the rollout fired or resolved.
     Alert(AlertSeen),
+    /// `kind: key`, without a rollout: an API key made or revoked.
+    Key(KeyChanged),
     /// A stored row this version does not read: its kind and data as they were.
     Unread { kind: String, data: Value },
 }
@@ -112,6 +134,16 @@ pub struct AlertSeen {
     pub reason: String,
 }
 
+/// An API key made or revoked: never its secret or the secret's hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyChanged {
+    /// `created` or `revoked`.
+    pub action: String,
+    pub name: String,
+    pub scope: Scope,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KillSwitch {
     pub on: bool,
@@ -129,7 +161,15 @@ struct Wire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rollout_id: Option<i64>,
     kind: String,
+    /// Who acted: a key's name (`admin` for the admin token), or `analysis`, `schedule`,
+    /// `deadline`, `gate`.
+    #[serde(default = "system")]
+    actor: String,
     data: Value,
+}
+
+fn system() -> String {
+    actor::SYSTEM.to_owned()
 }
 
 /// The store's field in every event's data.
@@ -154,7 +194,8 @@ impl utoipa::ToSchema for Event {
 }
 
 impl Event {
-    /// An event as stored: `kind` and the `data` column's text.
+    /// An event as stored: `kind`, the `data` column's text and the `actor` column (empty in
+    /// rows written before it: then read from the event, as reports did before).
     pub fn from_row(
         id: i64,
         at_ms: Millis,
@@ -162,17 +203,23 @@ impl Event {
         rollout_id: Option<i64>,
         kind: String,
         data: &str,
+        actor: Option<String>,
     ) -> Event {
         // Text that is not JSON is kept as a string: the row is still shown.
         let data = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned()));
-        Event::from(Wire {
+        let mut event = Event::from(Wire {
             id,
             at_ms,
             rollout,
             rollout_id,
             kind,
+            actor: String::new(),
             data,
-        })
+        });
+        event.actor = actor
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| event.payload.legacy_actor().to_owned());
+        event
     }
 
     pub fn kind(&self) -> &str {
@@ -199,6 +246,7 @@ impl From<Wire> for Event {
             at_ms: w.at_ms,
             version,
             payload: Payload::read(w.kind, w.data, w.rollout_id.is_some()),
+            actor: w.actor,
             rollout: w.rollout,
             rollout_id: w.rollout_id,
         }
@@ -213,6 +261,7 @@ impl Serialize for Event {
             rollout: self.rollout.clone(),
             rollout_id: self.rollout_id,
             kind: self.kind().to_owned(),
+            actor: self.actor.clone(),
             data: self.data().map_err(serde::ser::Error::custom)?,
         }
         .serialize(s)
@@ -236,7 +285,22 @@ impl Payload {
             Payload::KillSwitch(_) => "kill_switch",
             Payload::Gate(_) => "gate",
             Payload::Alert(_) => "alert",
+            Payload::Key(_) => "key",
             Payload::Unread { kind, .. } => kind,
+        }
+    }
+
+    /// Who acted, as far as an event written before actors were recorded tells: then every
+    /// call of the API was the admin token's.
+    fn legacy_actor(&self) -> &'static str {
+        match self {
+            Payload::Created(_) | Payload::KillSwitch(_) | Payload::Alert(_) | Payload::Key(_) => {
+                actor::ADMIN
+            }
+            Payload::Analysis(_) => actor::ANALYSIS,
+            Payload::Gate(_) => actor::GATE,
+            Payload::Moved(kind, m) => report::legacy_actor(*kind, &m.reason),
+            Payload::Unread { .. } => actor::SYSTEM,
         }
     }
 
@@ -248,6 +312,7 @@ impl Payload {
             Payload::KillSwitch(k) => serde_json::to_value(k),
             Payload::Gate(g) => serde_json::to_value(g),
             Payload::Alert(a) => serde_json::to_value(a),
+            Payload::Key(k) => serde_json::to_value(k),
             Payload::Unread { data, .. } => Ok(data.clone()),
         }
     }
@@ -264,6 +329,7 @@ impl Payload {
             ("gate", _) => typed(&data).map(Payload::Gate),
             ("alert", _) => typed(&data).map(Payload::Alert),
             ("kill_switch", _) if !of_rollout => typed(&data).map(Payload::KillSwitch),
+            ("key", _) if !of_rollout => typed(&data).map(Payload::Key),
             (_, Some(m)) => typed(&data).map(|d| Payload::Moved(m, d)),
             _ => None,
         };
@@ -285,6 +351,7 @@ mod tests {
             rollout: rollout_id.map(|_| "web".into()),
             rollout_id,
             version: Some(3),
+            actor: "ci".into(),
             payload,
         }
     }
@@ -309,7 +376,7 @@ mod tests {
         );
         assert_eq!(
             wire(&e),
-            json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": "created",
+            json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": "created", "actor": "ci",
                    "data": {"state": "pending", "steps": 4, "reason": "created by operator", "version": 3}})
         );
     }
@@ -349,7 +416,7 @@ mod tests {
             );
             assert_eq!(
                 wire(&e),
-                json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": m.as_str(),
+                json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": m.as_str(), "actor": "ci",
                        "data": {"from": "progressing", "to": "paused", "step": 1, "weight": 12.5,
                                 "mirror": null, "kill_switch": false, "reason": "why", "version": 3}}),
                 "{m}"
@@ -381,7 +448,7 @@ mod tests {
         );
         assert_eq!(
             wire(&e),
-            json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": "analysis",
+            json!({"id": 7, "at_ms": 1000, "rollout": "web", "rollout_id": 1, "kind": "analysis", "actor": "ci",
                    "data": {"step": 0, "weight": 10.0, "subject": "canary", "decision": "roll_back",
                             "reason": "critical guardrail error-rate failed",
                             "checks": [{"guardrail": "error-rate", "kind": "error_rate",
@@ -412,7 +479,7 @@ mod tests {
         );
         assert_eq!(
             wire(&e),
-            json!({"id": 7, "at_ms": 1000, "kind": "kill_switch",
+            json!({"id": 7, "at_ms": 1000, "kind": "kill_switch", "actor": "ci",
                    "data": {"on": true, "reason": "global kill switch on by operator", "version": 3}})
         );
     }
@@ -425,7 +492,7 @@ mod tests {
             (None, "snapshot_pruned", r#"{"version":2}"#),
             (Some(1), "created", "{not json"),
         ] {
-            let e = Event::from_row(1, 5, None, rollout_id, kind.into(), data);
+            let e = Event::from_row(1, 5, None, rollout_id, kind.into(), data, None);
             assert!(
                 matches!(&e.payload, Payload::Unread { kind: k, .. } if k == kind),
                 "{e:?}"
@@ -434,6 +501,39 @@ mod tests {
             assert_eq!(v["kind"], kind);
             let stored = serde_json::from_str(data).unwrap_or_else(|_| json!(data));
             assert_eq!(v["data"], stored);
+            assert_eq!(v["actor"], "system");
+        }
+    }
+
+    #[test]
+    fn a_row_names_its_actor_and_an_older_row_is_read_for_one() {
+        let moved = r#"{"from":"paused","to":"progressing","step":1,"weight":10.0,"mirror":null,"kill_switch":false,"reason":"resumed by operator"}"#;
+        let e = Event::from_row(
+            1,
+            5,
+            None,
+            Some(1),
+            "resumed".into(),
+            moved,
+            Some("ci".into()),
+        );
+        assert_eq!(wire(&e)["actor"], "ci");
+        // Before actors were stored, every call of the API was the admin token's.
+        for (kind, data, by) in [
+            ("resumed", moved, "admin"),
+            (
+                "analysis",
+                r#"{"step":0,"weight":10.0,"subject":"canary","decision":"pass","reason":"ok","checks":[],"observed":null}"#,
+                "analysis",
+            ),
+            (
+                "created",
+                r#"{"state":"pending","steps":2,"reason":"created by operator"}"#,
+                "admin",
+            ),
+        ] {
+            let e = Event::from_row(1, 5, None, Some(1), kind.into(), data, None);
+            assert_eq!(e.actor, by, "{kind}");
         }
     }
 }

@@ -16,6 +16,9 @@ pub struct Line {
     /// The last event folded into this line (equal to `at_ms` for a single event).
     pub until_ms: Millis,
     pub kind: String,
+    /// Who acted: a key's name, or `analysis`, `schedule`, `deadline`, `gate`.
+    #[serde(default)]
+    pub actor: String,
     pub text: String,
     /// Guardrails that failed or had no data, one sentence each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -47,6 +50,7 @@ pub fn timeline(events: &[Event]) -> Vec<Line> {
                     at_ms: e.at_ms,
                     until_ms: e.at_ms,
                     kind: format!("check:{}", run.decision.as_str()),
+                    actor: e.actor.clone(),
                     text: analysis_text(run, 1),
                     details,
                     count: 1,
@@ -62,6 +66,7 @@ pub fn timeline(events: &[Event]) -> Vec<Line> {
                 trim(m.weight)
             ),
             Payload::KillSwitch(k) => k.reason.clone(),
+            Payload::Key(k) => k.reason.clone(),
             Payload::Gate(g) => g.reason.clone(),
             Payload::Alert(a) => a.reason.clone(),
             // Written by another version: shown as stored.
@@ -72,6 +77,7 @@ pub fn timeline(events: &[Event]) -> Vec<Line> {
             at_ms: e.at_ms,
             until_ms: e.at_ms,
             kind: e.kind().to_owned(),
+            actor: e.actor.clone(),
             text,
             details: Vec::new(),
             count: 1,
@@ -139,6 +145,7 @@ mod tests {
             rollout: Some("r".into()),
             rollout_id: Some(1),
             version: Some(1),
+            actor: "ci".into(),
             payload,
         }
     }
@@ -248,7 +255,9 @@ mod tests {
         let events: Vec<Event> = rows
             .iter()
             .enumerate()
-            .map(|(i, (kind, data))| Event::from_row(i as i64, 0, None, None, (*kind).into(), data))
+            .map(|(i, (kind, data))| {
+                Event::from_row(i as i64, 0, None, None, (*kind).into(), data, None)
+            })
             .collect();
         let lines = timeline(&events);
         let shown: Vec<(&str, &str)> = lines

@@ -13,6 +13,7 @@ pub mod epoch;
 pub mod event;
 pub mod explain;
 pub mod gate;
+pub mod keys;
 pub mod load;
 pub mod machine;
 pub mod mcp;

@@ -126,7 +126,7 @@ pub struct Tool {
 type Args = Map<String, Value>;
 type ToolFuture<'a> = Pin<Box<dyn Future<Output = ToolResult> + Send + 'a>>;
 /// A tool's handler, given arguments [`check_arguments`] passed.
-type Call = for<'a> fn(&'a Controller, &'a Args) -> ToolFuture<'a>;
+type Call = for<'a> fn(&'a Controller, &'a Caller, &'a Args) -> ToolFuture<'a>;
 
 const READS: Hints = Hints {
     read_only: true,
@@ -562,7 +562,7 @@ async fn tools_call(
         }
     };
     check_arguments(tool, &args).map_err(invalid_params)?;
-    match (tool.call)(ctl, &args).await {
+    match (tool.call)(ctl, caller, &args).await {
         Ok(v) => Ok(tool_result(v, false)),
         Err(ToolFailure::Refused(m)) => Ok(tool_result(Value::from(m), true)),
         Err(ToolFailure::Internal(m)) => Err(RpcError {
@@ -596,7 +596,7 @@ fn rollout(args: &Map<String, Value>) -> RolloutRef {
     RolloutRef::parse(arg_str(args, "name"))
 }
 
-fn list_rollouts<'a>(ctl: &'a Controller, _: &'a Args) -> ToolFuture<'a> {
+fn list_rollouts<'a>(ctl: &'a Controller, _: &'a Caller, _: &'a Args) -> ToolFuture<'a> {
     Box::pin(async move {
         to_json(&RolloutList {
             rollouts: ctl.list().await?,
@@ -604,49 +604,49 @@ fn list_rollouts<'a>(ctl: &'a Controller, _: &'a Args) -> ToolFuture<'a> {
     })
 }
 
-fn rollout_status<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+fn rollout_status<'a>(ctl: &'a Controller, _: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
     Box::pin(async move { to_json(&ctl.status(rollout(args)).await?) })
 }
 
-fn tool_explain<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+fn tool_explain<'a>(ctl: &'a Controller, _: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
     Box::pin(explain(ctl, args))
 }
 
-fn tool_whereis<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+fn tool_whereis<'a>(ctl: &'a Controller, _: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
     Box::pin(std::future::ready(whereis(ctl, args)))
 }
 
-fn pause<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
-    Box::pin(control(ctl, args, Control::Pause))
+fn pause<'a>(ctl: &'a Controller, by: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, by, args, Control::Pause))
 }
 
-fn resume<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
-    Box::pin(control(ctl, args, Control::Resume))
+fn resume<'a>(ctl: &'a Controller, by: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, by, args, Control::Resume))
 }
 
-fn promote<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
+fn promote<'a>(ctl: &'a Controller, by: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
     let full = args.get("full").and_then(Value::as_bool).unwrap_or(false);
-    Box::pin(control(ctl, args, Control::Promote { full }))
+    Box::pin(control(ctl, by, args, Control::Promote { full }))
 }
 
-fn abort<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
-    Box::pin(control(ctl, args, Control::Abort))
+fn abort<'a>(ctl: &'a Controller, by: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, by, args, Control::Abort))
 }
 
-fn complete<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
-    Box::pin(control(ctl, args, Control::Complete))
+fn complete<'a>(ctl: &'a Controller, by: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(control(ctl, by, args, Control::Complete))
 }
 
-fn tool_start_rollout<'a>(ctl: &'a Controller, args: &'a Args) -> ToolFuture<'a> {
-    Box::pin(start_rollout(ctl, args))
+fn tool_start_rollout<'a>(ctl: &'a Controller, by: &'a Caller, args: &'a Args) -> ToolFuture<'a> {
+    Box::pin(start_rollout(ctl, by, args))
 }
 
 fn to_json<T: Serialize>(v: &T) -> ToolResult {
     serde_json::to_value(v).map_err(|e| ToolFailure::Internal(format!("serializing: {e}")))
 }
 
-async fn control(ctl: &Controller, args: &Map<String, Value>, c: Control) -> ToolResult {
-    to_json(&ctl.control(rollout(args), c).await?)
+async fn control(ctl: &Controller, by: &Caller, args: &Args, c: Control) -> ToolResult {
+    to_json(&ctl.control(rollout(args), c, by.key.clone()).await?)
 }
 
 async fn explain(ctl: &Controller, args: &Map<String, Value>) -> ToolResult {
@@ -675,7 +675,7 @@ fn whereis(ctl: &Controller, args: &Map<String, Value>) -> ToolResult {
     Ok(json!({"rollout": name, "key": key, "answer": answer}))
 }
 
-async fn start_rollout(ctl: &Controller, args: &Map<String, Value>) -> ToolResult {
+async fn start_rollout(ctl: &Controller, by: &Caller, args: &Args) -> ToolResult {
     let format = match args.get("format").and_then(Value::as_str) {
         None | Some("yaml") => Format::Yaml,
         Some("json") => Format::Json,
@@ -693,7 +693,7 @@ async fn start_rollout(ctl: &Controller, args: &Map<String, Value>) -> ToolResul
     let (spec, plan) = RolloutSpec::parse(text.as_bytes(), format)
         .map_err(|e| ToolFailure::Refused(format!("invalid rollout spec: {e}")))?;
     let warnings = spec.warnings(&plan);
-    let status = ctl.create(spec, plan).await?;
+    let status = ctl.create(spec, plan, by.key.clone()).await?;
     to_json(&Created { status, warnings })
 }
 

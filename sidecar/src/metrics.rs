@@ -54,6 +54,11 @@ struct LimitLabels {
     limit: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabels {
     table: String,
@@ -81,6 +86,7 @@ pub struct Metrics {
     api_requests: Family<ApiLabels, Counter>,
     slots_in_use: Family<LimitLabels, Gauge>,
     rejected: Family<LimitLabels, Counter>,
+    rate_limited: Family<KeyLabels, Counter>,
     pruned: Family<TableLabels, Counter>,
     notifications: Family<ResultLabels, Counter>,
     notifications_waiting: Gauge,
@@ -110,6 +116,7 @@ impl Metrics {
             api_requests: Family::default(),
             slots_in_use: Family::default(),
             rejected: Family::default(),
+            rate_limited: Family::default(),
             pruned: Family::default(),
             notifications: Family::default(),
             notifications_waiting: Gauge::default(),
@@ -175,6 +182,11 @@ impl Metrics {
             "api_rejected",
             "Requests answered 503 because their limit (sse, polls) was reached",
             m.rejected.clone(),
+        );
+        registry.register(
+            "api_rate_limited",
+            "Requests answered 429 because their key's bucket (or the snapshot polls', key=\"_poll\") was empty",
+            m.rate_limited.clone(),
         );
         registry.register(
             "store_pruned",
@@ -306,6 +318,14 @@ impl Metrics {
         self.rejected
             .get_or_create(&LimitLabels {
                 limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_rate_limited(&self, key: &str) {
+        self.rate_limited
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
             })
             .inc();
     }

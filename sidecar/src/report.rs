@@ -11,7 +11,7 @@ use crate::analysis::{Check, Observed};
 use crate::clock::Millis;
 use crate::controller::Status;
 use crate::controller::{Controller, RolloutRef};
-use crate::event::{Event, Moved, Payload};
+use crate::event::{actor, Event, Moved, Payload};
 use crate::explain::{self, Line};
 use crate::machine::{Move, State};
 use crate::spec::RolloutSpec;
@@ -55,7 +55,8 @@ pub struct Decision {
     pub state: State,
     pub at_ms: Option<Millis>,
     pub reason: Option<String>,
-    pub actor: Option<Actor>,
+    /// Who made the last change (as [`Change::actor`]).
+    pub actor: Option<String>,
 }
 
 /// One audited change of a release.
@@ -69,25 +70,10 @@ pub struct Change {
     /// Where it took the rollout, and why: the audit event's own payload.
     #[serde(flatten)]
     pub moved: Moved,
-    pub actor: Actor,
-}
-
-/// Who or what made a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Actor {
-    /// A call of the API (the CLI, the dashboard, a pipeline).
-    Operator,
-    /// An analysis run's decision.
-    Analysis,
-    /// The rollout's deadline.
-    Deadline,
-    /// The plan's own schedule: a pause elapsed.
-    Schedule,
-    /// A gate's answers (a rollback after too many failed ones).
-    Gate,
-    /// An Alertmanager alert.
-    Alert,
+    /// Who made it: the audit event's actor, a key's name (`admin` for the admin token) for
+    /// a call of the API (the CLI, the dashboard, a pipeline, Alertmanager), or `analysis`,
+    /// `schedule`, `deadline`, `gate`.
+    pub actor: String,
 }
 
 /// One analysis run.
@@ -143,7 +129,7 @@ pub fn build(
                 at_ms: e.at_ms,
                 kind: kind.as_str().to_owned(),
                 moved: m.clone(),
-                actor: actor(*kind, &m.reason),
+                actor: e.actor.clone(),
             }),
             Payload::Analysis(run) => {
                 let observed = serde_json::from_value::<Observed>(run.observed.clone()).ok();
@@ -173,6 +159,7 @@ pub fn build(
             // In the timeline, in words.
             Payload::Created(_)
             | Payload::KillSwitch(_)
+            | Payload::Key(_)
             | Payload::Gate(_)
             | Payload::Alert(_)
             | Payload::Unread { .. } => {}
@@ -183,7 +170,7 @@ pub fn build(
         state: status.state,
         at_ms: last.map(|c| c.at_ms),
         reason: last.map(|c| c.moved.reason.clone()),
-        actor: last.map(|c| c.actor),
+        actor: last.map(|c| c.actor.clone()),
     };
     Report {
         rollout: status.name,
@@ -203,24 +190,23 @@ pub fn build(
     }
 }
 
-/// Who made a move. Operators' controls say so in their reason (`… by operator`); the
-/// machine's own moves are the schedule's, except the deadline's; the rest are analysis's
-/// (a rollback, or a pause for missing data, and the resume when data is back).
-fn actor(kind: Move, reason: &str) -> Actor {
-    if reason.contains("by operator") {
-        return Actor::Operator;
+/// Who made a move recorded before events named their actor. Operators' controls say so in
+/// their reason (`… by operator`), and before keys every operator was the admin token, as
+/// was Alertmanager; the machine's own moves are the schedule's, except the deadline's; the
+/// rest are analysis's (a rollback, or a pause for missing data, and the resume when data
+/// is back).
+pub fn legacy_actor(kind: Move, reason: &str) -> &'static str {
+    if reason.contains("by operator") || reason.starts_with("alert ") {
+        return actor::ADMIN;
     }
     if reason.starts_with("gate ") {
-        return Actor::Gate;
-    }
-    if reason.starts_with("alert ") {
-        return Actor::Alert;
+        return actor::GATE;
     }
     match kind {
-        Move::TimedOut => Actor::Deadline,
-        Move::Started | Move::Step | Move::Promoted | Move::Completed => Actor::Schedule,
-        Move::Paused | Move::Resumed | Move::RolledBack => Actor::Analysis,
-        Move::Weight | Move::KillSwitch | Move::Aborted | Move::Retried => Actor::Operator,
+        Move::TimedOut => actor::DEADLINE,
+        Move::Started | Move::Step | Move::Promoted | Move::Completed => actor::SCHEDULE,
+        Move::Paused | Move::Resumed | Move::RolledBack => actor::ANALYSIS,
+        Move::Weight | Move::KillSwitch | Move::Aborted | Move::Retried => actor::ADMIN,
     }
 }
 
@@ -350,25 +336,27 @@ mod tests {
     use crate::analysis::window::Histogram;
 
     #[test]
-    fn actors_are_read_from_the_move_and_its_reason() {
-        assert_eq!(actor(Move::Paused, "paused by operator"), Actor::Operator);
-        assert_eq!(
-            actor(Move::RolledBack, "analysis: error rate 20% over 5%"),
-            Actor::Analysis
-        );
-        assert_eq!(
-            actor(Move::TimedOut, "the deadline passed"),
-            Actor::Deadline
-        );
-        assert_eq!(
-            actor(Move::Step, "the pause of step 0 elapsed"),
-            Actor::Schedule
-        );
-        assert_eq!(
-            actor(Move::Step, "promoted to step 2 by operator"),
-            Actor::Operator
-        );
-        assert_eq!(actor(Move::Aborted, "aborted"), Actor::Operator);
+    fn actors_of_old_events_are_read_from_the_move_and_its_reason() {
+        for (kind, reason, by) in [
+            (Move::Paused, "paused by operator", "admin"),
+            (
+                Move::RolledBack,
+                "analysis: error rate 20% over 5%",
+                "analysis",
+            ),
+            (
+                Move::RolledBack,
+                "alert HighErrors fired (critical)",
+                "admin",
+            ),
+            (Move::RolledBack, "gate smoke held 3 times", "gate"),
+            (Move::TimedOut, "the deadline passed", "deadline"),
+            (Move::Step, "the pause of step 0 elapsed", "schedule"),
+            (Move::Step, "promoted to step 2 by operator", "admin"),
+            (Move::Aborted, "aborted", "admin"),
+        ] {
+            assert_eq!(legacy_actor(kind, reason), by, "{reason}");
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! row is never deleted, and neither is anything of an unfinished rollout.
 
 use crate::analysis::Memory;
+use crate::auth::Scope;
 use crate::clock::Millis;
 pub use crate::event::Event;
 use crate::event::Payload;
+use crate::keys::StoredKey;
 use crate::machine::{Holds, Runtime, State};
 use crate::notify::{Delivery, DeliveryState, NewDelivery, ReceiverSpec};
 use crate::spec::{Pause, Plan, RolloutSpec};
@@ -210,6 +212,25 @@ CREATE INDEX deliveries_by_rollout ON deliveries (rollout, id);
 CREATE TABLE notify_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), after INTEGER NOT NULL);
 INSERT INTO notify_cursor VALUES (1, (SELECT COALESCE(MAX(id), 0) FROM events));
 "#,
+    // Named API keys: the SHA-256 of each secret, never the secret. A revoked key keeps its
+    // row, so its name is never used again and the audit's names stay unambiguous. No rate
+    // or burst: the defaults.
+    r#"
+CREATE TABLE keys (
+    name TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    rate REAL,
+    burst INTEGER,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+"#,
+    // Who acted, per event: a key's name or `analysis`, `schedule`, `deadline`, `gate`.
+    // Older rows have none; reading them infers it as reports did ([`Event::from_row`]).
+    r#"
+ALTER TABLE events ADD COLUMN actor TEXT;
+"#,
 ];
 
 /// The columns a [`Release`] is read from, in [`release_row`]'s order.
@@ -283,6 +304,17 @@ pub struct Change<'a> {
     pub bump_version: bool,
     /// The event's payload; an analysis run's checks also go in a row each, tied to the event.
     pub payload: Payload,
+    /// Who acted: a key's name, or one of [`crate::event::actor`]'s.
+    pub actor: &'a str,
+    /// A key made or revoked, with the event that says so.
+    pub key: Option<KeyWrite<'a>>,
+}
+
+pub enum KeyWrite<'a> {
+    /// A new key; its name must be new (the caller checks, under the controller's lock).
+    Insert(&'a StoredKey),
+    /// Marks a key revoked at the change's time.
+    Revoke(&'a str),
 }
 
 pub struct RolloutWrite<'a> {
@@ -436,6 +468,30 @@ impl Store {
         if let Some(on) = change.kill_switch {
             set_meta(&tx, "kill_switch", i64::from(on))?;
         }
+        match change.key {
+            Some(KeyWrite::Insert(k)) => {
+                tx.execute(
+                    "INSERT INTO keys (name, scope, hash, rate, burst, created_ms, revoked_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        k.name,
+                        k.scope.as_str(),
+                        k.hash,
+                        k.rate,
+                        k.burst,
+                        k.created_ms,
+                        k.revoked_ms
+                    ],
+                )?;
+            }
+            Some(KeyWrite::Revoke(name)) => {
+                tx.execute(
+                    "UPDATE keys SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
+                    params![name, change.at_ms],
+                )?;
+            }
+            None => {}
+        }
         let mut rollout_name = None;
         let mut rollout_id = None;
         if let Some(w) = &change.rollout {
@@ -448,16 +504,19 @@ impl Store {
             rollout: rollout_name,
             rollout_id,
             version: Some(u64::try_from(version).unwrap_or(0)),
+            actor: change.actor.to_owned(),
             payload: change.payload,
         };
         tx.execute(
-            "INSERT INTO events (at_ms, rollout, rollout_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO events (at_ms, rollout, rollout_id, kind, data, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 event.at_ms,
                 event.rollout,
                 event.rollout_id,
                 event.kind(),
-                serde_json::to_string(&event.data()?)?
+                serde_json::to_string(&event.data()?)?,
+                event.actor
             ],
         )?;
         event.id = tx.last_insert_rowid();
@@ -497,7 +556,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, at_ms, rollout, rollout_id, kind, data FROM events
+            "SELECT id, at_ms, rollout, rollout_id, kind, data, actor FROM events
              WHERE id > ?1 AND (?2 IS NULL OR rollout = ?2) ORDER BY id LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -512,7 +571,7 @@ impl Store {
     /// The latest `limit` events of one release, oldest first.
     pub fn latest_events(&self, rollout_id: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, at_ms, rollout, rollout_id, kind, data FROM events
+            "SELECT id, at_ms, rollout, rollout_id, kind, data, actor FROM events
              WHERE rollout_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1016,6 +1075,36 @@ impl Store {
         Ok(existed)
     }
 
+    /// Every key, revoked ones included, by name.
+    pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, scope, hash, rate, burst, created_ms, revoked_ms FROM keys ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(1)?,
+                StoredKey {
+                    name: r.get(0)?,
+                    scope: Scope::Read,
+                    hash: r.get(2)?,
+                    rate: r.get(3)?,
+                    burst: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    revoked_ms: r.get(6)?,
+                },
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (scope, mut key) = row?;
+            key.scope = Scope::parse(&scope).ok_or_else(|| {
+                StoreError(format!("key {:?}: unknown scope {scope:?}", key.name))
+            })?;
+            out.push(key);
+        }
+        Ok(out)
+    }
+
     /// Removes a global receiver; `false` when there was none. Its stored deliveries stay.
     pub fn delete_receiver(&mut self, name: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -1061,6 +1150,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         r.get(3)?,
         r.get(4)?,
         &data,
+        r.get(6)?,
     ))
 }
 
@@ -1113,6 +1203,8 @@ mod tests {
         rt: &Runtime,
     ) -> Event {
         s.commit(Change {
+            actor: "admin",
+            key: None,
             at_ms: 10,
             rollout: Some(RolloutWrite {
                 id,
@@ -1169,6 +1261,8 @@ mod tests {
         // A second unfinished `a` is refused by the store itself, and nothing is written.
         let e = s
             .commit(Change {
+                actor: "admin",
+                key: None,
                 at_ms: 11,
                 rollout: Some(RolloutWrite {
                     id: None,
@@ -1239,6 +1333,8 @@ mod tests {
             text: "fine".into(),
         };
         s.commit(Change {
+            actor: "admin",
+            key: None,
             at_ms,
             rollout: Some(RolloutWrite {
                 id,
@@ -1283,6 +1379,8 @@ mod tests {
         let last = change_at(&mut s, 70, Some(3), &b, State::Aborted);
         let global = |s: &mut Store, at_ms| {
             s.commit(Change {
+                actor: "admin",
+                key: None,
                 at_ms,
                 rollout: None,
                 kill_switch: Some(true),

@@ -682,16 +682,16 @@ async fn the_cli_prints_the_timeline_the_controller_wrote() {
     let out = linnet_sidecar::cli::render_explain(&explained);
     let expected = [
         "web: rolled_back at step 1, weight 0.0%",
-        "00:00:00           created with 3 steps (created by operator)",
-        "00:00:00           entered step 0 → progressing, step 0, weight 10%",
-        "00:00:00–00:00:10  2 checks at step 0, weight 10%: passed: all 5 guardrails passed (2 of 2 passes needed to advance)",
-        "00:00:20           step 0 pause elapsed; entered step 1 → progressing, step 1, weight 50%",
-        "00:00:20           check at step 1, weight 50%: passed: all 5 guardrails passed (1 of 2 passes needed to advance)",
-        "00:00:30           check at step 1, weight 50%: ROLL BACK: critical guardrail error-rate failed: canary error rate 20% (200 of 1000 in 10s) is above 5%",
+        "00:00:00           created with 3 steps (created by operator)  [by admin]",
+        "00:00:00           entered step 0 → progressing, step 0, weight 10%  [by admin]",
+        "00:00:00–00:00:10  2 checks at step 0, weight 10%: passed: all 5 guardrails passed (2 of 2 passes needed to advance)  [by analysis]",
+        "00:00:20           step 0 pause elapsed; entered step 1 → progressing, step 1, weight 50%  [by schedule]",
+        "00:00:20           check at step 1, weight 50%: passed: all 5 guardrails passed (1 of 2 passes needed to advance)  [by analysis]",
+        "00:00:30           check at step 1, weight 50%: ROLL BACK: critical guardrail error-rate failed: canary error rate 20% (200 of 1000 in 10s) is above 5%  [by analysis]",
         "                     - error-rate (critical, fail): canary error rate 20% (200 of 1000 in 10s) is above 5%",
         "                     - vs-stable (critical, fail): odds that canary errs 2× as often as stable: 1000000000000 to 1, past 100 to 1 (canary 215 of 4000 failed, stable 180 of 36000; canary 5.38%, stable 0.5%)",
         "                     - burn-rate (warning, fail): canary burns the 99% SLO error budget 20× over 30s and 20× over 10s (limit 10×)",
-        "00:00:30           critical guardrail error-rate failed: canary error rate 20% (200 of 1000 in 10s) is above 5% → rolled_back, step 1, weight 0%",
+        "00:00:30           critical guardrail error-rate failed: canary error rate 20% (200 of 1000 in 10s) is above 5% → rolled_back, step 1, weight 0%  [by analysis]",
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
     r.h.close().await;

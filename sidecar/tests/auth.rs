@@ -76,13 +76,15 @@ async fn every_call_needs_its_token() {
             assert_eq!(mutate(&h, Some("nope")).await, NO, "{case}");
             assert_eq!(mutate(&h, Some(ADMIN)).await, OK, "{case}");
 
-            // Reads: the admin token, unless reads are open; the poll token is not for them.
+            // Reads: the admin token, unless reads are open; the poll token is not for them,
+            // and a wrong token is refused even where none is needed, so a client learns it
+            // (and a revoked key is refused at once).
             let anyone = if open_reads { OK } else { NO };
             for path in READS {
                 assert_eq!(status_of(&h, path, None).await, anyone, "{case}: {path}");
                 assert_eq!(
                     status_of(&h, path, Some(POLL)).await,
-                    anyone,
+                    NO,
                     "{case}: {path} with the poll token"
                 );
                 assert_eq!(status_of(&h, path, Some(ADMIN)).await, OK, "{case}: {path}");
@@ -343,4 +345,85 @@ async fn bad_tokens_and_token_files_are_refused_at_start_up_by_name() {
         // Refused before the store was opened.
         assert!(!dir.path().join("linnet.db").exists(), "{args:?}");
     }
+}
+
+/// `linnet key …` against the real binary: the secret printed once (and only on stdout), the
+/// key acting under its name, listed without its secret, revoked, and refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_commands_make_list_and_revoke_a_key_that_acts_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path(), &["--token", "adm-token"]);
+    let url = format!("http://{}", serve.addr().await);
+    let linnet = |token: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_linnet"))
+            .args(["--server", &url, "--token", token])
+            .args(args)
+            .env_remove("LINNET_TOKEN")
+            .env_remove("LINNET_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    let made = linnet(
+        "adm-token",
+        &[
+            "key", "create", "--name", "ci", "--scope", "operate", "--rate", "5",
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let secret = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    assert!(
+        secret.starts_with("lnk_") && secret.len() == 68,
+        "{secret:?}"
+    );
+    let said = String::from_utf8_lossy(&made.stderr);
+    assert!(said.contains("will not be shown again"), "{said}");
+
+    let admin = Client::new(&url, Some("adm-token".into())).unwrap();
+    let (status, _) = admin
+        .send(
+            Method::POST,
+            "/v1/rollouts",
+            Some((Bytes::from(SPEC), "application/yaml")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    let paused = linnet(&secret, &["rollout", "pause", "web"]);
+    assert!(paused.status.success(), "{paused:?}");
+    // Operate may not create: the CLI says why.
+    let refused = linnet(&secret, &["kill-switch", "on"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("key \"ci\" has scope operate; POST /v1/kill-switch needs admin"),
+        "{why}"
+    );
+    let audit = admin.json(Method::GET, "/v1/audit", None).await.unwrap();
+    let paused_by: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "paused")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(paused_by, ["ci"]);
+
+    let list = linnet("adm-token", &["key", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success() && listed.contains("ci") && listed.contains("operate"),
+        "{list:?}"
+    );
+    assert!(!listed.contains(&secret[4..]), "{listed}");
+    let revoked = linnet("adm-token", &["key", "revoke", "ci"]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked"));
+    let after = linnet(&secret, &["rollout", "list"]);
+    assert!(!after.status.success());
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("key \"ci\" is revoked"),
+        "{after:?}"
+    );
+    let log = serve.stop();
+    assert!(!log.contains(&secret), "the secret is in the log:\n{log}");
 }

@@ -25,6 +25,7 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
                 admin: Some("adm".into()),
                 poll: Some("pol".into()),
                 open_reads: true,
+                ..Auth::default()
             },
             ..ApiConfig::default()
         },

@@ -75,12 +75,14 @@ pub fn api_config() -> ApiConfig {
             admin: Some(ADMIN.into()),
             poll: Some(POLL.into()),
             open_reads: true,
+            ..Auth::default()
         },
         max_body_bytes: 1 << 20,
         body_timeout: linnet_sidecar::api::DEFAULT_BODY_TIMEOUT,
         heartbeat: Duration::from_secs(15),
         max_sse: 64,
         max_polls: 256,
+        ..ApiConfig::default()
     }
 }
 
