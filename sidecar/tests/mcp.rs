@@ -92,9 +92,40 @@ async fn each_scope_lists_and_calls_only_its_tools() {
         status["result"]["structuredContent"]["state"],
         "progressing"
     );
-    let aborted = call(&h, "abort", json!({"name": "web"}), true).await;
+    // An operate key aborts; the audit names it.
+    let made = h
+        .post("/v1/keys", r#"{"name": "agent", "scope": "operate"}"#)
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let secret = made.json()["secret"].as_str().unwrap().to_owned();
+    let body = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "abort", "arguments": {"name": "web"}}});
+    let bearer = format!("Bearer {secret}");
+    let r = h
+        .request(
+            Method::POST,
+            "/mcp",
+            &body.to_string(),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &bearer),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let aborted = r.json();
     assert_eq!(aborted["result"]["structuredContent"]["state"], "aborted");
     assert_eq!(h.status("web").await["weight"], 0.0);
+    // The audit names the key that called each tool (the admin token is the `admin` key).
+    let audit = h.get("/v1/audit?rollout=web").await.json();
+    let actors: Vec<(&str, &str)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actors.first(), Some(&("created", "admin")), "{actors:?}");
+    assert_eq!(actors.last(), Some(&("aborted", "agent")), "{actors:?}");
     h.close().await;
 }
 
