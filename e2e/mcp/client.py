@@ -1,7 +1,7 @@
 """Drives Linnet's MCP server with the official MCP Python SDK (`mcp`), as an agent would.
 
 Run by e2e/tests/mcp.rs against a real `linnet serve` (open reads, an admin token):
-  client.py --base http://127.0.0.1:PORT --token TOKEN --linnet path/to/linnet
+  client.py --base http://127.0.0.1:PORT --token TOKEN --linnet path/to/linnet --read-key KEY
 Each check prints `ok: ...`; the first that fails raises, and the exit status is non-zero.
 Every wait is bounded (the SDK's timeouts, and `TIMEOUT_S` on raw requests).
 """
@@ -160,7 +160,16 @@ async def admin_session(base, token):
             print(f"ok: explain -> {len(structured(r)['timeline'])} lines")
 
 
-async def read_only_session(base):
+async def read_only_session(base, key):
+    """A `read` key's session, then an anonymous one (open reads): the same four tools."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S)
+    async with http, streamable_http_client(f"{base}/mcp", http_client=http) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            tools = {t.name for t in (await s.list_tools()).tools}
+            check(tools == READ_TOOLS, f"read key's tools: {sorted(tools)}")
+            print(f"ok: read key lists only {sorted(tools)}")
+            await expect_rpc_error(s.call_tool("abort", {"name": NAME}), -32602, "needs scope operate", "read key's abort")
     async with streamable_http_client(f"{base}/mcp") as (read, write):
         async with ClientSession(read, write) as s:
             await s.initialize()
@@ -299,10 +308,11 @@ async def main():
     p.add_argument("--base", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--linnet", required=True)
+    p.add_argument("--read-key", required=True)
     a = p.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     await asyncio.wait_for(admin_session(a.base, a.token), TIMEOUT_S * 3)
-    await asyncio.wait_for(read_only_session(a.base), TIMEOUT_S * 3)
+    await asyncio.wait_for(read_only_session(a.base, a.read_key), TIMEOUT_S * 3)
     await asyncio.wait_for(stdio_session(a.base, a.token, a.linnet), TIMEOUT_S * 3)
     bad_input(a.base, a.token)
     print("all ok")

@@ -2,8 +2,8 @@
 //! venv) drives a real `linnet serve` over Streamable HTTP at `/mcp` and `linnet mcp` over
 //! stdio (e2e/mcp/client.py): it starts a rollout from a YAML spec, reads it, subscribes to it
 //! and is told of its pause on the session's stream, aborts it; a
-//! bad spec is a tool error naming the field; a read-only caller lists only the read tools
-//! and is refused `abort`; malformed JSON-RPC, unknown methods and tools, wrong argument
+//! bad spec is a tool error naming the field; a `read` key (made with `linnet key create`) and
+//! an anonymous reader list only the read tools and are refused `abort`; malformed JSON-RPC, unknown methods and tools, wrong argument
 //! types and an oversized body get the spec's error codes, and change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,6 +27,13 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
     );
     let dir = TestDir::new("mcp", "client").unwrap();
     let sidecar = Sidecar::start(dir.path()).unwrap();
+    // A key of scope read, made as an operator would; the CLI prints its secret once.
+    let read_key = sidecar
+        .cli(&["key", "create", "--name", "agent-ro", "--scope", "read"])
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(read_key.starts_with("lnk_"), "{read_key}");
     let out_path = dir.path().join("client.out");
     let out = fs::File::create(&out_path).unwrap();
     let mut child = Command::new(&python)
@@ -35,6 +42,7 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
         .args(["--token", ADMIN_TOKEN])
         .arg("--linnet")
         .arg(linnet_bin().unwrap())
+        .args(["--read-key", &read_key])
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -68,6 +76,8 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
         "ok: subscribed, pause -> notifications/resources/updated linnet://rollouts/mcp-demo",
         "ok: bad spec -> tool error: invalid rollout spec: steps[1].weight",
         "ok: abort -> aborted at 0%",
+        "ok: read key lists only ['explain', 'list_rollouts', 'rollout_status', 'whereis']",
+        "ok: read key's abort: -32602 tool abort needs scope operate",
         "ok: read-only key lists only ['explain', 'list_rollouts', 'rollout_status', 'whereis']",
         "ok: read-only abort: -32602 tool abort needs scope operate",
         "ok: linnet mcp (stdio) lists 10 tools",
