@@ -1,10 +1,10 @@
 //! The MCP server as an agent sees it: the official MCP Python SDK (`mcp`, in the project's
 //! venv) drives a real `linnet serve` over Streamable HTTP at `/mcp` and `linnet mcp` over
 //! stdio (e2e/mcp/client.py): it starts a rollout from a YAML spec, reads it, subscribes to it
-//! and is told of its pause on the session's stream, aborts it; a
-//! bad spec is a tool error naming the field; a `read` key (made with `linnet key create`) and
-//! an anonymous reader list only the read tools and are refused `abort`; malformed JSON-RPC, unknown methods and tools, wrong argument
-//! types and an oversized body get the spec's error codes, and change nothing.
+//! and is told of its pause on the session's stream, aborts it; a bad spec is a tool error
+//! naming the field; a `read` key (made with `linnet key create`) and an anonymous reader list
+//! only the read tools and are refused `abort`; malformed JSON-RPC, unknown methods and tools,
+//! wrong argument types and an oversized body get the spec's error codes, and change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use linnet_e2e::sidecar::{linnet_bin, Sidecar, ADMIN_TOKEN};
