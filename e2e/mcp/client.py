@@ -143,9 +143,10 @@ async def admin_session(base, token):
             check("steps[1].weight" in text(r), f"the error names the field: {text(r)}")
             print(f"ok: bad spec -> tool error: {text(r)}")
 
-            await expect_rpc_error(
-                s.call_tool("promote", {"name": NAME, "full": "yes"}), -32602, "argument full", "wrong argument type"
-            )
+            # A wrong argument of a known tool is a tool error the model can read (MCP 2025-11-25).
+            r = await s.call_tool("promote", {"name": NAME, "full": "yes"})
+            check(r.is_error and "argument full" in text(r), f"wrong argument type: {text(r)}")
+            print(f"ok: wrong argument type -> tool error: {text(r)}")
             await expect_rpc_error(s.call_tool("no_such_tool", {}), -32602, "unknown tool", "unknown tool")
 
             r = await s.call_tool("abort", {"name": NAME})
@@ -261,10 +262,6 @@ def bad_input(base, token):
         ("unknown tool", rpc("tools/call", {"name": "drop_table", "arguments": {}}), 200, -32602),
         ("tool name a number", rpc("tools/call", {"name": 5}), 200, -32602),
         ("arguments a string", rpc("tools/call", {"name": "abort", "arguments": "x"}), 200, -32602),
-        ("name an integer", rpc("tools/call", {"name": "abort", "arguments": {"name": 1}}), 200, -32602),
-        ("extra argument", rpc("tools/call", {"name": "abort", "arguments": {"name": NAME, "force": True}}), 200, -32602),
-        ("limit too big", rpc("tools/call", {"name": "explain", "arguments": {"name": NAME, "limit": 10**9}}), 200, -32602),
-        ("spec a number", rpc("tools/call", {"name": "start_rollout", "arguments": {"spec": 3}}), 200, -32602),
         ("unknown resource", rpc("resources/read", {"uri": "file:///etc/passwd"}), 200, -32002),
         ("subscribe without a session", rpc("resources/subscribe", {"uri": f"linnet://rollouts/{NAME}"}), 200, -32600),
     ]
@@ -275,6 +272,21 @@ def bad_input(base, token):
         check(err.get("code") == want_code, f"{what}: {answer}, wanted code {want_code}")
         check(err.get("message"), f"{what}: no message")
         print(f"ok: {what} -> {status} {want_code} {err['message']}")
+
+    # Arguments of a known tool that are wrong: a tool error naming the argument (SEP-1303).
+    tool_errors = [
+        ("name an integer", {"name": "abort", "arguments": {"name": 1}}, "argument name"),
+        ("extra argument", {"name": "abort", "arguments": {"name": NAME, "force": True}}, "argument force"),
+        ("limit too big", {"name": "explain", "arguments": {"name": NAME, "limit": 10**9}}, "argument limit"),
+        ("spec a number", {"name": "start_rollout", "arguments": {"spec": 3}}, "argument spec"),
+    ]
+    for what, params, needle in tool_errors:
+        status, answer = raw(base, rpc("tools/call", params), token)
+        result = (answer or {}).get("result") or {}
+        said = (result.get("content") or [{}])[0].get("text", "")
+        check(status == 200 and result.get("isError") is True, f"{what}: {status} {answer}")
+        check(needle in said, f"{what}: {said!r} lacks {needle!r}")
+        print(f"ok: {what} -> tool error {said}")
 
     status, answer = raw(base, rpc("tools/list"), token, {"MCP-Protocol-Version": "1999-01-01"})
     check(status == 400 and answer["error"]["code"] == -32600, f"bad protocol version: {status} {answer}")

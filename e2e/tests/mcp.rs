@@ -4,7 +4,8 @@
 //! and is told of its pause on the session's stream, aborts it; a bad spec is a tool error
 //! naming the field; a `read` key (made with `linnet key create`) and an anonymous reader list
 //! only the read tools and are refused `abort`; malformed JSON-RPC, unknown methods and tools,
-//! wrong argument types and an oversized body get the spec's error codes, and change nothing.
+//! and an oversized body get the spec's error codes, wrong arguments of a known tool a tool
+//! error naming them (MCP 2025-11-25), and none of it changes anything.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use linnet_e2e::sidecar::{linnet_bin, Sidecar, ADMIN_TOKEN};
@@ -85,7 +86,9 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
         "ok: malformed JSON -> 400 -32700",
         "ok: unknown method -> 200 -32601",
         "ok: unknown tool -> 200 -32602",
-        "ok: name an integer -> 200 -32602 argument name",
+        "ok: wrong argument type -> tool error: argument full",
+        "ok: name an integer -> tool error argument name",
+        "ok: extra argument -> tool error argument force",
         "ok: oversized",
         "the rollouts and the audit are unchanged",
         "all ok",

@@ -7,20 +7,22 @@
 //! `initialize` makes a session ([`crate::mcp_session`]) only for subscriptions, told on
 //! `GET /mcp`; everything else needs none.
 //!
-//! The JSON-RPC layer is written here rather than taken from `rmcp`. rmcp's Streamable HTTP
-//! server is a tower service with its own sessions, SSE framing and error answers: mounted at
-//! `/mcp` it would sit beside the route table, not in it (the guard, the 405s, the 413 and
-//! 408 with their `ErrorBody`, the metrics labels, the OpenAPI operation), and the codes and
-//! words for bad input would be its own rather than ones that name the field. It would have
-//! found the caller (it hands tool handlers the HTTP request's parts). What this server
-//! needs is nine methods over one request/response pair and one event stream. Not
-//! measured: rmcp's build time and binary size.
+//! The JSON-RPC layer is written here rather than taken from `rmcp`, for measured reasons
+//! (rmcp 3.11.0, its Streamable HTTP service in stateless JSON mode, probed on 2026-12-07 with
+//! the bad messages sidecar/tests/mcp.rs and e2e/mcp/client.py send): 12 of those 19 bodies
+//! (not JSON, a batch, no `jsonrpc`, a bad `id` or `method`, `params` not an object) get a
+//! hard-coded plain-text 415 with no JSON-RPC code; a tool name or `arguments` of the wrong
+//! type get -32601; an unknown argument is ignored; and it reads the body itself, so the
+//! router's body limit does not reach it (a 2 MiB call ran). It would also add 49 crates (25
+//! new to this lock, and second major versions of sha2 and digest) and about 4.9 MB to a
+//! release binary. Here the route sits in the API's one table (the guard, the body limit
+//! and timeout, the metrics labels, the OpenAPI operation), and every answer is JSON-RPC.
 //!
 //! Tools are one table ([`TOOLS`]): name, scope, hints, parameters. `tools/list` shows a
 //! caller the tools its scope allows; calling any other is `-32602` naming the scope needed.
-//! Arguments are checked against the same parameters (`-32602` naming the argument); what
-//! the controller refuses (a bad spec, naming its field; a rollout not found; a control the
-//! state does not allow) is a tool error (`isError: true`), which the agent can read and fix.
+//! Arguments are checked against the same parameters: a wrong, missing or unknown one is a
+//! tool error naming it (MCP 2025-11-25, SEP-1303), as is what the controller refuses (a bad spec, naming its field; a rollout not found; a control the
+//! state does not allow): `isError: true`, which the agent can read and fix.
 
 use crate::api::{Created, Explanation, RolloutList};
 use crate::auth::{Caller, Scope};
@@ -561,7 +563,11 @@ async fn tools_call(
             )))
         }
     };
-    check_arguments(tool, &args).map_err(invalid_params)?;
+    if let Err(m) = check_arguments(tool, &args) {
+        // Input validation is a tool execution error in MCP 2025-11-25 (SEP-1303): the agent
+        // reads it and calls again, instead of a protocol error it may not show the model.
+        return Ok(tool_result(Value::from(m), true));
+    }
     match (tool.call)(ctl, caller, &args).await {
         Ok(v) => Ok(tool_result(v, false)),
         Err(ToolFailure::Refused(m)) => Ok(tool_result(Value::from(m), true)),

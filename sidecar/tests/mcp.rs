@@ -188,21 +188,6 @@ async fn bad_messages_get_the_spec_codes_and_change_nothing() {
             -32602,
         ),
         (
-            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "abort", "arguments": {"name": 3}}}"#,
-            StatusCode::OK,
-            -32602,
-        ),
-        (
-            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "abort", "arguments": {}}}"#,
-            StatusCode::OK,
-            -32602,
-        ),
-        (
-            r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "promote", "arguments": {"name": "web", "full": 1}}}"#,
-            StatusCode::OK,
-            -32602,
-        ),
-        (
             r#"{"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "linnet://rollouts/nope"}}"#,
             StatusCode::OK,
             -32002,
@@ -219,6 +204,27 @@ async fn bad_messages_get_the_spec_codes_and_change_nothing() {
         let v = r.json();
         assert_eq!(v["error"]["code"], *code, "{body}: {v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+    }
+    // Arguments of a known tool that are wrong, missing or unknown: a tool error naming the
+    // argument (MCP 2025-11-25, SEP-1303), so the agent can read it and call again.
+    for (args, tool, words) in [
+        (json!({"name": 3}), "abort", "argument name"),
+        (json!({}), "abort", "argument name: missing"),
+        (
+            json!({"name": "web", "full": 1}),
+            "promote",
+            "argument full",
+        ),
+        (
+            json!({"name": "web", "force": true}),
+            "abort",
+            "argument force",
+        ),
+    ] {
+        let v = call(&h, tool, args.clone(), true).await;
+        assert_eq!(v["result"]["isError"], true, "{args}: {v}");
+        let text = v["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains(words), "{args}: {text}");
     }
     let notification = mcp(
         &h,
