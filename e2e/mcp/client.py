@@ -184,6 +184,58 @@ async def read_only_session(base, key):
             await expect_rpc_error(s.call_tool("abort", {"name": NAME}), -32602, "needs scope operate", "read-only abort")
 
 
+MODERN = "mcp-modern"
+MODERN_SPEC = SPEC.replace(NAME, MODERN).replace("mcp.local", "modern.local")
+
+
+async def modern_sessions(base, token, key):
+    """MCP 2026-07-28: `server/discover`, then stateless requests each carrying their `_meta`
+    envelope and routing headers (the SDK's `discover()` adopts the era), as admin and read key."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT_S)
+    async with http, streamable_http_client(f"{base}/mcp", http_client=http) as (read, write):
+        async with ClientSession(read, write) as s:
+            found = await s.discover()
+            check("2026-07-28" in found.supported_versions, f"discover: {found}")
+            check(s.initialize_result is None, "the modern era has no initialize")
+            print(f"ok: 2026-07-28 discover -> {found.supported_versions}")
+
+            tools = {t.name for t in (await s.list_tools()).tools}
+            check(tools == ALL_TOOLS, f"2026-07-28 admin tools: {sorted(tools)}")
+            print(f"ok: 2026-07-28 admin lists all {len(tools)} tools")
+
+            r = await s.call_tool("start_rollout", {"spec": MODERN_SPEC})
+            check(not r.is_error, f"2026-07-28 start_rollout: {text(r)}")
+            print(f"ok: 2026-07-28 start_rollout -> {structured(r)['state']} at {structured(r)['weight']}%")
+            r = await s.call_tool("rollout_status", {"name": MODERN})
+            check(not r.is_error and structured(r)["weight"] == 10, f"2026-07-28 status {structured(r)}")
+            print(f"ok: 2026-07-28 rollout_status -> {structured(r)['state']} at {structured(r)['weight']}%")
+
+            r = await s.call_tool("start_rollout", {"spec": BAD_SPEC})
+            check(r.is_error and "steps[1].weight" in text(r), f"2026-07-28 bad spec: {text(r)}")
+            print(f"ok: 2026-07-28 bad spec -> tool error: {text(r)}")
+
+            r = await s.call_tool("abort", {"name": MODERN})
+            check(not r.is_error, f"2026-07-28 abort: {text(r)}")
+            r = await s.call_tool("rollout_status", {"name": MODERN})
+            check(structured(r)["state"] == "aborted" and structured(r)["weight"] == 0, f"{structured(r)}")
+            print("ok: 2026-07-28 abort -> aborted at 0%")
+
+            await expect_rpc_error(
+                s.read_resource("linnet://rollouts/nope"), -32602, "resource not found", "2026-07-28 unknown resource"
+            )
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S)
+    async with http, streamable_http_client(f"{base}/mcp", http_client=http) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.discover()
+            tools = {t.name for t in (await s.list_tools()).tools}
+            check(tools == READ_TOOLS, f"2026-07-28 read key's tools: {sorted(tools)}")
+            print(f"ok: 2026-07-28 read key lists only {sorted(tools)}")
+            await expect_rpc_error(
+                s.call_tool("abort", {"name": MODERN}), -32602, "needs scope operate", "2026-07-28 read key's abort"
+            )
+
+
 async def stdio_session(base, token, linnet):
     params = StdioServerParameters(command=linnet, args=["mcp", "--server", base, "--token", token])
     updates, on_message = updates_queue()
@@ -326,6 +378,7 @@ async def main():
     await asyncio.wait_for(admin_session(a.base, a.token), TIMEOUT_S * 3)
     await asyncio.wait_for(read_only_session(a.base, a.read_key), TIMEOUT_S * 3)
     await asyncio.wait_for(stdio_session(a.base, a.token, a.linnet), TIMEOUT_S * 3)
+    await asyncio.wait_for(modern_sessions(a.base, a.token, a.read_key), TIMEOUT_S * 3)
     bad_input(a.base, a.token)
     print("all ok")
 

@@ -1440,15 +1440,17 @@ async fn explain(
 }
 
 /// The MCP server for AI agents (Streamable HTTP): one JSON-RPC 2.0 message per POST,
-/// answered with one JSON body. The caller's scope decides which tools it lists and may call;
-/// `initialize` answers an `Mcp-Session-Id` for subscriptions.
+/// answered with one JSON body. The caller's scope decides which tools it lists and may call.
+/// MCP 2026-07-28 requests carry their `_meta` envelope and need no session; in the
+/// handshake era `initialize` answers an `Mcp-Session-Id` for subscriptions.
 #[utoipa::path(post, path = "/mcp", tag = "mcp",
     request_body(content = Value, content_type = "application/json",
         description = "One JSON-RPC 2.0 message (MCP Streamable HTTP)."),
     responses(
         (status = 200, description = "The JSON-RPC response (a result, or an error with its code).", body = Value),
         (status = 202, description = "A notification, taken."),
-        (status = 400, description = "Not a JSON-RPC request (-32700 or -32600), or an unsupported MCP-Protocol-Version: a JSON-RPC error without id.", body = Value),
+        (status = 400, description = "Not a JSON-RPC request (-32700 or -32600), or an unsupported MCP-Protocol-Version: a JSON-RPC error without id. In MCP 2026-07-28 also a request it cannot take (-32602, -32020, -32022), with its id.", body = Value),
+        (status = 404, description = "MCP 2026-07-28: an unknown method (-32601), with its id.", body = Value),
         (status = 413, description = "The body is over the limit.", body = ErrorBody)))]
 async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Response {
     use crate::mcp::{self, Reply};
@@ -1456,13 +1458,17 @@ async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Respo
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
-    let version = headers
-        .get(mcp::PROTOCOL_VERSION_HEADER)
-        .map(|v| v.to_str().unwrap_or_default());
-    if let Some(v) = version.filter(|v| !mcp::PROTOCOL_VERSIONS.contains(v)) {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or_default());
+    let routing = mcp::Routing {
+        version: header(mcp::PROTOCOL_VERSION_HEADER),
+        method: header(mcp::METHOD_HEADER),
+        name: header(mcp::NAME_HEADER),
+    };
+    let known = |v: &&str| mcp::PROTOCOL_VERSIONS.contains(v) || mcp::MODERN_VERSIONS.contains(v);
+    if let Some(v) = routing.version.filter(|v| !known(v)) {
         let e = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
             "code": mcp::INVALID_REQUEST,
-            "message": format!("{}: {v:?} is not one of {}", mcp::PROTOCOL_VERSION_HEADER, mcp::PROTOCOL_VERSIONS.join(", ")),
+            "message": format!("{}: {v:?} is not one of {}, {}", mcp::PROTOCOL_VERSION_HEADER, mcp::MODERN_VERSIONS.join(", "), mcp::PROTOCOL_VERSIONS.join(", ")),
         }});
         return (StatusCode::BAD_REQUEST, Json(e)).into_response();
     }
@@ -1471,6 +1477,7 @@ async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Respo
         caller: &caller,
         sessions: &s.mcp,
         session: session.as_deref(),
+        routing,
     };
     match mcp::handle(&cx, &body).await {
         Reply::Response(v) => Json(v).into_response(),
@@ -1484,6 +1491,11 @@ async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Respo
         }
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
         Reply::Rejected(v) => (StatusCode::BAD_REQUEST, Json(v)).into_response(),
+        Reply::Failed(status, v) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(v),
+        )
+            .into_response(),
     }
 }
 

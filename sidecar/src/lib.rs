@@ -17,6 +17,7 @@ pub mod keys;
 pub mod load;
 pub mod machine;
 pub mod mcp;
+pub mod mcp_modern;
 pub mod mcp_session;
 pub mod mcp_stdio;
 pub mod metrics;

@@ -36,10 +36,20 @@ use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::pin::Pin;
 
-/// Protocol revisions this server speaks, newest first; `initialize` answers the client's
-/// if listed, else the newest.
+/// Handshake-era revisions this server speaks, newest first; `initialize` answers the
+/// client's if listed, else the newest.
 pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// Stateless-era revisions (no handshake: every request carries its own `_meta` envelope),
+/// what `server/discover` answers as `supportedVersions`.
+pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
 pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+/// 2026-07-28 routing headers, checked against the body they travel with.
+pub const METHOD_HEADER: &str = "mcp-method";
+pub const NAME_HEADER: &str = "mcp-name";
+/// The 2026-07-28 per-request envelope in `params._meta`: the first two are required.
+pub(crate) const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub(crate) const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub(crate) const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 
 /// JSON-RPC 2.0 and MCP error codes.
 pub const PARSE_ERROR: i64 = -32700;
@@ -47,8 +57,12 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
-/// MCP's code for a resource URI that names nothing.
+/// MCP 2025-era code for a resource URI that names nothing (2026-07-28 uses -32602).
 pub const RESOURCE_NOT_FOUND: i64 = -32002;
+/// 2026-07-28: a routing header disagrees with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: the envelope's protocol version is not one this server speaks.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 const DEFAULT_TIMELINE: usize = 100;
 const MAX_TIMELINE: u64 = 1000;
@@ -66,6 +80,8 @@ pub enum Reply {
     Accepted,
     /// Not a JSON-RPC message this server takes: a 400 carrying a JSON-RPC error without id.
     Rejected(Value),
+    /// A 2026-07-28 error response, with the HTTP status that era's transport gives its code.
+    Failed(u16, Value),
 }
 
 /// A JSON-RPC error: its code and a message naming what was wrong.
@@ -396,6 +412,16 @@ pub struct Context<'a> {
     pub sessions: &'a Sessions,
     /// The `Mcp-Session-Id` sent, already checked to be one of the caller's.
     pub session: Option<&'a str>,
+    /// The routing headers sent, if any (the stdio bridge relays bodies without them).
+    pub routing: Routing<'a>,
+}
+
+/// The `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers of one POST.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Routing<'a> {
+    pub version: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub name: Option<&'a str>,
 }
 
 /// Answers one POSTed body.
@@ -454,6 +480,9 @@ pub async fn handle(cx: &Context<'_>, body: &[u8]) -> Reply {
             ))
         }
     };
+    if is_modern(cx.routing, method, &params) {
+        return crate::mcp_modern::handle(cx, id, method, &params).await;
+    }
     if method == "initialize" {
         let result = initialize(&params);
         return match cx.sessions.open(&caller.key) {
@@ -474,7 +503,7 @@ pub async fn handle(cx: &Context<'_>, body: &[u8]) -> Reply {
         "tools/call" => tools_call(ctl, caller, &params).await,
         "resources/list" => resources_list(ctl).await,
         "resources/templates/list" => Ok(resource_templates()),
-        "resources/read" => resources_read(ctl, &params).await,
+        "resources/read" => resources_read(ctl, &params, RESOURCE_NOT_FOUND).await,
         "resources/subscribe" => subscribe(cx, &params, true).await,
         "resources/unsubscribe" => subscribe(cx, &params, false).await,
         other => Err(RpcError {
@@ -488,7 +517,21 @@ pub async fn handle(cx: &Context<'_>, body: &[u8]) -> Reply {
     })
 }
 
-fn error_response(id: Value, code: i64, message: impl Into<String>) -> Value {
+/// Whether a request is of the 2026-07-28 era: it says so by its version header, its
+/// `_meta` envelope, or its method (`server/discover` exists in no handshake revision).
+/// Everything else is answered as the handshake era always was.
+fn is_modern(routing: Routing<'_>, method: &str, params: &Map<String, Value>) -> bool {
+    routing
+        .version
+        .is_some_and(|v| !PROTOCOL_VERSIONS.contains(&v))
+        || params
+            .get("_meta")
+            .and_then(Value::as_object)
+            .is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION))
+        || method == "server/discover"
+}
+
+pub(crate) fn error_response(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
 }
 
@@ -497,11 +540,17 @@ fn rejected(code: i64, message: impl Into<String>) -> Reply {
     Reply::Rejected(error_response(Value::Null, code, message))
 }
 
-fn invalid_params(message: impl Into<String>) -> RpcError {
+pub(crate) fn invalid_params(message: impl Into<String>) -> RpcError {
     RpcError {
         code: INVALID_PARAMS,
         message: message.into(),
     }
+}
+
+pub(crate) const INSTRUCTIONS: &str = "Linnet runs canary rollouts for Envoy. list_rollouts and rollout_status show where each stands; explain says why; start_rollout takes the same spec as `linnet rollout create`; abort sends all traffic back to stable. The tools listed are the ones this key's scope allows.";
+
+pub(crate) fn server_info() -> Value {
+    json!({"name": "linnet", "title": "Linnet canary rollouts", "version": env!("CARGO_PKG_VERSION")})
 }
 
 fn initialize(params: &Map<String, Value>) -> Value {
@@ -516,12 +565,12 @@ fn initialize(params: &Map<String, Value>) -> Value {
             "tools": {"listChanged": false},
             "resources": {"subscribe": true, "listChanged": false},
         },
-        "serverInfo": {"name": "linnet", "title": "Linnet canary rollouts", "version": env!("CARGO_PKG_VERSION")},
-        "instructions": "Linnet runs canary rollouts for Envoy. list_rollouts and rollout_status show where each stands; explain says why; start_rollout takes the same spec as `linnet rollout create`; abort sends all traffic back to stable. The tools listed are the ones this key's scope allows.",
+        "serverInfo": server_info(),
+        "instructions": INSTRUCTIONS,
     })
 }
 
-fn tools_list(caller: &Caller) -> Value {
+pub(crate) fn tools_list(caller: &Caller) -> Value {
     let tools: Vec<Value> = TOOLS
         .iter()
         .filter(|t| t.scope <= caller.scope)
@@ -530,7 +579,7 @@ fn tools_list(caller: &Caller) -> Value {
     json!({ "tools": tools })
 }
 
-async fn tools_call(
+pub(crate) async fn tools_call(
     ctl: &Controller,
     caller: &Caller,
     params: &Map<String, Value>,
@@ -742,7 +791,7 @@ impl Resource {
     }
 }
 
-async fn resources_list(ctl: &Controller) -> Result<Value, RpcError> {
+pub(crate) async fn resources_list(ctl: &Controller) -> Result<Value, RpcError> {
     let rollouts = ctl.list().await.map_err(internal)?;
     let mut resources = Vec::with_capacity(rollouts.len() * 2);
     for r in rollouts {
@@ -762,7 +811,7 @@ async fn resources_list(ctl: &Controller) -> Result<Value, RpcError> {
     Ok(json!({ "resources": resources }))
 }
 
-fn resource_templates() -> Value {
+pub(crate) fn resource_templates() -> Value {
     json!({"resourceTemplates": [
         {
             "uriTemplate": format!("{URI_PREFIX}{{name}}"),
@@ -840,10 +889,17 @@ async fn subscribe(
     Ok(json!({}))
 }
 
-async fn resources_read(ctl: &Controller, params: &Map<String, Value>) -> Result<Value, RpcError> {
+/// `resources/read`; a URI that names nothing is `not_found` (-32002 in the handshake
+/// era, -32602 in 2026-07-28).
+pub(crate) async fn resources_read(
+    ctl: &Controller,
+    params: &Map<String, Value>,
+    not_found: i64,
+) -> Result<Value, RpcError> {
     let uri = uri_param(params)?;
+    let code = not_found;
     let not_found = |why: String| RpcError {
-        code: RESOURCE_NOT_FOUND,
+        code,
         message: format!("resource not found: {uri}: {why}"),
     };
     let resource = Resource::parse(uri).ok_or_else(|| {

@@ -369,3 +369,177 @@ async fn a_subscribed_session_is_told_of_changes_until_it_ends() {
     assert_eq!(next_message(&mut body, &mut buf).await, None);
     h.close().await;
 }
+
+/// A 2026-07-28 request: `params` with the `_meta` envelope added, and the routing headers
+/// a client sends with it, each replaceable by `headers`.
+async fn modern(h: &Harness, method: &str, mut params: Value, headers: &[(&str, &str)]) -> Reply {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params});
+    let auth = format!("Bearer {ADMIN}");
+    let mut sent: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    sent.retain(|(k, _)| !headers.iter().any(|(h, _)| h == k));
+    sent.extend_from_slice(headers);
+    h.request(Method::POST, "/mcp", &body.to_string(), &sent)
+        .await
+}
+
+/// A 2026-07-28 request refused: method, params, headers, HTTP status, code, message words.
+type Refusal<'a> = (
+    &'a str,
+    Value,
+    &'a [(&'a str, &'a str)],
+    StatusCode,
+    i64,
+    &'a str,
+);
+
+#[tokio::test(start_paused = true)]
+async fn a_2026_request_needs_no_handshake_and_is_checked_against_its_headers() {
+    let (_d, h) = harness().await;
+    h.create_yaml(SPEC).await;
+    let before = h.fingerprint().await;
+
+    let r = modern(&h, "server/discover", json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let found = r.json()["result"].clone();
+    assert_eq!(found["supportedVersions"], json!(["2026-07-28"]));
+    assert_eq!(found["resultType"], "complete");
+    assert_eq!(found["capabilities"]["tools"]["listChanged"], false);
+    // No subscriptions in this era (no subscriptions/listen), so none advertised.
+    assert!(found["capabilities"]["resources"]
+        .get("subscribe")
+        .is_none());
+    assert_eq!(
+        found["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "linnet"
+    );
+    assert!(
+        r.headers.get("mcp-session-id").is_none(),
+        "a session was made"
+    );
+
+    let r = modern(&h, "tools/list", json!({}), &[]).await.json();
+    assert_eq!(tool_names(&r).len(), 10);
+    assert_eq!(r["result"]["resultType"], "complete");
+    assert_eq!(r["result"]["ttlMs"], 0);
+    assert_eq!(r["result"]["cacheScope"], "private");
+
+    let name = [("mcp-name", "rollout_status")];
+    let args = json!({"name": "rollout_status", "arguments": {"name": "web"}});
+    let r = modern(&h, "tools/call", args.clone(), &name).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["result"]["structuredContent"]["weight"], 10.0);
+
+    // Every refusal: (method, params, headers, HTTP status, code, words in the message).
+    let cases: &[Refusal] = &[
+        (
+            "tools/call",
+            args.clone(),
+            &[("mcp-name", "abort")],
+            StatusCode::BAD_REQUEST,
+            -32020,
+            "mcp-name",
+        ),
+        (
+            "tools/list",
+            json!({}),
+            &[("mcp-method", "tools/call")],
+            StatusCode::BAD_REQUEST,
+            -32020,
+            "mcp-method",
+        ),
+        (
+            "tools/list",
+            json!({}),
+            &[("mcp-protocol-version", "2025-11-25")],
+            StatusCode::BAD_REQUEST,
+            -32020,
+            "mcp-protocol-version",
+        ),
+        (
+            "resources/read",
+            json!({"uri": "linnet://rollouts/nope"}),
+            &[("mcp-name", "linnet://rollouts/nope")],
+            StatusCode::BAD_REQUEST,
+            -32602,
+            "resource not found",
+        ),
+        (
+            "initialize",
+            json!({}),
+            &[],
+            StatusCode::NOT_FOUND,
+            -32601,
+            "initialize",
+        ),
+    ];
+    for (method, params, headers, status, code, words) in cases {
+        let r = modern(&h, method, params.clone(), headers).await;
+        assert_eq!(r.status, *status, "{method}: {:?}", r.body);
+        let v = r.json();
+        assert_eq!(v["id"], 9, "{v}");
+        assert_eq!(v["error"]["code"], *code, "{method}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{method}: {message}");
+    }
+
+    // Without the envelope's required keys: invalid params naming what is missing.
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let bare = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#;
+    let half = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}"#;
+    for (body, words) in [
+        (bare, "params._meta: missing"),
+        (half, "io.modelcontextprotocol/clientCapabilities"),
+    ] {
+        let r = h.request(Method::POST, "/mcp", body, &headers).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        let v = r.json();
+        assert_eq!(v["error"]["code"], -32602, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(words),
+            "{v}"
+        );
+    }
+    // An envelope naming a revision this server does not speak: -32022 with what it does.
+    let future = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2027-01-01", "io.modelcontextprotocol/clientCapabilities": {}}}}"#;
+    let r = mcp(&h, future, true).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], -32022, "{v}");
+    assert_eq!(v["error"]["data"]["supported"], json!(["2026-07-28"]));
+
+    // The read key's scope holds in this era too: abort is not listed and is refused.
+    let r = h
+        .request(
+            Method::POST,
+            "/mcp",
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "abort", "arguments": {"name": "web"},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}})
+            .to_string(),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs scope operate"));
+    assert_eq!(h.fingerprint().await, before, "a refusal changed something");
+    h.close().await;
+}
