@@ -263,6 +263,17 @@ async def stdio_session(base, token, linnet):
             check(structured(r)["state"] == "aborted", f"stdio abort: {text(r)}")
             print(f"ok: linnet mcp (stdio) subscribed, pause -> notifications/resources/updated {got}")
 
+    # The bridge relays lines, so a 2026-07-28 client works through it too (no headers on
+    # stdio: the envelope alone says the era).
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.discover()
+            tools = {t.name for t in (await s.list_tools()).tools}
+            check(tools == ALL_TOOLS, f"stdio 2026-07-28 tools: {sorted(tools)}")
+            r = await s.call_tool("rollout_status", {"name": NAME})
+            check(structured(r)["state"] == "aborted", f"stdio 2026-07-28 status: {structured(r)}")
+            print(f"ok: linnet mcp (stdio) at 2026-07-28 lists {len(tools)} tools, calls rollout_status")
+
 
 def raw(base, body, token=None, headers=None):
     """POSTs `body` to /mcp; returns (status, parsed JSON or None)."""

@@ -83,6 +83,7 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
         "ok: read-only abort: -32602 tool abort needs scope operate",
         "ok: linnet mcp (stdio) lists 10 tools",
         "ok: linnet mcp (stdio) subscribed, pause -> notifications/resources/updated",
+        "ok: linnet mcp (stdio) at 2026-07-28 lists 10 tools, calls rollout_status",
         "ok: 2026-07-28 discover -> ['2026-07-28']",
         "ok: 2026-07-28 admin lists all 10 tools",
         "ok: 2026-07-28 start_rollout -> progressing",
