@@ -5,7 +5,8 @@
 //! naming the field; a `read` key (made with `linnet key create`) and an anonymous reader list
 //! only the read tools and are refused `abort`; malformed JSON-RPC, unknown methods and tools,
 //! and an oversized body get the spec's error codes, wrong arguments of a known tool a tool
-//! error naming them (MCP 2025-11-25), and none of it changes anything.
+//! error naming them (MCP 2025-11-25), and none of it changes anything. The SDK's 2026-07-28
+//! client (`server/discover`, no handshake) does the same over HTTP and through the bridge.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use linnet_e2e::sidecar::{linnet_bin, Sidecar, ADMIN_TOKEN};

@@ -1,11 +1,18 @@
 //! The Model Context Protocol server at `/mcp`: AI agents list rollouts, read their status and
 //! timeline, start a canary from a spec and control it, within their key's scope.
 //!
-//! JSON-RPC 2.0 over the Streamable HTTP transport (MCP 2025-11-25, negotiated down to
-//! 2025-03-26): every POST carries one message and is answered with one JSON body, so the
-//! route sits in the API's one table behind its body limit and token check like any other.
-//! `initialize` makes a session ([`crate::mcp_session`]) only for subscriptions, told on
-//! `GET /mcp`; everything else needs none.
+//! JSON-RPC 2.0 over the Streamable HTTP transport, in two eras at the same route: every POST
+//! carries one message and is answered with one JSON body, so the route sits in the API's one
+//! table behind its body limit and token check like any other.
+//!
+//! - MCP 2026-07-28, the current revision ([`crate::mcp_modern`]): no handshake, no session;
+//!   each request carries its protocol version and client capabilities in `params._meta`,
+//!   `server/discover` says what the server speaks. A request is of this era when its
+//!   `MCP-Protocol-Version` header, its envelope or its method says so.
+//! - The handshake era (2025-11-25, negotiated down to 2025-03-26), answered here as before:
+//!   `initialize` makes a session ([`crate::mcp_session`]) only for subscriptions, told on
+//!   `GET /mcp`; everything else needs none. An unknown resource is -32002 as that era's
+//!   spec says (2026-07-28 made it -32602, SEP-2164).
 //!
 //! The JSON-RPC layer is written here rather than taken from `rmcp`, for measured reasons
 //! (rmcp 3.11.0, its Streamable HTTP service in stateless JSON mode, probed on 2026-12-07 with
@@ -21,8 +28,10 @@
 //! Tools are one table ([`TOOLS`]): name, scope, hints, parameters. `tools/list` shows a
 //! caller the tools its scope allows; calling any other is `-32602` naming the scope needed.
 //! Arguments are checked against the same parameters: a wrong, missing or unknown one is a
-//! tool error naming it (MCP 2025-11-25, SEP-1303), as is what the controller refuses (a bad spec, naming its field; a rollout not found; a control the
-//! state does not allow): `isError: true`, which the agent can read and fix.
+//! tool error naming it (MCP 2025-11-25, SEP-1303, kept in 2026-07-28), as is what the
+//! controller refuses (a bad spec, naming its field; a rollout not found; a control the state
+//! does not allow): `isError: true`, which the agent can read and fix. Both eras share the
+//! tools, the scopes and the resources.
 
 use crate::api::{Created, Explanation, RolloutList};
 use crate::auth::{Caller, Scope};

@@ -1,6 +1,7 @@
 //! The MCP server at `/mcp` called without a socket: what each scope lists and may call, a
 //! rollout started and aborted by tools, a bad spec as a tool error naming its field, and
-//! every bad JSON-RPC message answered with the spec's code and changing nothing.
+//! every bad JSON-RPC message answered with the spec's code and changing nothing; and MCP
+//! 2026-07-28 requests: `server/discover`, the `_meta` envelope and routing headers checked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
