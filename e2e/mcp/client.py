@@ -19,6 +19,7 @@ import httpx2
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 
 TIMEOUT_S = 20
@@ -210,6 +211,15 @@ async def modern_sessions(base, token, key):
             check(not r.is_error and structured(r)["weight"] == 10, f"2026-07-28 status {structured(r)}")
             print(f"ok: 2026-07-28 rollout_status -> {structured(r)['state']} at {structured(r)['weight']}%")
 
+            uri = f"linnet://rollouts/{MODERN}"
+            async with listen(s, resource_subscriptions=[uri]) as sub:
+                check(sub.honored.resource_subscriptions == [uri], f"listen honored {sub.honored}")
+                r = await s.call_tool("pause", {"name": MODERN})
+                check(not r.is_error, f"2026-07-28 pause: {text(r)}")
+                event = await asyncio.wait_for(sub.__anext__(), TIMEOUT_S)
+                check(getattr(event, "uri", None) == uri, f"listen event {event}")
+            print(f"ok: 2026-07-28 subscriptions/listen, pause -> resource updated {event.uri}")
+
             r = await s.call_tool("start_rollout", {"spec": BAD_SPEC})
             check(r.is_error and "steps[1].weight" in text(r), f"2026-07-28 bad spec: {text(r)}")
             print(f"ok: 2026-07-28 bad spec -> tool error: {text(r)}")
@@ -273,6 +283,12 @@ async def stdio_session(base, token, linnet):
             r = await s.call_tool("rollout_status", {"name": NAME})
             check(structured(r)["state"] == "aborted", f"stdio 2026-07-28 status: {structured(r)}")
             print(f"ok: linnet mcp (stdio) at 2026-07-28 lists {len(tools)} tools, calls rollout_status")
+            await expect_rpc_error(
+                listen(s, resource_subscriptions=[f"linnet://rollouts/{NAME}"]).__aenter__(),
+                -32601,
+                "connect over HTTP",
+                "linnet mcp (stdio) subscriptions/listen",
+            )
 
 
 def raw(base, body, token=None, headers=None):

@@ -1447,7 +1447,7 @@ async fn explain(
     request_body(content = Value, content_type = "application/json",
         description = "One JSON-RPC 2.0 message (MCP Streamable HTTP)."),
     responses(
-        (status = 200, description = "The JSON-RPC response (a result, or an error with its code).", body = Value),
+        (status = 200, description = "The JSON-RPC response (a result, or an error with its code); for an MCP 2026-07-28 `subscriptions/listen`, server-sent events: its acknowledgement, then a notification per change of a resource it names.", body = Value),
         (status = 202, description = "A notification, taken."),
         (status = 400, description = "Not a JSON-RPC request (-32700 or -32600), or an unsupported MCP-Protocol-Version: a JSON-RPC error without id. In MCP 2026-07-28 also a request it cannot take (-32602, -32020, -32022), with its id.", body = Value),
         (status = 404, description = "MCP 2026-07-28: an unknown method (-32601), with its id.", body = Value),
@@ -1491,6 +1491,10 @@ async fn mcp(State(s): Api, headers: HeaderMap, Payload(body): Payload) -> Respo
         }
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
         Reply::Rejected(v) => (StatusCode::BAD_REQUEST, Json(v)).into_response(),
+        Reply::Listen(listener) => match s.take(Limit::Sse) {
+            Ok(slot) => mcp_events(&s, slot, listener),
+            Err(e) => e.into_response(),
+        },
         Reply::Failed(status, v) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             Json(v),
@@ -1539,11 +1543,21 @@ fn mcp_session(
 async fn mcp_stream(State(s): Api, headers: HeaderMap) -> Result<Response, ApiError> {
     let (_, session) = mcp_session(&s, &headers, true)?;
     let slot = s.take(Limit::Sse)?;
+    let listener =
+        crate::mcp_session::Listener::Session(Arc::clone(&s.mcp), session.unwrap_or_default());
+    Ok(mcp_events(&s, slot, listener))
+}
+
+/// An MCP stream as a server-sent events response.
+fn mcp_events(
+    s: &Shared,
+    slot: crate::slots::Slot,
+    listener: crate::mcp_session::Listener,
+) -> Response {
     let body = crate::mcp_session::stream(
         slot,
         &s.ctl,
-        Arc::clone(&s.mcp),
-        session.unwrap_or_default(),
+        listener,
         s.config.heartbeat,
         s.shutdown.clone(),
     );
@@ -1551,7 +1565,7 @@ async fn mcp_stream(State(s): Api, headers: HeaderMap) -> Result<Response, ApiEr
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    r
 }
 
 /// Ends an MCP session (its subscriptions and stream).

@@ -7,7 +7,8 @@
 //!
 //! - MCP 2026-07-28, the current revision ([`crate::mcp_modern`]): no handshake, no session;
 //!   each request carries its protocol version and client capabilities in `params._meta`,
-//!   `server/discover` says what the server speaks. A request is of this era when its
+//!   `server/discover` says what the server speaks, `subscriptions/listen` is answered with
+//!   a stream of resource updates. A request is of this era when its
 //!   `MCP-Protocol-Version` header, its envelope or its method says so.
 //! - The handshake era (2025-11-25, negotiated down to 2025-03-26), answered here as before:
 //!   `initialize` makes a session ([`crate::mcp_session`]) only for subscriptions, told on
@@ -79,7 +80,6 @@ const URI_PREFIX: &str = "linnet://rollouts/";
 const TIMELINE_SUFFIX: &str = "/timeline";
 
 /// What one POST to `/mcp` is answered with.
-#[derive(Debug, PartialEq)]
 pub enum Reply {
     /// A response to a request (200).
     Response(Value),
@@ -91,6 +91,8 @@ pub enum Reply {
     Rejected(Value),
     /// A 2026-07-28 error response, with the HTTP status that era's transport gives its code.
     Failed(u16, Value),
+    /// A 2026-07-28 `subscriptions/listen`: its response is the stream of what it asked for.
+    Listen(crate::mcp_session::Listener),
 }
 
 /// A JSON-RPC error: its code and a message naming what was wrong.
@@ -777,13 +779,13 @@ impl From<CtlError> for ToolFailure {
 
 /// The resources of one rollout: `linnet://rollouts/{name}` and its `/timeline`.
 #[derive(Debug, PartialEq)]
-enum Resource {
+pub(crate) enum Resource {
     Status(String),
     Timeline(String),
 }
 
 impl Resource {
-    fn parse(uri: &str) -> Option<Resource> {
+    pub(crate) fn parse(uri: &str) -> Option<Resource> {
         let rest = uri.strip_prefix(URI_PREFIX)?;
         let (name, timeline) = match rest.strip_suffix(TIMELINE_SUFFIX) {
             Some(name) => (name, true),

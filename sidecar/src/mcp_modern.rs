@@ -5,15 +5,18 @@
 //! capabilities in `params._meta`, which is checked (with the routing headers, when sent)
 //! before anything runs. `server/discover` says what this server speaks. Results carry
 //! `resultType`, lists their cache hints. The tools, scopes and resources are the handshake
-//! era's, through the same functions; resource subscriptions (`subscriptions/listen`) are
-//! not offered in this era, so `server/discover` advertises none.
+//! era's, through the same functions. `subscriptions/listen` replaces the session's
+//! subscriptions: its response is the stream of `notifications/resources/updated` for the
+//! URIs it names, tagged with its id.
 
+use crate::mcp::Resource;
 use crate::mcp::{
     error_response, invalid_params, resource_templates, resources_list, resources_read,
     server_info, tools_call, tools_list, Context, Reply, RpcError, HEADER_MISMATCH, INSTRUCTIONS,
     INVALID_PARAMS, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO,
     METHOD_NOT_FOUND, MODERN_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
+use crate::mcp_session::{Listener, MAX_SUBSCRIPTIONS};
 use serde_json::{json, Map, Value};
 
 /// Answers one 2026-07-28 request: its envelope checked, then its method.
@@ -24,6 +27,10 @@ pub async fn handle(
     params: &Map<String, Value>,
 ) -> Reply {
     let answer = match check_envelope(cx, method, params) {
+        Ok(()) if method == "subscriptions/listen" => match listen(&id, params) {
+            Ok(listener) => return Reply::Listen(listener),
+            Err(e) => Err(plain(e)),
+        },
         Ok(()) => dispatch(cx, method, params).await,
         Err(e) => Err(e),
     };
@@ -167,12 +174,50 @@ async fn dispatch(
     }
 }
 
+/// `subscriptions/listen`: the resources named in `notifications.resourceSubscriptions`, each
+/// one of a rollout's URIs (at most [`MAX_SUBSCRIPTIONS`]). Nothing else here changes at run
+/// time (the tools and the resource templates are fixed), so nothing else is honoured, and the
+/// acknowledgement says so by omitting it.
+fn listen(id: &Value, params: &Map<String, Value>) -> Result<Listener, RpcError> {
+    let Some(wanted) = params.get("notifications").and_then(Value::as_object) else {
+        return Err(invalid_params("notifications: missing: an object"));
+    };
+    let uris = match wanted.get("resourceSubscriptions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, u)| match u.as_str() {
+                Some(u) if Resource::parse(u).is_some() => Ok(u.to_owned()),
+                _ => Err(invalid_params(format!(
+                    "notifications.resourceSubscriptions[{i}]: {u} is not a rollout's URI (linnet://rollouts/{{name}}[/timeline])"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(invalid_params(format!(
+                "notifications.resourceSubscriptions: must be an array of URIs, got {other}"
+            )))
+        }
+    };
+    if uris.len() > MAX_SUBSCRIPTIONS {
+        return Err(invalid_params(format!(
+            "notifications.resourceSubscriptions: {} URIs, at most {MAX_SUBSCRIPTIONS}",
+            uris.len()
+        )));
+    }
+    Ok(Listener::Listen {
+        uris,
+        subscription: id.clone(),
+    })
+}
+
 fn discover() -> Value {
     json!({
         "supportedVersions": MODERN_VERSIONS,
         "capabilities": {
             "tools": {"listChanged": false},
-            "resources": {"listChanged": false},
+            "resources": {"subscribe": true, "listChanged": false},
         },
         "instructions": INSTRUCTIONS,
         "_meta": {META_SERVER_INFO: server_info()},

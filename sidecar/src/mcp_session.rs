@@ -5,14 +5,15 @@
 //! the key that made it (another key's request naming it finds nothing). Sessions live in
 //! memory: after a restart a client gets 404 and initializes again, as the transport says.
 //! Everything is bounded: sessions (the oldest is dropped for a new one), subscriptions per
-//! session, and streams (the API's `--max-sse` places, shared with `/v1/events`).
+//! session, and streams (the API's `--max-sse` places, shared with `/v1/events`). The same
+//! stream answers a 2026-07-28 `subscriptions/listen`, which needs no session.
 
 use crate::controller::Controller;
 use crate::slots::Slot;
 use crate::sse::ChannelBody;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -126,34 +127,91 @@ impl Sessions {
     }
 }
 
-/// One notification as an SSE frame.
-fn updated(uri: &str) -> Bytes {
-    let msg = json!({
-        "jsonrpc": "2.0",
-        "method": "notifications/resources/updated",
-        "params": {"uri": uri},
-    });
+/// Who a stream tells: a handshake-era session (its subscriptions change while it runs), or a
+/// 2026-07-28 `subscriptions/listen` (its URIs fixed by the request, every frame tagged with
+/// the request's id).
+pub enum Listener {
+    Session(Arc<Sessions>, String),
+    Listen {
+        uris: Vec<String>,
+        subscription: Value,
+    },
+}
+
+/// 2026-07-28: the `_meta` key naming the `subscriptions/listen` a frame belongs to.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+// === impl Listener ===
+
+impl Listener {
+    /// The URIs an event of `rollout` changes (every one with `None`: events were missed);
+    /// `None` when the session has ended.
+    fn touched(&self, rollout: Option<&str>) -> Option<Vec<String>> {
+        match self {
+            Listener::Session(sessions, id) => sessions.touched(id, rollout),
+            Listener::Listen { uris, .. } => Some(
+                uris.iter()
+                    .filter(|u| rollout.is_none_or(|r| crate::mcp::uri_names(u, r)))
+                    .cloned()
+                    .collect(),
+            ),
+        }
+    }
+
+    fn open(&self) -> bool {
+        match self {
+            Listener::Session(sessions, id) => sessions.lock().contains_key(id),
+            Listener::Listen { .. } => true,
+        }
+    }
+
+    /// The first frame: a comment for a session; for a listen, its acknowledgement naming
+    /// what it will be told (only resource updates: nothing else here changes).
+    fn first(&self) -> Bytes {
+        match self {
+            Listener::Session(..) => Bytes::from_static(b": connected\n\n"),
+            Listener::Listen { uris, subscription } => frame(&json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/subscriptions/acknowledged",
+                "params": {
+                    "notifications": {"resourceSubscriptions": uris},
+                    "_meta": {SUBSCRIPTION_ID: subscription},
+                },
+            })),
+        }
+    }
+
+    /// One `notifications/resources/updated` as an SSE frame.
+    fn updated(&self, uri: &str) -> Bytes {
+        let mut params = json!({"uri": uri});
+        if let Listener::Listen { subscription, .. } = self {
+            params["_meta"] = json!({SUBSCRIPTION_ID: subscription});
+        }
+        frame(&json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/resources/updated",
+            "params": params,
+        }))
+    }
+}
+
+fn frame(msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {msg}\n\n"))
 }
 
-/// The `GET /mcp` stream of session `id`, holding `slot`: until the session ends, the client
-/// goes, or the server stops.
+/// The stream of `listener`, holding `slot`: the session's `GET /mcp` until the session ends,
+/// or a `subscriptions/listen` response; either until the client goes or the server stops.
 pub fn stream(
     slot: Slot,
     ctl: &Controller,
-    sessions: Arc<Sessions>,
-    id: String,
+    listener: Listener,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut live = ctl.subscribe();
     tokio::spawn(async move {
-        if tx
-            .send(Bytes::from_static(b": connected\n\n"))
-            .await
-            .is_err()
-        {
+        if tx.send(listener.first()).await.is_err() {
             return;
         }
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -170,8 +228,7 @@ pub fn stream(
                 },
                 _ = beat.tick() => {
                     // A session ended (or dropped for a newer one) ends its quiet stream too.
-                    let open = sessions.lock().contains_key(&id);
-                    if !open || tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
+                    if !listener.open() || tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
                         return;
                     }
                     continue;
@@ -179,11 +236,11 @@ pub fn stream(
                 _ = tx.closed() => return,
                 _ = crate::signal::stopped(&mut shutdown) => return,
             };
-            let Some(uris) = sessions.touched(&id, rollout.as_deref()) else {
+            let Some(uris) = listener.touched(rollout.as_deref()) else {
                 return;
             };
             for uri in uris {
-                if tx.send(updated(&uri)).await.is_err() {
+                if tx.send(listener.updated(&uri)).await.is_err() {
                     return;
                 }
             }

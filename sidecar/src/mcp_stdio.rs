@@ -2,14 +2,16 @@
 //! stdin is one JSON-RPC message, POSTed to the sidecar's `/mcp` with the CLI's token, and
 //! each answer is one line on stdout; logs go to stderr. The session `initialize` answers is
 //! kept and sent with every later message, and its `GET /mcp` stream is relayed to stdout
-//! too, so subscriptions work as over HTTP; the session is ended when stdin ends.
+//! too, so subscriptions work as over HTTP; the session is ended when stdin ends. MCP
+//! 2026-07-28 lines are relayed the same way (their `_meta` envelope says the era), but for
+//! `subscriptions/listen`, whose answer is an endless stream: the bridge refuses it itself.
 //!
 //! A bridge rather than a second server: the tools run in the sidecar, under the same token
 //! check, scopes and audit as every other call, and an agent on stdio sees exactly what one
 //! on HTTP with the same key sees.
 
 use crate::client::Client;
-use crate::mcp::{INTERNAL_ERROR, INVALID_REQUEST};
+use crate::mcp::{INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND};
 use crate::mcp_session::SESSION_HEADER;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -98,6 +100,14 @@ async fn forward(
     msg: &[u8],
     session: Option<&str>,
 ) -> (Option<Value>, Option<String>) {
+    let parsed = serde_json::from_slice::<Value>(msg).ok();
+    let id = parsed.as_ref().and_then(|v| v.get("id").cloned());
+    if parsed.as_ref().and_then(|v| v["method"].as_str()) == Some("subscriptions/listen") {
+        // Its answer is a stream that never ends; read as one answer it would stall every
+        // line after it. The bridge answers for the server instead.
+        let why = "subscriptions/listen is not relayed by linnet mcp: connect over HTTP to listen";
+        return (id.map(|id| error(id, METHOD_NOT_FOUND, why)), None);
+    }
     let headers: Vec<(&str, &str)> = session.map(|s| (SESSION_HEADER, s)).into_iter().collect();
     let sent = client
         .exchange(
@@ -107,9 +117,6 @@ async fn forward(
             &headers,
         )
         .await;
-    let id = serde_json::from_slice::<Value>(msg)
-        .ok()
-        .and_then(|v| v.get("id").cloned());
     let (status, head, body) = match sent {
         Ok(answer) => answer,
         Err(e) => {

@@ -414,10 +414,8 @@ async fn a_2026_request_needs_no_handshake_and_is_checked_against_its_headers() 
     assert_eq!(found["supportedVersions"], json!(["2026-07-28"]));
     assert_eq!(found["resultType"], "complete");
     assert_eq!(found["capabilities"]["tools"]["listChanged"], false);
-    // No subscriptions in this era (no subscriptions/listen), so none advertised.
-    assert!(found["capabilities"]["resources"]
-        .get("subscribe")
-        .is_none());
+    // Subscriptions are by subscriptions/listen in this era.
+    assert_eq!(found["capabilities"]["resources"]["subscribe"], true);
     assert_eq!(
         found["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
         "linnet"
@@ -542,5 +540,75 @@ async fn a_2026_request_needs_no_handshake_and_is_checked_against_its_headers() 
         .unwrap()
         .contains("needs scope operate"));
     assert_eq!(h.fingerprint().await, before, "a refusal changed something");
+    h.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_2026_listen_is_a_stream_of_the_resources_it_names() {
+    let (_d, h) = harness().await;
+    h.create_yaml(SPEC).await;
+    let listen = |uris: Value| {
+        json!({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": {
+            "notifications": {"resourceSubscriptions": uris, "toolsListChanged": true},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}})
+        .to_string()
+    };
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    let bad = h
+        .request(
+            Method::POST,
+            "/mcp",
+            &listen(json!(["file:///etc"])),
+            &headers,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let v = bad.json();
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("resourceSubscriptions[0]"), "{message}");
+
+    let mut post = hyper::Request::post("/mcp");
+    for (k, v) in headers {
+        post = post.header(k, v);
+    }
+    let resp = h
+        .app
+        .handle(
+            post.body(http_body_util::Full::new(bytes::Bytes::from(listen(
+                json!(["linnet://rollouts/web", "linnet://rollouts/other"]),
+            ))))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    // First the acknowledgement: resource updates only (the tools never change here).
+    let ack = next_message(&mut body, &mut buf).await.unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions": ["linnet://rollouts/web", "linnet://rollouts/other"]})
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    call(&h, "pause", json!({"name": "web"}), true).await;
+    let told = next_message(&mut body, &mut buf).await.unwrap();
+    assert_eq!(
+        told,
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+            "params": {"uri": "linnet://rollouts/web",
+                "_meta": {"io.modelcontextprotocol/subscriptionId": "listen-1"}}})
+    );
+    drop(body);
     h.close().await;
 }
