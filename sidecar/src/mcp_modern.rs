@@ -9,12 +9,11 @@
 //! subscriptions: its response is the stream of `notifications/resources/updated` for the
 //! URIs it names, tagged with its id.
 
-use crate::mcp::Resource;
 use crate::mcp::{
     error_response, invalid_params, resource_templates, resources_list, resources_read,
-    server_info, tools_call, tools_list, Context, Reply, RpcError, HEADER_MISMATCH, INSTRUCTIONS,
-    INVALID_PARAMS, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO,
-    METHOD_NOT_FOUND, MODERN_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
+    server_info, tools_call, tools_list, Context, Reply, Resource, RpcError, HEADER_MISMATCH,
+    INSTRUCTIONS, INVALID_PARAMS, INVALID_REQUEST, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION,
+    META_SERVER_INFO, METHOD_NOT_FOUND, MODERN_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use crate::mcp_session::{Listener, MAX_SUBSCRIPTIONS};
 use serde_json::{json, Map, Value};
@@ -61,13 +60,7 @@ fn plain(e: RpcError) -> Failure {
 fn http_status(code: i64) -> u16 {
     match code {
         METHOD_NOT_FOUND => 404,
-        c if c == INVALID_PARAMS
-            || c == HEADER_MISMATCH
-            || c == UNSUPPORTED_PROTOCOL_VERSION
-            || c == crate::mcp::INVALID_REQUEST =>
-        {
-            400
-        }
+        INVALID_PARAMS | INVALID_REQUEST | HEADER_MISMATCH | UNSUPPORTED_PROTOCOL_VERSION => 400,
         _ => 200,
     }
 }
