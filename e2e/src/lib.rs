@@ -132,6 +132,41 @@ pub fn poll<T>(
     }
 }
 
+/// Runs `cmd` (stdin closed, stdout and stderr to `out`) until it exits, for at most
+/// `deadline`: past it the process is killed and the error carries what it printed so far.
+/// Returns its exit status and everything it printed.
+pub fn run_bounded(
+    cmd: &mut std::process::Command,
+    out: &Path,
+    deadline: std::time::Duration,
+) -> Result<(std::process::ExitStatus, String), Error> {
+    let file = std::fs::File::create(out).map_err(Error::io("create the output file"))?;
+    let err = file.try_clone().map_err(Error::io("output file"))?;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .map_err(Error::io("spawn"))?;
+    let printed = || std::fs::read_to_string(out).unwrap_or_default();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(Error::io("wait"))? {
+            return Ok((status, printed()));
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::new(format!(
+                "{:?} ran past {deadline:?}:\n{}",
+                cmd.get_program(),
+                printed()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Which upstream answered a request, from its `x-served-by` header.
 pub fn served_by(resp: &Response) -> Option<String> {
     resp.header_str("x-served-by")

@@ -10,11 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use linnet_e2e::sidecar::{linnet_bin, Sidecar, ADMIN_TOKEN};
-use linnet_e2e::{repo_root, TestDir};
-use std::fs;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use linnet_e2e::{repo_root, run_bounded, TestDir};
+use std::process::Command;
+use std::time::Duration;
 
 /// Past this the client is killed and the test fails; it takes a few seconds.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -37,35 +35,18 @@ fn an_agent_drives_rollouts_over_mcp_within_its_scope() {
         .to_owned();
     assert!(read_key.starts_with("lnk_"), "{read_key}");
     let out_path = dir.path().join("client.out");
-    let out = fs::File::create(&out_path).unwrap();
-    let mut child = Command::new(&python)
-        .arg(repo_root().join("e2e/mcp/client.py"))
-        .args(["--base", &format!("http://{}", sidecar.addr)])
-        .args(["--token", ADMIN_TOKEN])
-        .arg("--linnet")
-        .arg(linnet_bin().unwrap())
-        .args(["--read-key", &read_key])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the MCP client ran past {DEADLINE:?}:\n{}",
-                fs::read_to_string(&out_path).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let report = fs::read_to_string(&out_path).unwrap();
+    let (status, report) = run_bounded(
+        Command::new(&python)
+            .arg(repo_root().join("e2e/mcp/client.py"))
+            .args(["--base", &format!("http://{}", sidecar.addr)])
+            .args(["--token", ADMIN_TOKEN])
+            .arg("--linnet")
+            .arg(linnet_bin().unwrap())
+            .args(["--read-key", &read_key]),
+        &out_path,
+        DEADLINE,
+    )
+    .unwrap();
     assert!(
         status.success(),
         "the MCP client failed ({status}):\n{report}\nsidecar log:\n{}",

@@ -5,11 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use linnet_e2e::sidecar::{Sidecar, ADMIN_TOKEN};
-use linnet_e2e::{repo_root, TestDir};
-use std::fs;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use linnet_e2e::{repo_root, run_bounded, TestDir};
+use std::process::Command;
+use std::time::Duration;
 
 /// Schemathesis's own budget for the whole run, in seconds.
 const MAX_TIME_S: u32 = 60;
@@ -27,45 +25,28 @@ fn schemathesis_finds_no_server_error_and_no_schema_break() {
     let dir = TestDir::new("openapi", "schemathesis").unwrap();
     let sidecar = Sidecar::start(dir.path()).unwrap();
     let out_path = dir.path().join("schemathesis.out");
-    let out = fs::File::create(&out_path).unwrap();
-    let mut child = Command::new(&st)
-        .current_dir(dir.path())
-        .arg("run")
-        .arg(format!("http://{}/v1/openapi.json", sidecar.addr))
-        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
-        ])
-        // The event stream never ends by design, and a snapshot poll at the current version
-        // is held for up to its timeout (5 minutes at most): both would spend the budget
-        // waiting. tests/sse.rs and tests/limits.rs in the sidecar cover them.
-        .args(["--exclude-path", "/v1/events", "--exclude-path", "/v1/snapshot"])
-        // A hang fails the run; a slow answer does not: every change is fsynced before it is
-        // answered, and behind other disk traffic one fsync has taken over 5 s here.
-        .args(["--max-examples", "20", "--seed", "1", "--request-timeout", "30"])
-        .args(["--max-time", &MAX_TIME_S.to_string()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "schemathesis ran past {DEADLINE:?}:\n{}",
-                fs::read_to_string(&out_path).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(200));
-    };
-    let report = fs::read_to_string(&out_path).unwrap();
+    let (status, report) = run_bounded(
+        Command::new(&st)
+            .current_dir(dir.path())
+            .arg("run")
+            .arg(format!("http://{}/v1/openapi.json", sidecar.addr))
+            .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
+            ])
+            // The event stream never ends by design, and a snapshot poll at the current version
+            // is held for up to its timeout (5 minutes at most): both would spend the budget
+            // waiting. tests/sse.rs and tests/limits.rs in the sidecar cover them.
+            .args(["--exclude-path", "/v1/events", "--exclude-path", "/v1/snapshot"])
+            // A hang fails the run; a slow answer does not: every change is fsynced before it is
+            // answered, and behind other disk traffic one fsync has taken over 5 s here.
+            .args(["--max-examples", "20", "--seed", "1", "--request-timeout", "30"])
+            .args(["--max-time", &MAX_TIME_S.to_string()]),
+        &out_path,
+        DEADLINE,
+    )
+    .unwrap();
     assert!(
         status.success(),
         "schemathesis failed ({status}):\n{report}\nsidecar log:\n{}",
