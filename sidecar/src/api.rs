@@ -314,6 +314,22 @@ pub struct Explanation {
     pub timeline: Vec<Line>,
 }
 
+// === impl Explanation ===
+
+impl Explanation {
+    /// Where `status` stands, and `events` (its latest, oldest first) in plain words.
+    pub fn of(status: Status, events: &[Event]) -> Explanation {
+        Explanation {
+            rollout: status.name,
+            id: status.id,
+            state: status.state,
+            step: status.step,
+            weight: status.weight,
+            timeline: crate::explain::timeline(events),
+        }
+    }
+}
+
 // === impl ApiError ===
 
 impl ApiError {
@@ -1429,14 +1445,7 @@ async fn explain(
 ) -> Answer<Explanation> {
     let limit = limit(q.limit, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT)?;
     let (status, events) = s.ctl.timeline(name, limit).await?;
-    Ok(Json(Explanation {
-        rollout: status.name,
-        id: status.id,
-        state: status.state,
-        step: status.step,
-        weight: status.weight,
-        timeline: crate::explain::timeline(&events),
-    }))
+    Ok(Json(Explanation::of(status, &events)))
 }
 
 /// The MCP server for AI agents (Streamable HTTP): one JSON-RPC 2.0 message per POST,

@@ -722,14 +722,7 @@ async fn explain(ctl: &Controller, args: &Map<String, Value>) -> ToolResult {
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(DEFAULT_TIMELINE);
     let (status, events) = ctl.timeline(rollout(args), limit).await?;
-    to_json(&Explanation {
-        rollout: status.name,
-        id: status.id,
-        state: status.state,
-        step: status.step,
-        weight: status.weight,
-        timeline: crate::explain::timeline(&events),
-    })
+    to_json(&Explanation::of(status, &events))
 }
 
 fn whereis(ctl: &Controller, args: &Map<String, Value>) -> ToolResult {
@@ -935,14 +928,7 @@ pub(crate) async fn resources_read(
                     CtlError::NotFound(m) => not_found(m),
                     other => internal(other),
                 })?;
-            serde_json::to_value(Explanation {
-                rollout: status.name,
-                id: status.id,
-                state: status.state,
-                step: status.step,
-                weight: status.weight,
-                timeline: crate::explain::timeline(&events),
-            })
+            serde_json::to_value(Explanation::of(status, &events))
         }
     }
     .map_err(internal)?;

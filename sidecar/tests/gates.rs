@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use hyper::StatusCode;
-use tokio::sync::watch;
 
 fn spec(name: &str, authority: &str, gates: &str, limit: u32) -> String {
     format!(
@@ -20,18 +19,12 @@ fn gate(name: &str, on: &str, url: &str, timeout: &str) -> String {
     format!("- {{name: {name}, on: {on}, url: '{url}', timeout: {timeout}, retry: 200ms}}\n")
 }
 
-fn runner(h: &Harness) -> watch::Sender<bool> {
-    let (tx, rx) = watch::channel(false);
-    linnet_sidecar::gate::spawn_runner(h.ctl.clone(), rx);
-    tx
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_promotion_holds_on_500_with_the_answer_and_promotes_on_200() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::open(&dir.path().join("l.db"), EPOCH_MS);
     let ci = Receiver::start(500).await;
-    let _stop = runner(&h);
+    let _stop = gate_runner(&h);
     let yaml = spec(
         "checkout",
         "shop.example",
@@ -108,7 +101,7 @@ async fn a_gate_that_keeps_holding_rolls_back_at_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::open(&dir.path().join("l.db"), EPOCH_MS);
     let ci = Receiver::start(503).await;
-    let _stop = runner(&h);
+    let _stop = gate_runner(&h);
     let yaml = spec(
         "checkout",
         "shop.example",
@@ -143,7 +136,7 @@ async fn unreachable_and_slow_gates_hold_only_their_own_rollout() {
     drop(closed);
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let slow = format!("http://{}", silent.local_addr().unwrap());
-    let _stop = runner(&h);
+    let _stop = gate_runner(&h);
     let a = spec(
         "a",
         "a.example",

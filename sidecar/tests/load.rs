@@ -11,7 +11,6 @@ use hyper::StatusCode;
 use linnet_core::snapshot::Source;
 use linnet_sidecar::load::{Context, Headers, LoadSpec, Outcome};
 use std::collections::BTreeMap;
-use tokio::sync::watch;
 
 /// 100 requests from 5 users at 500 a second: a fifth of a second of sending.
 async fn burst(url: &str, min_success: Option<f64>) -> Outcome {
@@ -103,18 +102,12 @@ fn rollout(target: &str, limit: u32) -> String {
     )
 }
 
-fn runner(h: &Harness) -> watch::Sender<bool> {
-    let (tx, rx) = watch::channel(false);
-    linnet_sidecar::gate::spawn_runner(h.ctl.clone(), rx);
-    tx
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_gate_lets_a_healthy_canary_step_on() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::open(&dir.path().join("l.db"), EPOCH_MS);
     let canary = Receiver::start(200).await;
-    let _stop = runner(&h);
+    let _stop = gate_runner(&h);
     let r = h.create_yaml(&rollout(&canary.url, 2)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let s = wait_for(&h, "checkout", "promoted", |s| s["state"] == "promoted").await;
@@ -168,7 +161,7 @@ async fn a_load_gate_holds_then_rolls_back_a_canary_answering_a_fifth_500s() {
     let h = Harness::open(&dir.path().join("l.db"), EPOCH_MS);
     let canary = Receiver::start(200).await;
     canary.fail_every(5);
-    let _stop = runner(&h);
+    let _stop = gate_runner(&h);
     let r = h.create_yaml(&rollout(&canary.url, 2)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let s = wait_for(&h, "checkout", "held by smoke", |s| {

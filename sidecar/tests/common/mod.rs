@@ -345,6 +345,13 @@ impl Drop for Receiver {
     }
 }
 
+/// Runs the gates' runner on `h` until the returned sender is dropped or set.
+pub fn gate_runner(h: &Harness) -> watch::Sender<bool> {
+    let (tx, rx) = watch::channel(false);
+    linnet_sidecar::gate::spawn_runner(h.ctl.clone(), rx);
+    tx
+}
+
 /// Waits (bounded) until `f` holds for the rollout's status, and returns that status.
 pub async fn wait_for(h: &Harness, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..400 {
